@@ -1,0 +1,92 @@
+"""The Skyline base message and the JSON Schema fragments every family shares."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fedora_messaging import message
+
+SCHEMA = "http://json-schema.org/draft-07/schema#"
+
+#: Architectures a task can be built for. Koji's names; "noarch" is built on any host.
+ARCHES = ("noarch", "x86_64", "i686", "aarch64", "ppc64le", "s390x", "armv7hl", "riscv64")
+
+# jsonschema matches patterns with Python's `re`, where `$` also matches before a trailing
+# newline: "builder1\n" would pass `^[a-z0-9-]+$`. END closes that and is still valid ECMA 262.
+END = r"(?!\n)$"
+SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}" + END}
+ARCH = {"type": "string", "enum": list(ARCHES)}
+# Host names end up in routing keys, queue names and broker user names: keep them plain.
+HOST = {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}" + END}
+USER = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}" + END}
+ID = {"type": "integer", "minimum": 1}
+UUID = {
+    "type": "string",
+    "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}" + END,
+}
+TIMESTAMP = {"type": "string", "format": "date-time", "minLength": 20, "maxLength": 40}
+# rpm itself refuses ".." anywhere in a name, version or release; refusing it here keeps an
+# N-V-R safe to use as packages/<name>/<version>/<release> path components.
+NVR = {
+    "type": "string",
+    "pattern": r"^(?!.*\.\.)[^/\s]+-[^-/\s]+-[^-/\s]+" + END,
+    "maxLength": 255,
+}
+# A bare file name: no directory part, no leading dot, so it can never climb out of a folder.
+FILE_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_+][A-Za-z0-9._+~^-]{0,254}" + END}
+SIGNATURE = {"type": "string", "pattern": "^[A-Za-z0-9+/]{86}==" + END}  # base64 Ed25519
+FILE_ENTRY = {
+    "type": "object",
+    "required": ["name", "size", "sha256"],
+    "properties": {"name": FILE_NAME, "size": {"type": "integer", "minimum": 0}, "sha256": SHA256},
+    "additionalProperties": False,
+}
+FILES = {"type": "array", "items": FILE_ENTRY, "maxItems": 10000}
+TASK_STATUS = {"type": "string", "enum": ["succeeded", "failed"]}
+
+
+def body_schema(
+    description: str, required: list[str], properties: dict[str, Any]
+) -> dict[str, Any]:
+    """A closed object schema: unknown fields are errors, so typos never pass silently."""
+    return {
+        "$schema": SCHEMA,
+        "description": description,
+        "type": "object",
+        "required": required,
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+def package_of(file_or_nvr: str) -> str:
+    """The package name in `name-version-release[.arch.rpm]`, or the input if it has no NVR."""
+    stem = file_or_nvr.removesuffix(".rpm")
+    stem = stem.removesuffix(".src")
+    parts = stem.rsplit("-", 2)
+    return parts[0] if len(parts) == 3 else file_or_nvr
+
+
+class SkylineMessage(message.Message):
+    """Base for every Skyline message: identifies the app for notification tools."""
+
+    @property
+    def app_name(self) -> str:
+        return "Skyline"
+
+    @property
+    def app_icon(self) -> str | None:
+        return None
+
+    @property
+    def url(self) -> str | None:
+        return None
+
+    @property
+    def summary(self) -> str:  # pragma: no cover - every leaf class overrides it
+        return self.topic
+
+    def __str__(self) -> str:
+        details = json.dumps(self.body, sort_keys=True, indent=2)
+        return f"{self.summary}\n\n{details}\n"

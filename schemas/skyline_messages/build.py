@@ -1,0 +1,203 @@
+"""Build-level messages: a packager's request and what becomes of it."""
+
+from __future__ import annotations
+
+from fedora_messaging.message import ERROR, INFO
+
+from .base import (
+    ARCH,
+    END,
+    FILE_NAME,
+    HOST,
+    ID,
+    NVR,
+    SHA256,
+    USER,
+    SkylineMessage,
+    body_schema,
+    package_of,
+)
+
+ARCH_LIST = {"type": "array", "items": ARCH, "minItems": 1, "uniqueItems": True}
+STORED_FILE = {
+    "type": "object",
+    "required": ["name", "path", "sha256", "size", "arch"],
+    "properties": {
+        "name": FILE_NAME,
+        # Relative to the Koji top directory: no leading "/", no ".." component, no whitespace.
+        "path": {
+            "type": "string",
+            "pattern": r"^(?!/)(?!(.*/)?\.\.(/|$))[^\s]+" + END,
+            "maxLength": 1024,
+        },
+        "sha256": SHA256,
+        "size": {"type": "integer", "minimum": 0},
+        "arch": {"type": "string", "maxLength": 32},
+    },
+    "additionalProperties": False,
+}
+
+
+class BuildRequestV1(SkylineMessage):
+    """A packager asks Skyline to build a source RPM for some architectures."""
+
+    topic = "skyline.build.request"
+    body_schema = body_schema(
+        "A request to build a source RPM",
+        ["srpm_url", "srpm_sha256", "arches", "owner"],
+        {
+            # The file name must be an SRPM's N-V-R.src.rpm: it names the build until the
+            # collector reads the real headers (and checks they agree).
+            "srpm_url": {
+                "type": "string",
+                "pattern": r"^https?://[^\s]+/[^/\s]+-[^-/\s]+-[^-/\s]+\.src\.rpm" + END,
+                "maxLength": 2048,
+            },
+            "srpm_sha256": SHA256,
+            "arches": ARCH_LIST,
+            "owner": USER,
+            "scratch": {"type": "boolean"},
+            "release": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,31}" + END},
+            "priority": {"type": "integer", "minimum": 0, "maximum": 1000},
+        },
+    )
+
+    @property
+    def srpm_name(self) -> str:
+        return self.body["srpm_url"].rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def summary(self) -> str:
+        kind = "scratch build" if self.body.get("scratch") else "build"
+        arches = ", ".join(self.body["arches"])
+        return f"{self.body['owner']} requested a {kind} of {self.srpm_name} for {arches}"
+
+    @property
+    def agent_name(self) -> str:
+        return self.body["owner"]
+
+    @property
+    def usernames(self) -> list[str]:
+        return [self.body["owner"]]
+
+    @property
+    def packages(self) -> list[str]:
+        return [package_of(self.srpm_name)]
+
+
+class _BuildMessage(SkylineMessage):
+    """Shared properties of messages about one build."""
+
+    @property
+    def agent_name(self) -> str:
+        return self.body["owner"]
+
+    @property
+    def usernames(self) -> list[str]:
+        return [self.body["owner"]]
+
+    @property
+    def packages(self) -> list[str]:
+        return [package_of(self.body["nvr"])]
+
+
+class BuildQueuedV1(_BuildMessage):
+    """The dispatcher accepted a request: one task per architecture is waiting for a host."""
+
+    topic = "skyline.build.queued"
+    body_schema = body_schema(
+        "A build was queued",
+        ["build_id", "owner", "nvr", "srpm_sha256", "scratch", "tasks"],
+        {
+            "build_id": ID,
+            "owner": USER,
+            "nvr": NVR,
+            "srpm_sha256": SHA256,
+            "scratch": {"type": "boolean"},
+            "tasks": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["task_id", "arch"],
+                    "properties": {"task_id": ID, "arch": ARCH},
+                    "additionalProperties": False,
+                },
+            },
+        },
+    )
+
+    @property
+    def summary(self) -> str:
+        arches = ", ".join(t["arch"] for t in self.body["tasks"])
+        return f"build {self.body['build_id']} of {self.body['nvr']} queued for {arches}"
+
+
+class BuildStoredV1(_BuildMessage):
+    """The collector put one task's verified results into Koji storage."""
+
+    topic = "skyline.build.stored"
+    body_schema = body_schema(
+        "A task's results were stored in Koji storage",
+        ["build_id", "task_id", "owner", "nvr", "arch", "host", "files"],
+        {
+            "build_id": ID,
+            "task_id": ID,
+            "owner": USER,
+            "nvr": NVR,
+            "arch": ARCH,
+            "host": HOST,
+            "files": {"type": "array", "items": STORED_FILE},
+        },
+    )
+
+    @property
+    def summary(self) -> str:
+        return (
+            f"stored {len(self.body['files'])} file(s) of {self.body['nvr']} "
+            f"({self.body['arch']}, built by {self.body['host']})"
+        )
+
+
+class BuildCompleteV1(_BuildMessage):
+    """Every task of a build is verified and stored."""
+
+    topic = "skyline.build.complete"
+    severity = INFO
+    body_schema = body_schema(
+        "A build completed",
+        ["build_id", "owner", "nvr", "scratch", "files"],
+        {
+            "build_id": ID,
+            "owner": USER,
+            "nvr": NVR,
+            "scratch": {"type": "boolean"},
+            "files": {"type": "array", "items": STORED_FILE},
+        },
+    )
+
+    @property
+    def summary(self) -> str:
+        return f"build {self.body['build_id']} of {self.body['nvr']} completed"
+
+
+class BuildFailedV1(_BuildMessage):
+    """A build cannot complete: a task failed to build or no result could be accepted."""
+
+    topic = "skyline.build.failed"
+    severity = ERROR
+    body_schema = body_schema(
+        "A build failed",
+        ["build_id", "owner", "nvr", "reason"],
+        {
+            "build_id": ID,
+            "owner": USER,
+            "nvr": NVR,
+            "reason": {"type": "string", "maxLength": 2000},
+            "failed_arches": {"type": "array", "items": ARCH},
+        },
+    )
+
+    @property
+    def summary(self) -> str:
+        return f"build {self.body['build_id']} of {self.body['nvr']} failed: {self.body['reason']}"

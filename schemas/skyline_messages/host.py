@@ -1,0 +1,102 @@
+"""Host-level messages: enrolment, heartbeats and the registry's view of each host."""
+
+from __future__ import annotations
+
+from fedora_messaging.message import DEBUG, INFO
+
+from .base import ARCH, END, HOST, SIGNATURE, TIMESTAMP, USER, SkylineMessage, body_schema
+
+TRUST = {"type": "string", "enum": ["untrusted", "trusted", "core"]}
+ARCHES = {"type": "array", "items": ARCH, "minItems": 1, "uniqueItems": True}
+RELEASES = {
+    "type": "array",
+    "items": {"type": "string", "maxLength": 32},
+    "uniqueItems": True,
+    "maxItems": 64,
+}
+SLOTS = {"type": "integer", "minimum": 0, "maximum": 1024}
+
+
+class _HostMessage(SkylineMessage):
+    @property
+    def agent_name(self) -> str:
+        return self.body.get("owner") or self.body["host"]
+
+    @property
+    def usernames(self) -> list[str]:
+        return [self.body["owner"]] if "owner" in self.body else []
+
+
+class HostEnrolledV1(_HostMessage):
+    """The registry enrolled a builder host and its public key."""
+
+    topic = "skyline.host.enrolled"
+    severity = INFO
+    body_schema = body_schema(
+        "A builder host was enrolled",
+        ["host", "owner", "arches", "releases", "trust", "public_key"],
+        {
+            "host": HOST,
+            "owner": USER,
+            "arches": ARCHES,
+            "releases": RELEASES,
+            "trust": TRUST,
+            "public_key": {"type": "string", "pattern": "^[A-Za-z0-9+/]{43}=" + END},
+            "cpus": {"type": "integer", "minimum": 1},
+            "memory_mb": {"type": "integer", "minimum": 0},
+            "disk_gb": {"type": "integer", "minimum": 0},
+        },
+    )
+
+    @property
+    def summary(self) -> str:
+        b = self.body
+        return f"{b['owner']} enrolled host {b['host']} ({', '.join(b['arches'])}) as {b['trust']}"
+
+
+class HostHeartbeatV1(_HostMessage):
+    """A builder says it is alive and how many tasks it can take (signed by the host)."""
+
+    topic = "skyline.host.heartbeat"
+    severity = DEBUG
+    body_schema = body_schema(
+        "A builder host's heartbeat",
+        ["host", "free_slots", "signed_at", "signature"],
+        {
+            "host": HOST,
+            "free_slots": SLOTS,
+            "running": {"type": "integer", "minimum": 0},
+            "signed_at": TIMESTAMP,
+            "signature": SIGNATURE,
+        },
+    )
+
+    @property
+    def summary(self) -> str:
+        return f"{self.body['host']} is alive with {self.body['free_slots']} free slot(s)"
+
+
+class HostStatusV1(_HostMessage):
+    """The registry's authenticated view of a host, for the dispatcher to schedule on."""
+
+    topic = "skyline.host.status"
+    severity = DEBUG
+    body_schema = body_schema(
+        "A builder host's current status",
+        ["host", "owner", "state", "trust", "arches", "releases", "free_slots", "seen_at"],
+        {
+            "host": HOST,
+            "owner": USER,
+            "state": {"type": "string", "enum": ["online", "offline", "quarantined"]},
+            "trust": TRUST,
+            "arches": ARCHES,
+            "releases": RELEASES,
+            "free_slots": SLOTS,
+            "seen_at": TIMESTAMP,
+        },
+    )
+
+    @property
+    def summary(self) -> str:
+        b = self.body
+        return f"{b['host']} is {b['state']} ({b['trust']}) with {b['free_slots']} free slot(s)"

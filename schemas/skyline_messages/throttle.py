@@ -1,0 +1,47 @@
+"""The farm-wide throttle: when bad results rise, builds go back to the central Koji."""
+
+from __future__ import annotations
+
+from fedora_messaging.message import INFO, WARNING
+
+from .base import SkylineMessage, body_schema
+
+RATE_FIELDS = {
+    "bad_rate": {"type": "number", "minimum": 0, "maximum": 1},
+    "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+    "window_seconds": {"type": "integer", "minimum": 1},
+    "reason": {"type": "string", "maxLength": 2000},
+}
+
+
+class ThrottleEngagedV1(SkylineMessage):
+    """Non-core hosts stop getting work; builds fall back to the central Koji."""
+
+    topic = "skyline.throttle.engaged"
+    severity = WARNING
+    body_schema = body_schema(
+        "The throttle was engaged", ["bad_rate", "threshold", "window_seconds"], RATE_FIELDS
+    )
+
+    @property
+    def summary(self) -> str:
+        b = self.body
+        return (
+            f"throttle engaged: {b['bad_rate']:.1%} bad results over {b['window_seconds']} s "
+            f"(threshold {b['threshold']:.1%})"
+        )
+
+
+class ThrottleReleasedV1(SkylineMessage):
+    """Volunteer hosts get work again."""
+
+    topic = "skyline.throttle.released"
+    severity = INFO
+    body_schema = body_schema(
+        "The throttle was released", ["bad_rate", "threshold", "window_seconds"], RATE_FIELDS
+    )
+
+    @property
+    def summary(self) -> str:
+        b = self.body
+        return f"throttle released: {b['bad_rate']:.1%} bad results over {b['window_seconds']} s"

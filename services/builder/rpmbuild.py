@@ -1,0 +1,285 @@
+"""Build backend of the volunteer builder: rebuild one SRPM reproducibly with rpmbuild or mock.
+
+Reproducibility needs the same SRPM bytes, REPRODUCIBLE_MACROS and the same absolute build path
+on every host (build-and-limits.md §1), so that independent hosts can be cross-checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from services.common.rpmfiles import (
+    REPRODUCIBLE_MACROS,
+    RpmCheckError,
+    check_rpm_digests,
+    macro_args,
+    tool_env,
+)
+
+__all__ = [
+    "DEFAULT_BUILD_PATH",
+    "REPRODUCIBLE_MACROS",
+    "BuildOutcome",
+    "build",
+    "environment_manifest",
+    "manifest_digest",
+]
+
+# The build path leaks into ELF build-ids and the expanded spec, so all hosts must use this one.
+DEFAULT_BUILD_PATH = Path("/var/tmp/skyline-build")
+BACKENDS = ("auto", "rpmbuild", "mock")
+LOG_NAME = "build.log"
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    succeeded: bool
+    rpms: list[Path]
+    log: Path
+    returncode: int
+    duration: float
+
+
+@functools.lru_cache(maxsize=1)
+def rpmdb_has_rpm() -> bool:
+    """True on RPM distros; False where the rpmdb is empty (e.g. Debian) and deps can't resolve."""
+    try:
+        proc = subprocess.run(
+            ["rpm", "-q", "rpm"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=tool_env(),
+            check=False,
+        )
+    except OSError:
+        return False
+    return proc.returncode == 0
+
+
+def _is_within(path: Path, parent: Path) -> bool:
+    return path.resolve().is_relative_to(parent.resolve())
+
+
+def _wipe(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _run_logged(cmd: list[str], log: IO[bytes], env: dict[str, str], timeout: float) -> int:
+    """Run cmd with stdout+stderr streamed into log; on timeout kill its whole process group."""
+    log.write(f"+ {shlex.join(cmd)}\n".encode())
+    log.flush()
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # own process group, so a timeout can kill every child
+        )
+    except OSError as exc:
+        log.write(f"skyline: cannot start {cmd[0]}: {exc}\n".encode())
+        return 127
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.write(f"skyline: build timed out after {timeout:g}s; process group killed\n".encode())
+        return -signal.SIGKILL
+    except BaseException:
+        # Interrupted (e.g. KeyboardInterrupt): don't leave a build running under the lock.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
+def _rpmbuild_cmd(srpm: Path, arch: str, build_path: Path, log: IO[bytes]) -> list[str]:
+    cmd = [
+        "rpmbuild",
+        "--rebuild",
+        "--define",
+        f"_topdir {build_path}",
+        *macro_args(REPRODUCIBLE_MACROS),
+    ]
+    if arch != "noarch":
+        cmd += ["--target", arch]
+    if not rpmdb_has_rpm():
+        log.write(
+            b"skyline: rpm is not in the rpm database (non-RPM distro): "
+            b"BuildRequires are NOT checked (--nodeps)\n"
+        )
+        cmd.append("--nodeps")
+    return [*cmd, str(srpm)]
+
+
+def _mock_cmd(srpm: Path, arch: str, resultdir: Path, mock_config: str | None) -> list[str]:
+    # mock builds in /builddir/build inside its chroot: a fixed path on every host already.
+    cmd = ["mock"]
+    if mock_config:
+        cmd += ["-r", mock_config]
+    cmd += ["--rebuild", str(srpm), "--resultdir", str(resultdir), *macro_args(REPRODUCIBLE_MACROS)]
+    if arch != "noarch":
+        cmd += ["--target", arch]
+    return cmd
+
+
+def build(
+    srpm: Path,
+    *,
+    arch: str,
+    results_dir: Path,
+    build_path: Path = DEFAULT_BUILD_PATH,
+    timeout: float = 3600,
+    backend: str = "auto",
+    mock_config: str | None = None,
+) -> BuildOutcome:
+    """Rebuild srpm for arch; copy the RPMs into results_dir. Build failures never raise."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if not arch or "/" in arch or arch.startswith("-"):
+        raise ValueError(f"bad arch {arch!r}")
+    if not build_path.is_absolute():
+        raise ValueError("build_path must be absolute: it is part of the build output")
+    srpm = srpm.absolute()
+    results_dir = results_dir.absolute()
+    # build_path is wiped, so neither the input nor the results may live inside it.
+    for p in (srpm, results_dir):
+        if _is_within(p, build_path):
+            raise ValueError(f"{p} is inside build_path {build_path}")
+    use_mock = backend == "mock" or (backend == "auto" and shutil.which("mock") is not None)
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    log_path = results_dir / LOG_NAME
+    build_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = build_path.with_name(build_path.name + ".lock")
+    rc, ok = -1, False
+    rpms: list[Path] = []
+    # Two builders on one host share build_path, so the whole build runs under an exclusive lock.
+    with open(lock_path, "a") as lock, open(log_path, "wb") as log:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        started = time.monotonic()  # duration excludes waiting for another build's lock
+        try:
+            _wipe(build_path)
+            build_path.mkdir()
+            env = tool_env()
+            if use_mock:
+                out_dir = build_path / "mock-result"  # mock writes its own build.log there
+                cmd = _mock_cmd(srpm, arch, out_dir, mock_config)
+            else:
+                out_dir = build_path / "RPMS"
+                env["HOME"] = str(build_path)  # ignore the volunteer's ~/.rpmmacros
+                cmd = _rpmbuild_cmd(srpm, arch, build_path, log)
+            rc = _run_logged(cmd, log, env, timeout)
+            rpms = _collect(out_dir, results_dir, log) if rc == 0 else []
+            # On a digest failure the copies stay in rpms as evidence, but succeeded is False.
+            ok = rc == 0 and bool(rpms) and _digests_ok(rpms, log)
+            if rc == 0 and not rpms:
+                log.write(b"skyline: build exited 0 but produced no binary RPMs\n")
+            log.write(f"skyline: {'succeeded' if ok else 'FAILED'} (rc={rc})\n".encode())
+        finally:
+            _wipe(build_path)
+            # Lock released when the file closes.
+    return BuildOutcome(
+        succeeded=ok,
+        rpms=rpms,
+        log=log_path,
+        returncode=rc,
+        duration=time.monotonic() - started,
+    )
+
+
+def _collect(out_dir: Path, results_dir: Path, log: IO[bytes]) -> list[Path]:
+    # Source RPMs are excluded: the input SRPM is recorded separately (mock re-emits one).
+    found = sorted(
+        p for p in out_dir.rglob("*.rpm") if p.is_file() and not p.name.endswith(".src.rpm")
+    )
+    copied: list[Path] = []
+    for src in found:
+        dest = results_dir / src.name
+        shutil.copyfile(src, dest)
+        log.write(f"skyline: result {dest.name}\n".encode())
+        copied.append(dest)
+    return copied
+
+
+def _digests_ok(rpms: list[Path], log: IO[bytes]) -> bool:
+    for path in rpms:
+        try:
+            check_rpm_digests(path)
+        except RpmCheckError as exc:
+            log.write(f"skyline: {exc}\n".encode())
+            return False
+    return True
+
+
+def _first_line(cmd: list[str]) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        proc = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=tool_env(),
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = proc.stdout.decode(errors="replace").strip().splitlines()
+    return lines[0].strip() if proc.returncode == 0 and lines else None
+
+
+def _os_release(path: Path = Path("/etc/os-release")) -> str | None:
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip().strip("\"'")
+    if "ID" not in fields:
+        return None
+    return f"{fields['ID']} {fields.get('VERSION_ID', '')}".strip()
+
+
+def environment_manifest() -> dict[str, str]:
+    """Versions of the toolchain that shape the output; hosts are only comparable if these match."""
+    probes = {
+        "rpmbuild": ["rpmbuild", "--version"],
+        "gcc": ["gcc", "-dumpfullversion"],
+        "ld": ["ld", "--version"],
+        "mock": ["mock", "--version"],
+    }
+    manifest = {key: v for key, cmd in probes.items() if (v := _first_line(cmd)) is not None}
+    if (os_id := _os_release()) is not None:
+        manifest["os"] = os_id
+    return manifest
+
+
+def manifest_digest(manifest: Mapping[str, str]) -> str:
+    canonical = json.dumps(dict(manifest), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

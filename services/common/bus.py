@@ -1,0 +1,188 @@
+"""The message bus: aio-pika transport, fedora-messaging wire format and schema classes.
+
+fedora-messaging 3.9 has no asyncio API (its `api` module runs Twisted in a thread), so the
+transport is aio-pika, and fedora-messaging's `Message` classes are the schema layer: what
+goes on the wire is exactly what `fedora_messaging.api.publish` would send (same properties
+and headers), and what comes off it is decoded by `fedora_messaging.message.get_message`,
+so stock fedora-messaging publishers and consumers interoperate with Skyline both ways.
+
+Delivery guarantees: durable quorum queues, persistent messages, publisher confirms, manual
+ack after the handler returned (its transaction committed), a dead-letter queue per consumer
+queue for invalid messages and for messages that keep failing (`x-delivery-limit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+import aio_pika
+import pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from fedora_messaging import message as fm
+from fedora_messaging.exceptions import ValidationError
+
+from . import telemetry
+from .errors import Reject, Retry
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_EXCHANGE = "skyline.dead-letter"
+OnMessage = Callable[[fm.Message], Awaitable[None]]
+
+
+def to_amqp(msg: fm.Message) -> tuple[str, aio_pika.Message]:
+    """Validate `msg` and encode it as fedora-messaging's publisher would."""
+    msg.validate()
+    props = msg._properties
+    headers = dict(props.headers or {})
+    telemetry.inject(headers)
+    return msg._encoded_routing_key, aio_pika.Message(
+        body=msg._encoded_body,
+        content_type=props.content_type,
+        content_encoding=props.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=props.message_id,
+        priority=props.priority,
+        headers=headers,
+    )
+
+
+def from_amqp(incoming: AbstractIncomingMessage) -> fm.Message:
+    """Decode and validate an incoming message; raises fedora-messaging's ValidationError."""
+    props = pika.BasicProperties(
+        content_type=incoming.content_type,
+        content_encoding=incoming.content_encoding,
+        headers=dict(incoming.headers or {}),
+        message_id=incoming.message_id,
+        priority=incoming.priority,
+        delivery_mode=2,
+    )
+    return fm.get_message(incoming.routing_key or "", props, incoming.body)
+
+
+class Bus:
+    """One connection, one confirming publisher channel, any number of consumers."""
+
+    def __init__(self, url: str, *, exchange: str = "amq.topic", name: str = "skyline") -> None:
+        self.url = url
+        self.exchange_name = exchange
+        self.name = name
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: aio_pika.abc.AbstractChannel | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
+
+    async def connect(self) -> None:
+        self._connection = await aio_pika.connect_robust(
+            self.url, client_properties={"connection_name": self.name}
+        )
+        self._publish_channel = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await self._declare_exchange(self._publish_channel)
+
+    async def _declare_exchange(
+        self, channel: aio_pika.abc.AbstractChannel
+    ) -> aio_pika.abc.AbstractExchange:
+        if self.exchange_name.startswith("amq."):
+            return await channel.get_exchange(self.exchange_name, ensure=False)
+        return await channel.declare_exchange(
+            self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+
+    async def close(self) -> None:
+        for queue, tag in self._consumers:
+            try:
+                await queue.cancel(tag)
+            except Exception:  # the channel may already be gone; closing is best effort
+                log.debug("cancel of %s failed", queue.name, exc_info=True)
+        self._consumers.clear()
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def publish(self, msg: fm.Message) -> None:
+        """Publish and wait for the broker's confirm; raises if the broker refuses it."""
+        if self._exchange is None:
+            raise RuntimeError("Bus.publish() before connect()")
+        routing_key, amqp_message = to_amqp(msg)
+        await self._exchange.publish(amqp_message, routing_key=routing_key)
+
+    async def subscribe(
+        self,
+        queue_name: str,
+        routing_keys: Iterable[str],
+        on_message: OnMessage,
+        *,
+        prefetch: int = 10,
+        delivery_limit: int = 5,
+    ) -> None:
+        """Declare `queue_name` (and its dead-letter queue), bind it, and start consuming."""
+        if self._connection is None:
+            raise RuntimeError("Bus.subscribe() before connect()")
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        exchange = await self._declare_exchange(channel)
+        dlx = await channel.declare_exchange(
+            DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        dead = await channel.declare_queue(
+            f"{queue_name}.dead", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead.bind(dlx, routing_key=queue_name)
+        queue = await channel.declare_queue(
+            queue_name,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+                "x-dead-letter-routing-key": queue_name,
+                # A message that keeps crashing its handler ends in the dead-letter queue
+                # instead of looping forever.
+                "x-delivery-limit": delivery_limit,
+            },
+        )
+        for key in routing_keys:
+            await queue.bind(exchange, routing_key=key)
+
+        async def deliver(incoming: AbstractIncomingMessage) -> None:
+            await self._deliver(queue_name, incoming, on_message)
+
+        tag = await queue.consume(deliver)
+        self._consumers.append((queue, tag))
+
+    async def _deliver(
+        self, queue_name: str, incoming: AbstractIncomingMessage, on_message: OnMessage
+    ) -> None:
+        where = f"{incoming.routing_key} (id {incoming.message_id}) on {queue_name}"
+        try:
+            msg = from_amqp(incoming)
+        except ValidationError as exc:
+            log.error("invalid message %s, dead-lettered: %s", where, _first_line(exc))
+            await incoming.reject(requeue=False)
+            return
+        msg.queue = queue_name
+        try:
+            with telemetry.consume_span(msg, incoming.headers or {}):
+                await on_message(msg)
+        except Reject as exc:
+            log.error("rejected message %s, dead-lettered: %s", where, exc)
+            await incoming.reject(requeue=False)
+        except Retry as exc:
+            log.warning("will retry message %s: %s", where, exc)
+            await asyncio.sleep(1)  # do not spin on a peer that is down
+            await incoming.nack(requeue=True)
+        except asyncio.CancelledError:
+            await incoming.nack(requeue=True)
+            raise
+        except Exception:
+            log.exception("handler failed on message %s; it will be redelivered", where)
+            await asyncio.sleep(1)
+            await incoming.nack(requeue=True)
+        else:
+            await incoming.ack()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,175 @@
+"""One TOML file configures every process; `SKYLINE_*` environment variables override it.
+
+Top-level keys are shared (broker, database, logging); each service reads its own table.
+An unknown key is an error, so a typo never silently falls back to a default.
+Environment overrides: `SKYLINE_AMQP_URL`, `SKYLINE_DATABASE_URL`, and
+`SKYLINE_<SECTION>_<KEY>` for a service's key (lists are comma-separated).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+def _native_arches() -> list[str]:
+    machine = platform.machine()
+    return ["noarch", {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)]
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryConfig:
+    listen: str = "127.0.0.1:8410"
+    heartbeat_timeout: float = 120.0  # a host silent this long is offline
+    enrol_token: str = ""  # when set, enrolment requires `Authorization: Bearer <token>`
+
+
+@dataclasses.dataclass(frozen=True)
+class DispatcherConfig:
+    listen: str = "127.0.0.1:8411"
+    lease_seconds: int = 3600
+    sweep_seconds: float = 15.0  # how often expired leases are requeued
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifierConfig:
+    registry_url: str = "http://127.0.0.1:8410"
+    collector_url: str = "http://127.0.0.1:8412"
+    max_clock_skew: float = 600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectorConfig:
+    listen: str = "127.0.0.1:8412"
+    public_url: str = "http://127.0.0.1:8412"  # how builders and users reach this collector
+    koji_topdir: str = "koji"
+    staging_dir: str = "staging"
+    max_upload_mb: int = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class BuilderConfig:
+    host: str = ""
+    owner: str = ""
+    arches: list[str] = dataclasses.field(default_factory=_native_arches)
+    releases: list[str] = dataclasses.field(default_factory=lambda: ["local"])
+    slots: int = 1
+    workdir: str = "builder"
+    key_file: str = ""  # defaults to <workdir>/host.key
+    registry_url: str = "http://127.0.0.1:8410"
+    collector_url: str = "http://127.0.0.1:8412"
+    enrol_token: str = ""
+    heartbeat_seconds: float = 10.0
+    build_path: str = "/var/tmp/skyline-build"  # identical on every host: see builder/rpmbuild.py
+    backend: str = "auto"
+    build_timeout: float = 4 * 3600
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    database_url: str = "postgresql://skyline@127.0.0.1:5432/skyline"
+    exchange: str = "amq.topic"
+    log_level: str = "INFO"
+    otlp_endpoint: str = ""  # OpenTelemetry traces go here when set
+    base_dir: str = "."  # relative paths in the file are relative to the file's folder
+    registry: RegistryConfig = dataclasses.field(default_factory=RegistryConfig)
+    dispatcher: DispatcherConfig = dataclasses.field(default_factory=DispatcherConfig)
+    verifier: VerifierConfig = dataclasses.field(default_factory=VerifierConfig)
+    collector: CollectorConfig = dataclasses.field(default_factory=CollectorConfig)
+    builder: BuilderConfig = dataclasses.field(default_factory=BuilderConfig)
+
+    def path(self, value: str) -> Path:
+        """Resolve a path setting against the config file's folder."""
+        return (Path(self.base_dir) / value).resolve()
+
+
+SECTIONS = ("registry", "dispatcher", "verifier", "collector", "builder")
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    origin = typing.get_origin(kind)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+        return value
+    if kind is bool:
+        if isinstance(value, str):
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ConfigError(f"{name}: expected true or false, got {value!r}")
+            return value.lower() in ("1", "true", "yes")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if kind in (int, float):
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        return value
+    raise ConfigError(f"{name}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def _build(cls: type, data: Mapping[str, Any], env: Mapping[str, str], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)} - set(SECTIONS)
+    unknown = set(data) - names - set(SECTIONS)
+    if unknown:
+        where = prefix.removeprefix("SKYLINE_").rstrip("_").lower() or "top level"
+        raise ConfigError(f"unknown setting(s) {sorted(unknown)} in [{where}]")
+    values: dict[str, Any] = {}
+    for name in names:
+        env_key = f"{prefix}{name.upper()}"
+        if env_key in env:
+            values[name] = _coerce(env_key, hints[name], env[env_key])
+        elif name in data:
+            values[name] = _coerce(name, hints[name], data[name])
+    return cls(**values)
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file at `path` (or `$SKYLINE_CONF`), then apply environment overrides."""
+    env = os.environ if env is None else env
+    path = path or env.get("SKYLINE_CONF")
+    data: dict[str, Any] = {}
+    base_dir = Path.cwd()
+    if path:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+        base_dir = path.resolve().parent
+    sections = {}
+    for section in SECTIONS:
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        section_cls = typing.get_type_hints(Config)[section]
+        sections[section] = _build(section_cls, table, env, f"SKYLINE_{section.upper()}_")
+    top = _build(Config, data, env, "SKYLINE_")
+    return dataclasses.replace(top, base_dir=str(base_dir), **sections)
+
+
+def masked(url: str) -> str:
+    """A URL with its password hidden, for logs."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"

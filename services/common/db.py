@@ -1,0 +1,79 @@
+"""PostgreSQL: a pool bound to one service's schema, and that schema's migrations.
+
+Each service owns one Postgres schema (its tables are read by no other service); the pool sets
+`search_path` so a service's SQL never names its schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# Tables every service with a database has: the ids of messages it has processed (so
+# redelivered messages are ignored) and the outbox of messages to publish after a commit.
+PLUMBING_SQL = """
+CREATE TABLE IF NOT EXISTS processed_messages (
+    message_id  text PRIMARY KEY,
+    processed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id          bigserial PRIMARY KEY,
+    message     jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    sent_at     timestamptz
+);
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
+"""
+
+_SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_MIGRATION_NAME = re.compile(r"^\d{4}_[a-z0-9_]+\.sql$")
+
+
+async def create_pool(url: str, schema: str, *, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"bad schema name {schema!r}")
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": schema, "application_name": f"skyline-{schema}"},
+    )
+    assert pool is not None
+    return pool
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, migrations: Path | None) -> list[str]:
+    """Apply the service's `NNNN_name.sql` files not yet applied, in order; return their names.
+
+    An advisory lock serialises replicas of one service starting at the same time.
+    """
+    applied_now: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
+        await conn.execute(PLUMBING_SQL)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        files = sorted(migrations.glob("*.sql")) if migrations else []
+        for file in files:
+            if not _MIGRATION_NAME.match(file.name):
+                raise ValueError(f"migration {file} is not named NNNN_name.sql")
+            if file.name in done:
+                continue
+            log.info("applying migration %s/%s", schema, file.name)
+            await conn.execute(file.read_text())
+            await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", file.name)
+            applied_now.append(file.name)
+    return applied_now

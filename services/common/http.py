@@ -1,0 +1,66 @@
+"""HTTP plumbing: one aiohttp app factory with a JSON error boundary and a health route."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+
+def error(status: int, message: str) -> web.HTTPException:
+    """An HTTP error whose JSON body says what went wrong, for the caller to read."""
+    exc_class = _STATUS_CLASSES.get(status, web.HTTPInternalServerError)
+    return exc_class(
+        text=json.dumps({"error": message, "status": status}),
+        content_type="application/json",
+    )
+
+
+_STATUS_CLASSES: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest,
+    401: web.HTTPUnauthorized,
+    403: web.HTTPForbidden,
+    404: web.HTTPNotFound,
+    409: web.HTTPConflict,
+    413: web.HTTPRequestEntityTooLarge,
+    422: web.HTTPUnprocessableEntity,
+    500: web.HTTPInternalServerError,
+    503: web.HTTPServiceUnavailable,
+}
+
+
+@web.middleware
+async def _error_boundary(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        # Log the details; tell the caller nothing about the internals.
+        log.exception("%s %s failed", request.method, request.path)
+        raise error(500, "internal error") from None
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def make_app(routes: Sequence[web.RouteDef]) -> web.Application:
+    app = web.Application(middlewares=[_error_boundary], client_max_size=1024**2)
+    app.add_routes([web.get("/healthz", _health), *routes])
+    return app
+
+
+async def serve(app: web.Application, listen: str) -> web.AppRunner:
+    host, _, port = listen.rpartition(":")
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
+    log.info("listening on http://%s", listen)
+    return runner

@@ -1,0 +1,196 @@
+"""Service start-up and the context a handler runs in: the only start-up code of any service.
+
+A service is declared, not written: a name, a map of message class -> handler, HTTP routes,
+periodic jobs and a migrations folder. `Service.main()` does the rest in a fixed order:
+config -> logging -> telemetry -> database pool + migrations -> bus -> consumers + HTTP ->
+wait for SIGTERM/SIGINT -> stop consuming, let in-flight work finish, close.
+
+Every message is handled in one database transaction that also records its message id (so a
+redelivered copy is skipped) and the messages the handler publishes (the outbox); the bus acks
+only after that transaction committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from fedora_messaging import message as fm
+
+from . import db, outbox, telemetry
+from .bus import Bus
+from .config import Config, load_config, masked
+from .errors import Reject
+from .http import make_app, serve
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Runtime:
+    """What a running service shares with its handlers, routes and jobs."""
+
+    name: str
+    config: Config
+    pool: asyncpg.Pool
+    bus: Bus
+    relay: outbox.Relay
+    http: aiohttp.ClientSession
+    state: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Context]:
+        """A transaction whose outbox messages are published once it commits."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield Context(conn=conn, runtime=self)
+        self.relay.wake()
+
+
+@dataclasses.dataclass
+class Context:
+    conn: asyncpg.Connection
+    runtime: Runtime
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    async def publish(self, msg: fm.Message) -> None:
+        """Send `msg` if, and only if, the current transaction commits."""
+        await outbox.add(self.conn, msg)
+
+
+Handler = Callable[[Any, Context], Awaitable[None]]
+Job = Callable[[Runtime], Awaitable[None]]
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+@dataclasses.dataclass
+class Periodic:
+    """A job run every `interval(config)` seconds (errors are logged, the loop goes on)."""
+
+    name: str
+    interval: Callable[[Config], float]
+    job: Job
+
+
+@dataclasses.dataclass
+class Service:
+    name: str
+    handlers: Mapping[type[fm.Message], Handler] = dataclasses.field(default_factory=dict)
+    routes: Sequence[web.RouteDef] = ()
+    listen: Callable[[Config], str] | None = None
+    periodic: Sequence[Periodic] = ()
+    migrations: Path | None = None
+    on_start: Job | None = None
+
+    @property
+    def queue(self) -> str:
+        return f"skyline.{self.name}"
+
+    def main(self, argv: Sequence[str] | None = None) -> None:
+        parser = argparse.ArgumentParser(prog=f"skyline-{self.name}")
+        parser.add_argument("--conf", help="TOML configuration file (default: $SKYLINE_CONF)")
+        args = parser.parse_args(argv)
+        config = load_config(args.conf)
+        setup_logging(config.log_level)
+        telemetry.setup(f"skyline-{self.name}", config.otlp_endpoint)
+        asyncio.run(self.run(config))
+
+    async def run(self, config: Config, stop: asyncio.Event | None = None) -> None:
+        stop = stop or _stop_on_signals()
+        log.info("starting %s (broker %s)", self.name, masked(config.amqp_url))
+        pool = await db.create_pool(config.database_url, self.name)
+        bus = Bus(config.amqp_url, exchange=config.exchange, name=f"skyline-{self.name}")
+        tasks: list[asyncio.Task[None]] = []
+        runner: web.AppRunner | None = None
+        try:
+            applied = await db.migrate(pool, self.name, self.migrations)
+            if applied:
+                log.info("applied migrations: %s", ", ".join(applied))
+            await bus.connect()
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+                runtime = Runtime(self.name, config, pool, bus, outbox.Relay(pool, bus), http)
+                if self.on_start:
+                    await self.on_start(runtime)
+                tasks.append(asyncio.create_task(runtime.relay.run()))
+                tasks += [asyncio.create_task(_every(p, runtime)) for p in self.periodic]
+                if self.listen:
+                    app = make_app(self.routes)
+                    app[RUNTIME] = runtime
+                    runner = await serve(app, self.listen(config))
+                if self.handlers:
+                    await bus.subscribe(
+                        self.queue, self.routing_keys(), lambda m: self.handle(runtime, m)
+                    )
+                log.info("%s ready", self.name)
+                await stop.wait()
+                log.info("stopping %s", self.name)
+                await bus.close()  # stop consuming first: in-flight handlers finish below
+                if runner is not None:
+                    await runner.cleanup()
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await bus.close()
+            await pool.close()
+
+    def routing_keys(self) -> list[str]:
+        return sorted({cls.topic for cls in self.handlers})
+
+    async def handle(self, runtime: Runtime, msg: fm.Message) -> None:
+        handler = self.handlers.get(type(msg))
+        if handler is None:
+            raise Reject(f"no handler for schema {type(msg).__name__} on topic {msg.topic}")
+        if not msg.id:
+            raise Reject("message has no message_id, so it cannot be processed exactly once")
+        async with runtime.transaction() as ctx:
+            first_time = await ctx.conn.fetchval(
+                "INSERT INTO processed_messages (message_id) VALUES ($1)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                msg.id,
+            )
+            if not first_time:
+                log.info("skipping already processed message %s (%s)", msg.id, msg.topic)
+                return
+            await handler(msg, ctx)
+
+
+async def _every(periodic: Periodic, runtime: Runtime) -> None:
+    while True:
+        await asyncio.sleep(periodic.interval(runtime.config))
+        try:
+            await periodic.job(runtime)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("periodic job %s failed", periodic.name)
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # aio-pika and aiormq log every reconnect attempt at INFO; keep our logs readable.
+    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    logging.getLogger("aio_pika").setLevel(logging.WARNING)
