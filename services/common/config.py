@@ -30,6 +30,8 @@ class RegistryConfig:
     listen: str = "127.0.0.1:8410"
     heartbeat_timeout: float = 120.0  # a host silent this long is offline
     enrol_token: str = ""  # when set, enrolment requires `Authorization: Bearer <token>`
+    # Public keys (base64) of the infrastructure's own builders: they enrol as "core".
+    core_keys: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,45 @@
+"""skyline-dispatcher: queues builds and leases each task to an arch-matched builder."""
+
+from pathlib import Path
+
+from skyline_messages import (
+    BuildRequestV1,
+    BuildStoredV1,
+    HostStatusV1,
+    TaskMismatchV1,
+    TaskVerifiedV1,
+)
+
+from services.common.service import Periodic, Service
+
+from . import handlers
+from .routes import ROUTES
+
+SERVICE = Service(
+    name="dispatcher",
+    handlers={
+        BuildRequestV1: handlers.on_build_request,
+        HostStatusV1: handlers.on_host_status,
+        TaskVerifiedV1: handlers.on_task_verified,
+        TaskMismatchV1: handlers.on_task_mismatch,
+        BuildStoredV1: handlers.on_build_stored,
+    },
+    routes=ROUTES,
+    listen=lambda config: config.dispatcher.listen,
+    periodic=[
+        Periodic(
+            "lease-sweep",
+            lambda config: config.dispatcher.sweep_seconds,
+            handlers.requeue_expired_leases,
+        )
+    ],
+    migrations=Path(__file__).parent / "migrations",
+)
+
+
+def main() -> None:
+    SERVICE.main()
+
+
+if __name__ == "__main__":
+    main()

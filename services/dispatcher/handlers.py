@@ -1,0 +1,188 @@
+"""The dispatcher's reactions: queue requests, lease tasks, follow them to the end."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import koji
+from skyline_messages import (
+    BuildCompleteV1,
+    BuildFailedV1,
+    BuildQueuedV1,
+    BuildRequestV1,
+    BuildStoredV1,
+    HostStatusV1,
+    TaskLeasedV1,
+    TaskMismatchV1,
+    TaskVerifiedV1,
+)
+
+from services.common.errors import Reject
+from services.common.service import Context, Runtime
+
+from . import matching, store
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 3  # a task refused or lost this many times fails its build
+SCHEDULE_BATCH = 200
+
+
+async def on_build_request(msg: BuildRequestV1, ctx: Context) -> None:
+    srpm = msg.srpm_name
+    try:
+        nvra = koji.parse_NVRA(srpm)
+    except koji.GenericError:
+        raise Reject(f"{srpm!r} is not an N-V-R.src.rpm file name") from None
+    if nvra["arch"] != "src":
+        raise Reject(f"{srpm!r} is not a source RPM")
+    nvr = f"{nvra['name']}-{nvra['version']}-{nvra['release']}"
+    build = await store.create_build(ctx.conn, msg.id, nvr, msg.body)
+    if build is None:
+        log.info("request %s was already queued", msg.id)
+        return
+    tasks = await store.build_tasks(ctx.conn, build["id"])
+    log.info("queued build %s of %s for %s", build["id"], nvr, ", ".join(msg.body["arches"]))
+    await ctx.publish(
+        BuildQueuedV1(
+            body={
+                "build_id": build["id"],
+                "owner": build["owner"],
+                "nvr": nvr,
+                "srpm_sha256": build["srpm_sha256"],
+                "scratch": build["scratch"],
+                "tasks": [{"task_id": t["id"], "arch": t["arch"]} for t in tasks],
+            }
+        )
+    )
+    await schedule(ctx)
+
+
+async def on_host_status(msg: HostStatusV1, ctx: Context) -> None:
+    await store.upsert_host(ctx.conn, msg.body)
+    if msg.body["state"] == "online" and msg.body["free_slots"] > 0:
+        await schedule(ctx)
+
+
+async def schedule(ctx: Context) -> int:
+    """Lease as many queued tasks as the available hosts can take now."""
+    hosts = await store.lock_available_hosts(ctx.conn)
+    if not hosts:
+        return 0
+    tasks = await store.lock_queued_tasks(ctx.conn, SCHEDULE_BATCH)
+    leases = matching.assign(tasks, hosts)
+    for task, host in leases:
+        row = await store.lease(
+            ctx.conn, task.task_id, host.host, ctx.config.dispatcher.lease_seconds
+        )
+        log.info("leased task %s (%s) to %s", row["id"], row["arch"], host.host)
+        await ctx.publish(lease_message(row))
+    return len(leases)
+
+
+def lease_message(row: Any) -> TaskLeasedV1:
+    body = {
+        "task_id": row["id"],
+        "build_id": row["build_id"],
+        "lease_id": str(row["lease_id"]),
+        "host": row["host"],
+        "arch": row["arch"],
+        "owner": row["owner"],
+        "nvr": row["nvr"],
+        "srpm_url": row["srpm_url"],
+        "srpm_sha256": row["srpm_sha256"],
+        "release": row["release"] or "any",
+        "scratch": row["scratch"],
+        "lease_expires": row["lease_expires"].isoformat(),
+    }
+    return TaskLeasedV1(body=body, topic=TaskLeasedV1.topic_for(row["host"]))
+
+
+async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
+    task = await store.task_by_lease(ctx.conn, msg.body["lease_id"])
+    if task is None or task["state"] != "leased":
+        log.warning("verified result for stale lease %s ignored", msg.body["lease_id"])
+        return
+    if msg.body["status"] == "failed":
+        await store.set_task(ctx.conn, task["id"], "failed", reason="the build failed")
+        await fail_build(ctx, task["build_id"], f"{task['arch']} build failed on {task['host']}")
+        return
+    await store.set_task(ctx.conn, task["id"], "verified", result_digest=msg.body["result_digest"])
+
+
+async def on_task_mismatch(msg: TaskMismatchV1, ctx: Context) -> None:
+    """A refused result: give the task to another host, up to MAX_ATTEMPTS in all."""
+    if msg.body["reason"] in ("bad_signature", "unknown_host"):
+        # A forgery says nothing about the leased host, which may still be building.
+        log.warning("forged result for lease %s ignored", msg.body["lease_id"])
+        return
+    task = await store.task_by_lease(ctx.conn, msg.body["lease_id"])
+    if task is None or task["state"] != "leased":
+        return
+    reason = f"result from {task['host']} refused: {msg.body['reason']}"
+    if task["attempts"] >= MAX_ATTEMPTS:
+        await store.set_task(ctx.conn, task["id"], "failed", reason=reason)
+        await fail_build(ctx, task["build_id"], reason)
+    else:
+        log.warning("requeueing task %s: %s", task["id"], reason)
+        await store.requeue(ctx.conn, task["id"], reason)
+        await schedule(ctx)
+
+
+async def on_build_stored(msg: BuildStoredV1, ctx: Context) -> None:
+    task_id = msg.body["task_id"]
+    await store.set_task(ctx.conn, task_id, "stored", files=msg.body["files"])
+    tasks = await store.build_tasks(ctx.conn, msg.body["build_id"])
+    if all(t["state"] == "stored" for t in tasks):
+        build = await store.finish_build(ctx.conn, msg.body["build_id"], "complete")
+        if build is None:
+            return
+        files = [f for t in tasks for f in json.loads(t["files"])]
+        log.info("build %s of %s complete", build["id"], build["nvr"])
+        await ctx.publish(
+            BuildCompleteV1(
+                body={
+                    "build_id": build["id"],
+                    "owner": build["owner"],
+                    "nvr": build["nvr"],
+                    "scratch": build["scratch"],
+                    "files": files,
+                }
+            )
+        )
+
+
+async def fail_build(ctx: Context, build_id: int, reason: str) -> None:
+    build = await store.finish_build(ctx.conn, build_id, "failed", reason)
+    if build is None:
+        return
+    failed = [
+        t["arch"] for t in await store.build_tasks(ctx.conn, build_id) if t["state"] == "failed"
+    ]
+    log.warning("build %s of %s failed: %s", build_id, build["nvr"], reason)
+    await ctx.publish(
+        BuildFailedV1(
+            body={
+                "build_id": build_id,
+                "owner": build["owner"],
+                "nvr": build["nvr"],
+                "reason": reason,
+                "failed_arches": failed,
+            }
+        )
+    )
+
+
+async def requeue_expired_leases(runtime: Runtime) -> None:
+    """Leases whose host went silent go back to the queue (or fail after MAX_ATTEMPTS)."""
+    async with runtime.transaction() as ctx:
+        for task in await store.expired_leases(ctx.conn):
+            reason = f"lease on {task['host']} expired"
+            if task["attempts"] >= MAX_ATTEMPTS:
+                await store.set_task(ctx.conn, task["id"], "failed", reason=reason)
+                await fail_build(ctx, task["build_id"], reason)
+            else:
+                log.warning("requeueing task %s: %s", task["id"], reason)
+                await store.requeue(ctx.conn, task["id"], reason)
+        await schedule(ctx)

@@ -1,0 +1,61 @@
+"""Which host may build which task: pure policy, no I/O.
+
+Rules: the host is online with a free slot; it builds the task's architecture (hosts advertise
+"noarch" to take noarch tasks); it offers the requested release, if one was requested; and
+official (non-scratch) builds go only to core hosts, the infrastructure's own, because a
+volunteer's result counts only after independent agreement (see the verifier).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Iterable
+
+
+@dataclasses.dataclass
+class HostView:
+    host: str
+    trust: str
+    arches: frozenset[str]
+    releases: frozenset[str]
+    free_slots: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskView:
+    task_id: int
+    arch: str
+    release: str | None
+    scratch: bool
+
+
+def can_build(host: HostView, task: TaskView) -> bool:
+    return (
+        host.free_slots > 0
+        and task.arch in host.arches
+        and (task.release is None or task.release in host.releases)
+        and (task.scratch or host.trust == "core")
+    )
+
+
+def pick_host(task: TaskView, hosts: Iterable[HostView]) -> HostView | None:
+    """The eligible host with the most free slots; ties spread by a hash of task and host."""
+    eligible = [h for h in hosts if can_build(h, task)]
+    if not eligible:
+        return None
+    return max(
+        eligible,
+        key=lambda h: (h.free_slots, zlib.crc32(f"{task.task_id}:{h.host}".encode())),
+    )
+
+
+def assign(tasks: Iterable[TaskView], hosts: list[HostView]) -> list[tuple[TaskView, HostView]]:
+    """Greedy assignment in the given (priority) order; each lease uses up one slot."""
+    leases = []
+    for task in tasks:
+        host = pick_host(task, hosts)
+        if host is not None:
+            host.free_slots -= 1
+            leases.append((task, host))
+    return leases

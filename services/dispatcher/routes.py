@@ -1,0 +1,87 @@
+"""Build and queue queries over HTTP (what `skyline status` and `skyline submit` follow)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from services.common.http import error
+from services.common.service import RUNTIME
+
+from . import store
+
+routes = web.RouteTableDef()
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def build_view(conn: asyncpg.Connection, build: asyncpg.Record) -> dict[str, Any]:
+    tasks = await store.build_tasks(conn, build["id"])
+    return {
+        "build_id": build["id"],
+        "request_id": build["request_id"],
+        "owner": build["owner"],
+        "nvr": build["nvr"],
+        "state": build["state"],
+        "reason": build["reason"],
+        "scratch": build["scratch"],
+        "srpm_url": build["srpm_url"],
+        "created_at": _iso(build["created_at"]),
+        "finished_at": _iso(build["finished_at"]),
+        "tasks": [
+            {
+                "task_id": t["id"],
+                "arch": t["arch"],
+                "state": t["state"],
+                "host": t["host"],
+                "attempts": t["attempts"],
+                "result_digest": t["result_digest"],
+                "reason": t["reason"],
+                "files": json.loads(t["files"]),
+            }
+            for t in tasks
+        ],
+    }
+
+
+@routes.get("/api/v1/builds/{build_id:\\d+}")
+async def get_build(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    build_id = int(request.match_info["build_id"])
+    async with runtime.pool.acquire() as conn:
+        build = await store.get_build(conn, build_id)
+        if build is None:
+            raise error(404, f"no build {build_id}")
+        return web.json_response(await build_view(conn, build))
+
+
+@routes.get("/api/v1/builds")
+async def find_builds(request: web.Request) -> web.Response:
+    """Builds by request (message) id, so a submitter can find the build its request made."""
+    runtime = request.app[RUNTIME]
+    request_id = request.query.get("request_id")
+    async with runtime.pool.acquire() as conn:
+        if request_id:
+            rows = await conn.fetch("SELECT * FROM builds WHERE request_id = $1", request_id)
+        else:
+            rows = await conn.fetch("SELECT * FROM builds ORDER BY id DESC LIMIT 50")
+        return web.json_response({"builds": [await build_view(conn, r) for r in rows]})
+
+
+@routes.get("/api/v1/queue")
+async def queue(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    async with runtime.pool.acquire() as conn:
+        tasks = await conn.fetch("SELECT state, count(*) AS n FROM tasks GROUP BY state")
+        hosts = await conn.fetch("SELECT host, state, trust, free_slots FROM hosts ORDER BY host")
+    return web.json_response(
+        {"tasks": {r["state"]: r["n"] for r in tasks}, "hosts": [dict(h) for h in hosts]}
+    )
+
+
+ROUTES = list(routes)

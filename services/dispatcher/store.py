@@ -1,0 +1,146 @@
+"""The dispatcher's SQL: builds, their tasks and leases, and its view of the hosts."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+
+from .matching import HostView, TaskView
+
+
+async def create_build(
+    conn: asyncpg.Connection, request_id: str, nvr: str, body: dict[str, Any]
+) -> asyncpg.Record | None:
+    """A new build with one queued task per arch; None if this request was already taken."""
+    build = await conn.fetchrow(
+        "INSERT INTO builds (request_id, owner, nvr, srpm_url, srpm_sha256, release, scratch,"
+        " priority) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " ON CONFLICT (request_id) DO NOTHING RETURNING *",
+        request_id,
+        body["owner"],
+        nvr,
+        body["srpm_url"],
+        body["srpm_sha256"],
+        body.get("release"),
+        body.get("scratch", False),
+        body.get("priority", 100),
+    )
+    if build is not None:
+        await conn.executemany(
+            "INSERT INTO tasks (build_id, arch, priority) VALUES ($1, $2, $3)",
+            [(build["id"], arch, build["priority"]) for arch in body["arches"]],
+        )
+    return build
+
+
+async def build_tasks(conn: asyncpg.Connection, build_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM tasks WHERE build_id = $1 ORDER BY id", build_id)
+
+
+async def get_build(conn: asyncpg.Connection, build_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM builds WHERE id = $1", build_id)
+
+
+async def upsert_host(conn: asyncpg.Connection, b: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO hosts (host, owner, state, trust, arches, releases, free_slots, seen_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::timestamptz)"
+        " ON CONFLICT (host) DO UPDATE SET owner = $2, state = $3, trust = $4, arches = $5,"
+        " releases = $6, free_slots = $7, seen_at = $8::text::timestamptz"
+        " WHERE hosts.seen_at <= $8::text::timestamptz",  # never go back to an older status
+        b["host"],
+        b["owner"],
+        b["state"],
+        b["trust"],
+        b["arches"],
+        b["releases"],
+        b["free_slots"],
+        b["seen_at"],
+    )
+
+
+async def lock_available_hosts(conn: asyncpg.Connection) -> list[HostView]:
+    """Online hosts with a free slot, locked so two dispatchers never fill one slot twice."""
+    rows = await conn.fetch(
+        "SELECT * FROM hosts WHERE state = 'online' AND free_slots > 0"
+        " ORDER BY host FOR UPDATE SKIP LOCKED"
+    )
+    return [
+        HostView(
+            r["host"], r["trust"], frozenset(r["arches"]), frozenset(r["releases"]), r["free_slots"]
+        )
+        for r in rows
+    ]
+
+
+async def lock_queued_tasks(conn: asyncpg.Connection, limit: int) -> list[TaskView]:
+    rows = await conn.fetch(
+        "SELECT t.id, t.arch, b.release, b.scratch FROM tasks t JOIN builds b ON b.id = t.build_id"
+        " WHERE t.state = 'queued' ORDER BY t.priority DESC, t.id LIMIT $1"
+        " FOR UPDATE OF t SKIP LOCKED",
+        limit,
+    )
+    return [TaskView(r["id"], r["arch"], r["release"], r["scratch"]) for r in rows]
+
+
+async def lease(
+    conn: asyncpg.Connection, task_id: int, host: str, lease_seconds: int
+) -> asyncpg.Record:
+    """Lease a task to a host; returns the task joined with its build for the lease message."""
+    await conn.execute("UPDATE hosts SET free_slots = free_slots - 1 WHERE host = $1", host)
+    return await conn.fetchrow(
+        "UPDATE tasks t SET state = 'leased', host = $2, lease_id = $3, attempts = attempts + 1,"
+        " lease_expires = now() + make_interval(secs => $4), updated_at = now()"
+        " FROM builds b WHERE t.id = $1 AND b.id = t.build_id"
+        " RETURNING t.*, b.owner, b.nvr, b.srpm_url, b.srpm_sha256, b.release, b.scratch",
+        task_id,
+        host,
+        uuid.uuid4(),
+        lease_seconds,
+    )
+
+
+async def task_by_lease(conn: asyncpg.Connection, lease_id: str) -> asyncpg.Record | None:
+    """The task currently holding this lease (locked); None for expired or unknown leases."""
+    return await conn.fetchrow("SELECT * FROM tasks WHERE lease_id = $1::uuid FOR UPDATE", lease_id)
+
+
+async def set_task(conn: asyncpg.Connection, task_id: int, state: str, **fields: Any) -> None:
+    columns = {"state": state, **fields}
+    if "files" in columns:
+        columns["files"] = json.dumps(columns["files"])
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, start=2))
+    await conn.execute(
+        f"UPDATE tasks SET {assignments}, updated_at = now() WHERE id = $1",
+        task_id,
+        *columns.values(),
+    )
+
+
+async def requeue(conn: asyncpg.Connection, task_id: int, reason: str) -> None:
+    await set_task(
+        conn, task_id, "queued", host=None, lease_id=None, lease_expires=None, reason=reason
+    )
+
+
+async def expired_leases(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM tasks WHERE state = 'leased' AND lease_expires < now()"
+        " FOR UPDATE SKIP LOCKED"
+    )
+
+
+async def finish_build(
+    conn: asyncpg.Connection, build_id: int, state: str, reason: str | None = None
+) -> asyncpg.Record | None:
+    """Move a building build to its final state once; None if it was already final."""
+    return await conn.fetchrow(
+        "UPDATE builds SET state = $2, reason = $3, finished_at = now()"
+        " WHERE id = $1 AND state = 'building' RETURNING *",
+        build_id,
+        state,
+        reason,
+    )
