@@ -1,0 +1,253 @@
+"""The whole system on one machine: broker, database, every service and local builders.
+
+Everything lives in one state directory (default `./state`): the servers' data, a
+`skyline.toml` for the services and the CLI, a `fedora-messaging.toml` for stock
+fedora-messaging tools, logs and pid files. `up` and `down` may run in different processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from services.common.localstack import LocalStackError, PostgreSQL, RabbitMQ, free_port
+from services.common.signing import load_or_create_key, public_key_b64
+
+SERVICES = ("registry", "dispatcher", "verifier", "collector")
+Progress = Callable[[str], None]
+
+
+class LocalSystem:
+    def __init__(self, state_dir: Path, *, fast_db: bool = False) -> None:
+        self.state = Path(state_dir).resolve()
+        self.rabbitmq = RabbitMQ(self.state)
+        self.postgres = PostgreSQL(self.state, fast=fast_db)
+        self.config_file = self.state / "skyline.toml"
+        self.fm_config_file = self.state / "fedora-messaging.toml"
+        self.logs = self.state / "logs"
+        self.pids = self.state / "pids"
+
+    # -- ports and configuration --------------------------------------------------------
+    def _ports(self) -> dict[str, int]:
+        saved = self.state / "ports.json"
+        if saved.exists():
+            return json.loads(saved.read_text())
+        base = free_port(3)
+        ports = {"registry": base, "dispatcher": base + 1, "collector": base + 2}
+        saved.write_text(json.dumps(ports) + "\n")
+        return ports
+
+    def builder_names(self) -> list[str]:
+        return sorted(p.name for p in (self.state / "builders").glob("*") if p.is_dir())
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self._ports()[service]}"
+
+    @property
+    def koji_topdir(self) -> Path:
+        return self.state / "koji"
+
+    def write_config(self, builders: int) -> None:
+        ports = self._ports()
+        core_keys = []
+        for i in range(1, builders + 1):
+            workdir = self.state / "builders" / f"local-builder-{i}"
+            key = load_or_create_key(workdir / "host.key")
+            # The local builders are this machine's own: the infrastructure's "core" hosts.
+            core_keys.append(public_key_b64(key))
+        registry, collector = self.url("registry"), self.url("collector")
+        self.config_file.write_text(
+            f"""# Written by `skyline local up`; relative paths are relative to this file.
+amqp_url = "{self.rabbitmq.url}"
+database_url = "{self.postgres.url}"
+log_level = "INFO"
+
+[registry]
+listen = "127.0.0.1:{ports["registry"]}"
+heartbeat_timeout = 30
+core_keys = {json.dumps(core_keys)}
+
+[dispatcher]
+listen = "127.0.0.1:{ports["dispatcher"]}"
+sweep_seconds = 5
+
+[verifier]
+registry_url = "{registry}"
+collector_url = "{collector}"
+
+[collector]
+listen = "127.0.0.1:{ports["collector"]}"
+public_url = "{collector}"
+koji_topdir = "koji"
+staging_dir = "staging"
+
+[builder]
+owner = "{os.environ.get("USER") or "local"}"
+registry_url = "{registry}"
+collector_url = "{collector}"
+heartbeat_seconds = 3
+"""
+        )
+        self.fm_config_file.write_text(
+            f"""# For stock fedora-messaging tools against the local broker:
+#   fedora-messaging --conf {self.fm_config_file} consume
+#   fedora-messaging --conf {self.fm_config_file} publish FILE
+amqp_url = "{self.rabbitmq.url}"
+publish_exchange = "amq.topic"
+topic_prefix = ""
+passive_declares = false
+
+[client_properties]
+app = "skyline-local"
+
+[queues."skyline-watch-{os.getpid()}"]
+durable = false
+auto_delete = true
+exclusive = true
+arguments = {{}}
+
+[[bindings]]
+queue = "skyline-watch-{os.getpid()}"
+exchange = "amq.topic"
+routing_keys = ["skyline.#"]
+
+[consumer_config]
+
+[qos]
+prefetch_size = 0
+prefetch_count = 25
+"""
+        )
+
+    # -- processes ----------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        pidfile = self.pids / f"{name}.pid"
+        if _alive(pidfile):
+            return
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.pids.mkdir(parents=True, exist_ok=True)
+        with open(self.logs / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "SKYLINE_CONF": str(self.config_file), **(env or {})},
+                cwd=self.state,
+                start_new_session=True,  # survives `skyline local up` returning
+            )
+        pidfile.write_text(f"{proc.pid}\n")
+
+    def start_service(self, name: str) -> None:
+        self._spawn(name, [sys.executable, "-m", f"services.{name}"])
+
+    def start_builder(self, host: str) -> None:
+        workdir = self.state / "builders" / host
+        self._spawn(
+            host,
+            [sys.executable, "-m", "services.builder"],
+            {"SKYLINE_BUILDER_HOST": host, "SKYLINE_BUILDER_WORKDIR": str(workdir)},
+        )
+
+    def stop_process(self, name: str, timeout: float = 20) -> None:
+        pidfile = self.pids / f"{name}.pid"
+        pid = _alive(pidfile)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _alive(pidfile) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(pidfile):
+                os.kill(pid, signal.SIGKILL)
+        pidfile.unlink(missing_ok=True)
+
+    def kill_process(self, name: str) -> None:
+        """SIGKILL, for crash tests."""
+        pid = _alive(self.pids / f"{name}.pid")
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            while _alive(self.pids / f"{name}.pid"):
+                time.sleep(0.05)
+
+    # -- the whole system ---------------------------------------------------------------
+    def up(self, builders: int = 1, progress: Progress = print, timeout: float = 90) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        progress(f"starting RabbitMQ and PostgreSQL in {self.state}")
+        self.rabbitmq.start()
+        self.postgres.start()
+        self.write_config(builders)
+        for name in SERVICES:
+            self.start_service(name)
+        for name in ("registry", "dispatcher", "collector"):
+            self._wait(name, lambda n=name: _http_ok(f"{self.url(n)}/healthz"), timeout)
+        self._wait("verifier", lambda: b"verifier ready" in self._log("verifier"), timeout)
+        progress(f"services up: {', '.join(SERVICES)}")
+        for i in range(1, builders + 1):
+            self.start_builder(f"local-builder-{i}")
+        for host in self.builder_names()[:builders]:
+            self._wait(host, lambda h=host: self.host_online(h), timeout)
+        progress(f"{builders} builder(s) online")
+
+    def down(self, progress: Progress = print) -> None:
+        for name in [*self.builder_names(), *reversed(SERVICES)]:
+            self.stop_process(name)
+        progress("services stopped")
+        self.rabbitmq.stop()
+        self.postgres.stop()
+        progress("RabbitMQ and PostgreSQL stopped")
+
+    def host_online(self, host: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url('registry')}/api/v1/hosts/{host}") as r:
+                return json.load(r)["state"] == "online"
+        except OSError:
+            return False
+
+    def _log(self, name: str) -> bytes:
+        path = self.logs / f"{name}.log"
+        return path.read_bytes() if path.exists() else b""
+
+    def _wait(self, name: str, ready: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if not _alive(self.pids / f"{name}.pid"):
+                raise LocalStackError(f"{name} exited; its log ends with:\n{self._tail(name)}")
+            if time.monotonic() > deadline:
+                raise LocalStackError(
+                    f"{name} not ready after {timeout:.0f} s:\n{self._tail(name)}"
+                )
+            time.sleep(0.2)
+
+    def _tail(self, name: str, lines: int = 30) -> str:
+        return "\n".join(self._log(name).decode(errors="replace").splitlines()[-lines:])
+
+
+def _alive(pidfile: Path) -> int | None:
+    """The pid in `pidfile` if that process still runs (and is not a zombie)."""
+    try:
+        pid = int(pidfile.read_text())
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    if state == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap our own child; harmless for others
+        return None
+    return pid
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
