@@ -57,14 +57,19 @@ async def digest_of_url(http: aiohttp.ClientSession, url: str) -> str:
     return digest.hexdigest()
 
 
+def _local_file(source: str) -> Path:
+    path = Path(source)
+    if not path.is_file():
+        raise SubmitError(f"{source}: no such file")
+    return path
+
+
 async def resolve_source(
     http: aiohttp.ClientSession, config: Config, source: str, say: Any
 ) -> tuple[str, str]:
     if source.startswith(("http://", "https://")):
         return source, await digest_of_url(http, source)
-    path = Path(source)
-    if not path.exists():
-        raise SubmitError(f"{source}: no such file")
+    path = _local_file(source)
     if path.suffix == ".spec":
         outdir = Path(tempfile.mkdtemp(prefix="skyline-srpm-"))
         path = await asyncio.to_thread(make_srpm, path, outdir)

@@ -1,0 +1,75 @@
+"""Shared fixtures: real RabbitMQ and PostgreSQL on private loopback ports.
+
+The servers are started once per test session by the same code as `skyline local up`
+(services/common/localstack.py). Set SKYLINE_TEST_AMQP_URL and SKYLINE_TEST_DATABASE_URL to
+use servers you run yourself instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.config import Config, load_config
+from services.common.localstack import PostgreSQL, RabbitMQ
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass
+class Servers:
+    amqp_url: str
+    postgres: PostgreSQL | None
+    database_url: str
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    amqp = os.environ.get("SKYLINE_TEST_AMQP_URL")
+    db = os.environ.get("SKYLINE_TEST_DATABASE_URL")
+    if amqp and db:
+        yield Servers(amqp, None, db)
+        return
+    state = tmp_path_factory.mktemp("servers")
+    rabbitmq = RabbitMQ(state)
+    postgres = PostgreSQL(state, fast=True)  # fsync off: tests need no crash durability
+    rabbitmq.start()
+    try:
+        postgres.start()
+        try:
+            yield Servers(rabbitmq.url, postgres, postgres.url)
+        finally:
+            postgres.stop()
+    finally:
+        rabbitmq.stop()
+
+
+@pytest.fixture
+def database_url(servers: Servers) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    if servers.postgres is None:
+        yield servers.database_url  # a server you run: tests use unique schemas/ids there
+        return
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = servers.postgres.create_database(name)
+    try:
+        yield url
+    finally:
+        servers.postgres.drop_database(name)
+
+
+@pytest.fixture
+def config(servers: Servers, database_url: str, tmp_path: Path) -> Config:
+    """A configuration pointing at the test servers, with every path under tmp_path."""
+    base = load_config(env={})
+    return dataclasses.replace(
+        base,
+        amqp_url=servers.amqp_url,
+        database_url=database_url,
+        base_dir=str(tmp_path),
+    )
