@@ -14,6 +14,7 @@ from .base import (
     SIGNATURE,
     TASK_STATUS,
     TIMESTAMP,
+    USER,
     UUID,
     SkylineMessage,
     body_schema,
@@ -37,12 +38,14 @@ class TaskLeasedV1(_TaskMessage):
     """The dispatcher leases a task to one host; published on `skyline.task.leased.<host>`."""
 
     topic = "skyline.task.leased"
+    binding = "skyline.task.leased.*"  # what a service that watches every lease binds
     severity = DEBUG
     body_schema = body_schema(
         "A task was leased to a builder host",
-        [*TASK_FIELDS, "nvr", "srpm_url", "srpm_sha256", "release", "lease_expires"],
+        [*TASK_FIELDS, "owner", "nvr", "srpm_url", "srpm_sha256", "release", "lease_expires"],
         {
             **TASK_FIELDS,
+            "owner": USER,
             "nvr": NVR,
             "srpm_url": {"type": "string", "pattern": "^https?://", "maxLength": 2048},
             "srpm_sha256": SHA256,

@@ -34,7 +34,9 @@ _SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _MIGRATION_NAME = re.compile(r"^\d{4}_[a-z0-9_]+\.sql$")
 
 
-async def create_pool(url: str, schema: str, *, min_size: int = 1, max_size: int = 8) -> asyncpg.Pool:
+async def create_pool(
+    url: str, schema: str, *, min_size: int = 1, max_size: int = 8
+) -> asyncpg.Pool:
     if not _SCHEMA_NAME.match(schema):
         raise ValueError(f"bad schema name {schema!r}")
     conn = await asyncpg.connect(url)
@@ -66,14 +68,19 @@ async def migrate(pool: asyncpg.Pool, schema: str, migrations: Path | None) -> l
             " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
-        files = sorted(migrations.glob("*.sql")) if migrations else []
-        for file in files:
-            if not _MIGRATION_NAME.match(file.name):
-                raise ValueError(f"migration {file} is not named NNNN_name.sql")
-            if file.name in done:
+        for name, sql in _read_migrations(migrations):
+            if name in done:
                 continue
-            log.info("applying migration %s/%s", schema, file.name)
-            await conn.execute(file.read_text())
-            await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", file.name)
-            applied_now.append(file.name)
+            log.info("applying migration %s/%s", schema, name)
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+            applied_now.append(name)
     return applied_now
+
+
+def _read_migrations(folder: Path | None) -> list[tuple[str, str]]:
+    files = sorted(folder.glob("*.sql")) if folder else []
+    for file in files:
+        if not _MIGRATION_NAME.match(file.name):
+            raise ValueError(f"migration {file} is not named NNNN_name.sql")
+    return [(file.name, file.read_text()) for file in files]

@@ -18,6 +18,8 @@ from types import MappingProxyType
 
 import rpm
 
+from services.common.errors import SkylineError
+
 # Macros that make rebuilds of the same SRPM at the same _topdir byte-identical across hosts.
 # Read-only so no caller can silently change what "honest" means for everyone else.
 REPRODUCIBLE_MACROS: Mapping[str, str] = MappingProxyType(
@@ -32,11 +34,11 @@ REPRODUCIBLE_MACROS: Mapping[str, str] = MappingProxyType(
 _CHUNK = 1024 * 1024
 
 
-class RpmCheckError(Exception):
+class RpmCheckError(SkylineError):
     """An RPM file is malformed or its header/payload digests do not match its bytes."""
 
 
-class SrpmBuildError(Exception):
+class SrpmBuildError(SkylineError):
     """rpmbuild -bs failed; the message carries rpmbuild's output."""
 
 

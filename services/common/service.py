@@ -147,7 +147,8 @@ class Service:
             await pool.close()
 
     def routing_keys(self) -> list[str]:
-        return sorted({cls.topic for cls in self.handlers})
+        # A class may name a wider binding than its topic (leases go to `<topic>.<host>`).
+        return sorted({getattr(cls, "binding", cls.topic) for cls in self.handlers})
 
     async def handle(self, runtime: Runtime, msg: fm.Message) -> None:
         handler = self.handlers.get(type(msg))

@@ -1,0 +1,86 @@
+"""The whole system, started as `skyline local up` starts it, with two local builders."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+from fedora_messaging import message as fm
+
+from services.cli.localsystem import LocalSystem
+from services.common.bus import from_amqp
+from services.common.rpmfiles import make_srpm
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_SPEC = REPO / "examples" / "skyline-hello" / "skyline-hello.spec"
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
+    local = LocalSystem(tmp_path_factory.mktemp("system"), fast_db=True)
+    try:
+        local.up(builders=2, progress=lambda line: None)
+        yield local
+    finally:
+        local.down(progress=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def example_srpm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_srpm(EXAMPLE_SPEC, tmp_path_factory.mktemp("srpm"))
+
+
+@dataclasses.dataclass
+class Tap:
+    """Every skyline.* message on the bus, decoded, as a stock consumer would see it."""
+
+    messages: list[fm.Message]
+
+    def of(self, cls: type[fm.Message], **match: object) -> list[fm.Message]:
+        return [
+            m
+            for m in self.messages
+            if isinstance(m, cls) and all(m.body.get(k) == v for k, v in match.items())
+        ]
+
+    async def wait(
+        self,
+        cls: type[fm.Message],
+        timeout: float = 60,
+        where: Callable[[fm.Message], bool] = lambda m: True,
+        **match: object,
+    ) -> fm.Message:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            found = [m for m in self.of(cls, **match) if where(m)]
+            if found:
+                return found[0]
+            if asyncio.get_running_loop().time() > deadline:
+                seen = [f"{type(m).__name__}: {m.summary}" for m in self.messages[-30:]]
+                raise AssertionError(f"no {cls.__name__} {match} within {timeout} s; saw {seen}")
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def tap(system: LocalSystem) -> AsyncIterator[Tap]:
+    connection = await aio_pika.connect(system.rabbitmq.url)
+    channel = await connection.channel()
+    queue = await channel.declare_queue(f"test-tap-{uuid.uuid4().hex}", exclusive=True)
+    await queue.bind("amq.topic", "skyline.#")
+    seen = Tap([])
+
+    async def on_message(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with incoming.process():
+            try:
+                seen.messages.append(from_amqp(incoming))
+            except Exception:  # malformed test input also crosses the tap
+                pass
+
+    await queue.consume(on_message)
+    yield seen
+    await connection.close()

@@ -1,0 +1,244 @@
+"""One real build through every service, on real RabbitMQ, PostgreSQL and rpmbuild."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import aio_pika
+import aiohttp
+import koji
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fedora_messaging import message as fm
+from skyline_messages import (
+    BuildCompleteV1,
+    BuildRequestV1,
+    BuildStoredV1,
+    TaskFinishedV1,
+    TaskLeasedV1,
+    TaskMismatchV1,
+)
+
+from services.cli.localsystem import LocalSystem
+from services.cli.submit import upload_srpm
+from services.common.config import load_config
+from services.common.rpmfiles import read_rpm_info, sha256_file
+from services.common.signing import sign_body
+
+pytestmark = pytest.mark.e2e
+FM_CLI = str(Path(sys.executable).parent / "fedora-messaging")
+
+
+async def request_body(system: LocalSystem, srpm: Path, **extra: object) -> dict:
+    config = load_config(system.config_file)
+    async with aiohttp.ClientSession() as http:
+        url, digest = await upload_srpm(http, config, srpm)
+    return {"srpm_url": url, "srpm_sha256": digest, "arches": ["noarch"], "owner": "alice", **extra}
+
+
+def stock_publish(system: LocalSystem, tmp_path: Path, *messages: fm.Message) -> None:
+    file = tmp_path / f"publish-{uuid.uuid4().hex}.json"
+    file.write_text(fm.dumps(list(messages)))
+    subprocess.run(
+        [FM_CLI, "--conf", str(system.fm_config_file), "publish", str(file)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def start_stock_consumer(system: LocalSystem, tmp_path: Path, out: Path) -> subprocess.Popen:
+    callback = tmp_path / "record.py"
+    callback.write_text(
+        "import json\n"
+        "def on_message(m):\n"
+        f"    with open({str(out)!r}, 'a') as f:\n"
+        "        f.write(json.dumps({'cls': type(m).__name__, 'body': m.body}) + '\\n')\n"
+    )
+    return subprocess.Popen(
+        [
+            FM_CLI,
+            "--conf",
+            str(system.fm_config_file),
+            "consume",
+            "--callback-file",
+            f"{callback}:on_message",
+            "--routing-key",
+            "skyline.build.complete",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def build_id_of(system: LocalSystem, request: fm.Message, timeout: float = 60) -> int:
+    """The build the dispatcher made of `request` (found by the request's message id)."""
+    url = f"{system.url('dispatcher')}/api/v1/builds"
+    async with aiohttp.ClientSession() as http:
+        for _ in range(int(timeout * 10)):
+            async with http.get(url, params={"request_id": request.id}) as response:
+                builds = (await response.json())["builds"]
+            if builds:
+                return builds[0]["build_id"]
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"no build for request {request.id}")
+
+
+async def wait_until(predicate, timeout: float = 60) -> None:
+    for _ in range(int(timeout * 10)):
+        if predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+async def test_stock_request_ends_as_rpm_in_koji_storage(system, example_srpm, tap, tmp_path):
+    consumed = tmp_path / "consumed.jsonl"
+    consumer = start_stock_consumer(system, tmp_path, consumed)
+    try:
+        # The stock consumer's queue exists once a probe message reaches it.
+        await asyncio.sleep(3)
+        request = BuildRequestV1(body=await request_body(system, example_srpm))
+        stock_publish(system, tmp_path, request)
+
+        build_id = await build_id_of(system, request)
+        finished = await tap.wait(TaskFinishedV1, timeout=120, build_id=build_id)
+        complete = await tap.wait(BuildCompleteV1, timeout=120, build_id=build_id)
+        await wait_until(lambda: consumed.exists() and "BuildCompleteV1" in consumed.read_text())
+    finally:
+        consumer.terminate()
+        consumer.wait(timeout=30)
+
+    line = next(json.loads(x) for x in consumed.read_text().splitlines() if "Complete" in x)
+    assert line["body"] == complete.body  # decoded by stock fedora-messaging into our class
+
+    attested = {f["name"]: f["sha256"] for f in finished.body["files"]}
+    rpms = [f for f in complete.body["files"] if f["name"].endswith(".rpm")]
+    assert [f["name"] for f in rpms] == ["skyline-hello-1.0-1.noarch.rpm"]
+    info = read_rpm_info(system.koji_topdir / rpms[0]["path"])
+    pathinfo = koji.PathInfo(topdir=str(system.koji_topdir))
+    build_dir = Path(
+        pathinfo.build({"name": info.name, "version": info.version, "release": info.release})
+    )
+    expected = build_dir / pathinfo.rpm(
+        {"name": info.name, "version": info.version, "release": info.release, "arch": info.arch}
+    )
+    assert expected.is_file()
+    assert sha256_file(expected) == attested[expected.name] == rpms[0]["sha256"]
+    log_dir = Path(
+        pathinfo.build_logs({"name": info.name, "version": info.version, "release": info.release})
+    )
+    assert (log_dir / "noarch" / "build.log").is_file()
+
+
+async def test_two_builders_attest_the_same_result_digest(system, example_srpm, tap):
+    body = await request_body(system, example_srpm, scratch=True)
+    requests = [BuildRequestV1(body=body), BuildRequestV1(body=body)]
+    for request in requests:
+        await publish(system, request)
+    finished = [
+        await tap.wait(TaskFinishedV1, timeout=120, build_id=await build_id_of(system, r))
+        for r in requests
+    ]
+    hosts = {m.body["host"] for m in finished}
+    assert hosts == {"local-builder-1", "local-builder-2"}
+    assert finished[0].body["result_digest"] == finished[1].body["result_digest"]
+    rpm_digests = [
+        {f["sha256"] for f in m.body["files"] if f["name"].endswith(".rpm")} for m in finished
+    ]
+    assert rpm_digests[0] == rpm_digests[1]  # byte-identical RPMs from two hosts
+
+
+async def publish(system: LocalSystem, msg: fm.Message) -> None:
+    from services.common.bus import Bus
+
+    bus = Bus(system.rabbitmq.url)
+    await bus.connect()
+    try:
+        await bus.publish(msg)
+    finally:
+        await bus.close()
+
+
+async def raw_publish(system: LocalSystem, body: bytes, schema: str = "skyline.build.request.v1"):
+    connection = await aio_pika.connect(system.rabbitmq.url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange("amq.topic", ensure=False)
+        await exchange.publish(
+            aio_pika.Message(
+                body,
+                content_type="application/json",
+                content_encoding="utf-8",
+                message_id=str(uuid.uuid4()),
+                headers={"fedora_messaging_schema": schema, "fedora_messaging_severity": 20},
+            ),
+            routing_key="skyline.build.request",
+        )
+    finally:
+        await connection.close()
+
+
+async def test_malformed_requests_are_dead_lettered_and_dispatcher_goes_on(
+    system, example_srpm, tap
+):
+    good = await request_body(system, example_srpm, scratch=True)
+    bad = [
+        b"{this is not json",
+        json.dumps({**good, "owner": None}).encode(),  # schema violation
+        json.dumps({**good, "arches": ["sparc64"]}).encode(),  # unknown arch
+    ]
+    for body in bad:
+        await raw_publish(system, body)
+    request = BuildRequestV1(body=good)
+    await publish(system, request)
+    build_id = await build_id_of(system, request)
+    complete = await tap.wait(BuildCompleteV1, timeout=120, build_id=build_id)
+    assert complete.body["owner"] == "alice"
+
+    connection = await aio_pika.connect(system.rabbitmq.url)
+    try:
+        channel = await connection.channel()
+        dead = await channel.declare_queue(
+            "skyline.dispatcher.dead", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        bodies = []
+        while (m := await dead.get(no_ack=True, fail=False)) is not None:
+            bodies.append(m.body)
+    finally:
+        await connection.close()
+    assert sorted(bodies) == sorted(bad)
+    log = (system.logs / "dispatcher.log").read_text()
+    assert "invalid message skyline.build.request" in log
+    assert "'sparc64' is not one of" in log
+
+
+async def test_forged_attestation_is_refused_and_nothing_is_stored(system, example_srpm, tap):
+    request = BuildRequestV1(body=await request_body(system, example_srpm, scratch=True))
+    await publish(system, request)
+    leased = await tap.wait(TaskLeasedV1, timeout=60, build_id=await build_id_of(system, request))
+    forged_rpm = {"name": "skyline-hello-1.0-1.noarch.rpm", "size": 4, "sha256": "f" * 64}
+    body = {k: leased.body[k] for k in ("task_id", "build_id", "lease_id", "host", "arch", "nvr")}
+    body |= {
+        "status": "succeeded",
+        "srpm_sha256": leased.body["srpm_sha256"],
+        "files": [forged_rpm],
+        "result_digest": "0" * 64,
+        "env_manifest": {},
+        "env_digest": "0" * 64,
+        "duration": 1.0,
+    }
+    mallory = Ed25519PrivateKey.generate()  # a key the registry never enrolled
+    await publish(system, TaskFinishedV1(body=sign_body(body, mallory)))
+
+    refusal = await tap.wait(TaskMismatchV1, timeout=60, lease_id=leased.body["lease_id"])
+    assert refusal.body["reason"] == "bad_signature"
+    # The honest host's build of the same lease still goes through; the forgery stored nothing.
+    stored = await tap.wait(BuildStoredV1, timeout=120, task_id=leased.body["task_id"])
+    assert all(f["sha256"] != "f" * 64 for f in stored.body["files"])
+    assert "refused attestation" in (system.logs / "verifier.log").read_text()
