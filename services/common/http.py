@@ -20,13 +20,18 @@ def error(status: int, message: str) -> web.HTTPException:
     )
 
 
+class _PayloadTooLarge(web.HTTPClientError):
+    # aiohttp's HTTPRequestEntityTooLarge insists on (max_size, actual_size) arguments.
+    status_code = 413
+
+
 _STATUS_CLASSES: dict[int, type[web.HTTPException]] = {
     400: web.HTTPBadRequest,
     401: web.HTTPUnauthorized,
     403: web.HTTPForbidden,
     404: web.HTTPNotFound,
     409: web.HTTPConflict,
-    413: web.HTTPRequestEntityTooLarge,
+    413: _PayloadTooLarge,
     422: web.HTTPUnprocessableEntity,
     500: web.HTTPInternalServerError,
     503: web.HTTPServiceUnavailable,

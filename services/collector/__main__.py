@@ -1,0 +1,28 @@
+"""skyline-collector: takes builders' uploads and puts verified results into Koji storage."""
+
+from pathlib import Path
+
+from skyline_messages import TaskLeasedV1, TaskVerifiedV1
+
+from services.common.service import Periodic, Service
+
+from .cleanup import INTERVAL, sweep_staging
+from .handlers import on_task_leased, on_task_verified
+from .routes import ROUTES
+
+SERVICE = Service(
+    name="collector",
+    handlers={TaskLeasedV1: on_task_leased, TaskVerifiedV1: on_task_verified},
+    routes=ROUTES,
+    listen=lambda config: config.collector.listen,
+    periodic=[Periodic("staging-sweep", lambda config: INTERVAL, sweep_staging)],
+    migrations=Path(__file__).parent / "migrations",
+)
+
+
+def main() -> None:
+    SERVICE.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The collector's reactions: learn leases, and store verified results in Koji storage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+from skyline_messages import BuildStoredV1, TaskLeasedV1, TaskVerifiedV1
+
+from services.common.errors import Reject
+from services.common.service import Context
+
+from . import storage, store
+
+log = logging.getLogger(__name__)
+
+# Fields of a verified message that must equal the lease's, or it is about another task.
+LEASE_FIELDS = ("task_id", "build_id", "host", "arch", "nvr")
+
+
+async def on_task_leased(msg: TaskLeasedV1, ctx: Context) -> None:
+    """Remember the lease: uploads are accepted only for known leases."""
+    if await store.add_lease(ctx.conn, msg.body):
+        log.info(
+            "lease %s: task %s on %s", msg.body["lease_id"], msg.body["task_id"], msg.body["host"]
+        )
+
+
+async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
+    body = msg.body
+    lease_id = uuid.UUID(body["lease_id"])
+    # Tasks of one build share paths (noarch subpackages), so one N-V-R is stored at a time.
+    await store.lock_nvr(ctx.conn, body["nvr"])
+    lease = await store.get_lease(ctx.conn, lease_id, for_update=True)
+    if lease is None:
+        raise Reject(f"verified lease {lease_id} is unknown here, so nothing was uploaded for it")
+    for field in LEASE_FIELDS:
+        if body[field] != lease[field]:
+            raise Reject(f"lease {lease_id}: {field} {body[field]!r} does not match the lease")
+    if body["status"] != "succeeded":
+        # The dispatcher handles failures; its staged logs go with the stale-lease sweep.
+        log.info("lease %s: task %s failed on %s", lease_id, body["task_id"], body["host"])
+        if lease["state"] == "open":
+            await store.set_state(ctx.conn, lease_id, "failed")
+        return
+    if lease["state"] in ("stored", "superseded"):
+        log.info("lease %s is %s already; nothing to do", lease_id, lease["state"])
+        return
+    if lease["state"] != "open" or lease["cleaned_at"] is not None:
+        raise Reject(f"lease {lease_id} is {lease['state']} and its uploads are gone")
+    if other := await store.stored_lease_of_task(ctx.conn, lease["task_id"], lease_id):
+        # Koji keeps one result per task; the first one stored stays.
+        log.info("lease %s: task %s was stored from lease %s", lease_id, lease["task_id"], other)
+        await store.set_state(ctx.conn, lease_id, "superseded")
+        return
+    await _check_staged(ctx.conn, lease_id, body["files"])
+    results = await _store(ctx, lease, body["files"])
+    await store.record_stored(ctx.conn, lease_id, results)
+    log.info("lease %s: stored %d file(s) of %s", lease_id, len(results), lease["nvr"])
+    await ctx.publish(
+        BuildStoredV1(
+            body={
+                "build_id": lease["build_id"],
+                "task_id": lease["task_id"],
+                "owner": lease["owner"],
+                "nvr": lease["nvr"],
+                "arch": lease["arch"],
+                "host": lease["host"],
+                "files": [r.entry() for r in results],
+            }
+        )
+    )
+
+
+async def _check_staged(
+    conn: asyncpg.Connection, lease_id: uuid.UUID, files: list[Mapping[str, Any]]
+) -> None:
+    """Each attested file was recorded as uploaded with the attested size and digest."""
+    staged = {r["name"]: (r["size"], r["sha256"]) for r in await store.staged_files(conn, lease_id)}
+    for f in files:
+        if staged.get(f["name"]) != (f["size"], f["sha256"]):
+            raise Reject(f"lease {lease_id}: {f['name']} was not uploaded as attested")
+
+
+async def _store(
+    ctx: Context, lease: asyncpg.Record, files: list[Mapping[str, Any]]
+) -> list[storage.Result]:
+    """Check every file, refuse on any conflict, then place them; return what this task stored."""
+    config = ctx.config
+    topdir = storage.koji_topdir(config)
+    task = storage.Task(
+        task_id=lease["task_id"],
+        build_id=lease["build_id"],
+        host=lease["host"],
+        arch=lease["arch"],
+        owner=lease["owner"],
+        nvr=lease["nvr"],
+        scratch=lease["scratch"],
+    )
+    staged = storage.staging_dir(config, lease["lease_id"])
+    try:
+        checked = await asyncio.to_thread(storage.check_results, topdir, staged, task, files)
+    except storage.Refused as exc:
+        raise Reject(f"lease {lease['lease_id']}: {exc}") from None
+    # A noarch subpackage is built by every arch task of a build; like Koji, keep the first.
+    siblings = await store.stored_by_siblings(
+        ctx.conn, task.build_id, lease["lease_id"], [r.path for r in checked]
+    )
+    results = [r for r in checked if r.path not in siblings]
+    # Check every destination before placing any file, so a conflict stores nothing.
+    for r in results:
+        found = await asyncio.to_thread(storage.existing_digest, topdir / r.path)
+        if found not in (None, r.sha256):
+            raise Reject(f"{r.path} already exists with other content (sha256 {found})")
+    for r in results:
+        try:
+            await asyncio.to_thread(storage.place, r.source, topdir / r.path, r.sha256)
+        except storage.Refused as exc:
+            raise Reject(str(exc)) from None
+    return results

@@ -1,0 +1,167 @@
+"""The collector's SQL: leases, staged and stored files, source RPMs."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import asyncpg
+
+from .storage import Result
+
+
+async def add_lease(conn: asyncpg.Connection, body: Mapping[str, Any]) -> bool:
+    """Record a lease; False if it was known already."""
+    added = await conn.fetchval(
+        "INSERT INTO leases (lease_id, task_id, build_id, host, arch, owner, nvr, srpm_sha256,"
+        " scratch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        uuid.UUID(body["lease_id"]),
+        body["task_id"],
+        body["build_id"],
+        body["host"],
+        body["arch"],
+        body["owner"],
+        body["nvr"],
+        body["srpm_sha256"],
+        body.get("scratch", False),
+    )
+    return bool(added)
+
+
+async def get_lease(
+    conn: asyncpg.Connection, lease_id: uuid.UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT * FROM leases WHERE lease_id = $1{lock}", lease_id)
+
+
+async def lease_takes_uploads(conn: asyncpg.Connection, lease_id: uuid.UUID) -> bool:
+    """Whether the lease is open; FOR SHARE waits for a storing transaction to finish first."""
+    return bool(
+        await conn.fetchval(
+            "SELECT state = 'open' AND cleaned_at IS NULL FROM leases WHERE lease_id = $1"
+            " FOR SHARE",
+            lease_id,
+        )
+    )
+
+
+async def lock_nvr(conn: asyncpg.Connection, nvr: str) -> None:
+    """Serialise storing of one N-V-R (its tasks share paths) until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"store:{nvr}")
+
+
+async def set_state(conn: asyncpg.Connection, lease_id: uuid.UUID, state: str) -> None:
+    await conn.execute(
+        "UPDATE leases SET state = $2, stored_at = CASE WHEN $2 = 'stored' THEN now() END"
+        " WHERE lease_id = $1",
+        lease_id,
+        state,
+    )
+
+
+async def stored_lease_of_task(
+    conn: asyncpg.Connection, task_id: int, lease_id: uuid.UUID
+) -> uuid.UUID | None:
+    """Another lease of the same task whose results are stored already, if any."""
+    return await conn.fetchval(
+        "SELECT lease_id FROM leases WHERE task_id = $1 AND lease_id <> $2 AND state = 'stored'",
+        task_id,
+        lease_id,
+    )
+
+
+async def staged_files(conn: asyncpg.Connection, lease_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT name, size, sha256 FROM staged_files WHERE lease_id = $1 ORDER BY name", lease_id
+    )
+
+
+async def staged_file(
+    conn: asyncpg.Connection, lease_id: uuid.UUID, name: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT name, size, sha256 FROM staged_files WHERE lease_id = $1 AND name = $2",
+        lease_id,
+        name,
+    )
+
+
+async def stage_file(
+    conn: asyncpg.Connection, lease_id: uuid.UUID, name: str, size: int, sha256: str
+) -> asyncpg.Record | None:
+    """Record an upload; if the name was staged already (a racing upload), return that row."""
+    inserted = await conn.fetchval(
+        "INSERT INTO staged_files (lease_id, name, size, sha256) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        lease_id,
+        name,
+        size,
+        sha256,
+    )
+    return None if inserted else await staged_file(conn, lease_id, name)
+
+
+async def stored_by_siblings(
+    conn: asyncpg.Connection, build_id: int, lease_id: uuid.UUID, paths: Iterable[str]
+) -> set[str]:
+    """Which of `paths` another task of the same build stored (noarch subpackages)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT f.path FROM stored_files f JOIN leases l USING (lease_id)"
+        " WHERE l.build_id = $1 AND l.lease_id <> $2 AND f.path = ANY($3::text[])",
+        build_id,
+        lease_id,
+        list(paths),
+    )
+    return {r["path"] for r in rows}
+
+
+async def record_stored(
+    conn: asyncpg.Connection, lease_id: uuid.UUID, results: Iterable[Result]
+) -> None:
+    await conn.executemany(
+        "INSERT INTO stored_files (lease_id, name, path, arch, sha256, size)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        [(lease_id, r.name, r.path, r.arch, r.sha256, r.size) for r in results],
+    )
+    await set_state(conn, lease_id, "stored")
+
+
+async def claim_leases_to_clean(
+    conn: asyncpg.Connection, retention: datetime.timedelta, limit: int
+) -> list[uuid.UUID]:
+    """Leases whose staging folder can go: stored or superseded ones at once, others when stale.
+
+    SKIP LOCKED: a lease being stored right now is left alone, and replicas share the work.
+    """
+    rows = await conn.fetch(
+        "SELECT lease_id FROM leases WHERE cleaned_at IS NULL"
+        " AND (state IN ('stored', 'superseded') OR created_at < now() - $1::interval)"
+        " ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        retention,
+        limit,
+    )
+    return [r["lease_id"] for r in rows]
+
+
+async def mark_cleaned(conn: asyncpg.Connection, lease_ids: list[uuid.UUID]) -> None:
+    await conn.execute("DELETE FROM staged_files WHERE lease_id = ANY($1::uuid[])", lease_ids)
+    await conn.execute(
+        "UPDATE leases SET cleaned_at = now() WHERE lease_id = ANY($1::uuid[])", lease_ids
+    )
+
+
+async def get_source(conn: asyncpg.Connection, sha256: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM sources WHERE sha256 = $1", sha256)
+
+
+async def add_source(conn: asyncpg.Connection, sha256: str, name: str, size: int) -> None:
+    await conn.execute(
+        "INSERT INTO sources (sha256, name, size) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        sha256,
+        name,
+        size,
+    )

@@ -1,0 +1,485 @@
+"""The collector's HTTP uploads and its verified-results handler against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import koji
+import pytest
+import yarl
+from aiohttp.test_utils import TestClient, TestServer
+from fedora_messaging import message as fm
+from skyline_messages import BuildStoredV1, TaskLeasedV1, TaskVerifiedV1
+
+from services.builder.rpmbuild import build
+from services.collector import cleanup, storage
+from services.collector.__main__ import SERVICE
+from services.common import db, outbox
+from services.common.config import Config
+from services.common.errors import Reject
+from services.common.http import make_app
+from services.common.rpmfiles import (
+    REPRODUCIBLE_MACROS,
+    macro_args,
+    make_srpm,
+    read_rpm_info,
+    sha256_file,
+    tool_env,
+)
+from services.common.service import RUNTIME, Runtime
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE_SPEC = Path(__file__).parents[3] / "examples/skyline-hello/skyline-hello.spec"
+NVR = "skyline-hello-1.0-1"
+RPM_NAME = f"{NVR}.noarch.rpm"
+
+
+class FakeBus:
+    """The outbox relay's bus: these tests read the outbox table instead."""
+
+    def __init__(self) -> None:
+        self.published: list[fm.Message] = []
+
+    async def publish(self, msg: fm.Message) -> None:
+        self.published.append(msg)
+
+
+@dataclasses.dataclass
+class Collector:
+    runtime: Runtime
+    client: TestClient
+
+    @property
+    def topdir(self) -> Path:
+        return storage.koji_topdir(self.runtime.config)
+
+    async def lease(self, nvr: str = NVR, **extra: object) -> str:
+        lease_id = str(uuid.uuid4())
+        body = {
+            "task_id": 42,
+            "build_id": 7,
+            "lease_id": lease_id,
+            "host": "builder1",
+            "arch": "x86_64",
+            "owner": "alice",
+            "nvr": nvr,
+            "srpm_url": f"http://127.0.0.1:1/sources/{nvr}.src.rpm",
+            "srpm_sha256": "a" * 64,
+            "release": "local",
+            "lease_expires": "2030-01-01T00:00:00+00:00",
+            **extra,
+        }
+        await SERVICE.handle(self.runtime, TaskLeasedV1(body=body, topic=f"{TaskLeasedV1.topic}.x"))
+        return lease_id
+
+    async def upload(
+        self, lease_id: str, name: str, data: bytes, digest: str | None = None
+    ) -> aiohttp.ClientResponse:
+        digest = digest or hashlib.sha256(data).hexdigest()
+        return await self.client.put(
+            f"/api/v1/uploads/{lease_id}/{name}", data=data, headers={"X-Skyline-Sha256": digest}
+        )
+
+    async def outbox(self) -> list[dict]:
+        async with self.runtime.pool.acquire() as conn:
+            rows = await conn.fetch("SELECT message FROM outbox ORDER BY id")
+        return [json.loads(r["message"]) for r in rows]
+
+    async def stored_rows(self) -> int:
+        async with self.runtime.pool.acquire() as conn:
+            return await conn.fetchval("SELECT count(*) FROM stored_files")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(srpm, noarch rpm, build.log) of the example package."""
+    tmp = tmp_path_factory.mktemp("collector-build")
+    srpm = make_srpm(EXAMPLE_SPEC, tmp / "srpm")
+    outcome = build(srpm, arch="noarch", results_dir=tmp / "res", build_path=tmp / "bp")
+    assert outcome.succeeded, outcome.log.read_text()
+    return srpm, outcome.rpms[0], outcome.log
+
+
+@pytest.fixture(scope="module")
+def built_elsewhere(
+    built: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The same noarch RPM rebuilt with another build host name: valid, but other bytes."""
+    top = tmp_path_factory.mktemp("elsewhere")
+    subprocess.run(
+        [
+            "rpmbuild",
+            "--rebuild",
+            "--nodeps",
+            "--define",
+            f"_topdir {top}",
+            *macro_args({**REPRODUCIBLE_MACROS, "_buildhost": "elsewhere"}),
+            str(built[0]),
+        ],
+        env={**tool_env(), "HOME": str(top)},
+        check=True,
+        capture_output=True,
+    )
+    (rpm_path,) = (top / "RPMS").rglob("*.rpm")
+    assert sha256_file(rpm_path) != sha256_file(built[1])
+    return rpm_path
+
+
+@pytest.fixture
+async def collector(config: Config) -> AsyncIterator[Collector]:
+    schema = f"collector_{uuid.uuid4().hex[:8]}"  # unique, also on a shared test server
+    config = dataclasses.replace(
+        config,
+        collector=dataclasses.replace(config.collector, max_upload_mb=1, public_url="http://c"),
+    )
+    pool = await db.create_pool(config.database_url, schema)
+    try:
+        await db.migrate(pool, schema, SERVICE.migrations)
+        async with aiohttp.ClientSession() as http:
+            bus = FakeBus()
+            relay = outbox.Relay(pool, bus)  # type: ignore[arg-type]
+            runtime = Runtime("collector", config, pool, bus, relay, http)  # type: ignore[arg-type]
+            app = make_app(SERVICE.routes)
+            app[RUNTIME] = runtime
+            async with TestClient(TestServer(app)) as client:
+                yield Collector(runtime, client)
+    finally:
+        await pool.close()
+
+
+async def test_upload_happy_path_and_listing(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    data = b"hello\n" * 50_000  # 300 kB, several chunks
+    resp = await collector.upload(lease_id, "build.log", data)
+    assert resp.status == 201, await resp.text()
+    digest = hashlib.sha256(data).hexdigest()
+    assert await resp.json() == {"name": "build.log", "size": len(data), "sha256": digest}
+    staged = storage.staging_dir(collector.runtime.config, uuid.UUID(lease_id))
+    assert (staged / "build.log").read_bytes() == data
+    assert [p.name for p in staged.iterdir()] == ["build.log"]  # no part file left
+
+    resp = await collector.client.get(f"/api/v1/uploads/{lease_id}")
+    assert await resp.json() == {
+        "files": [{"name": "build.log", "size": len(data), "sha256": digest}]
+    }
+
+
+async def test_streamed_body_of_unknown_length(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    data = bytes(range(256)) * 3000  # 768 kB, below the 1 MiB test limit
+
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 10_000):
+            yield data[i : i + 10_000]
+
+    resp = await collector.client.put(
+        f"/api/v1/uploads/{lease_id}/build.log",
+        data=body(),
+        headers={"X-Skyline-Sha256": hashlib.sha256(data).hexdigest()},
+    )
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["size"] == len(data)
+
+
+async def test_idempotent_reupload_and_conflict(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    assert (await collector.upload(lease_id, "build.log", b"one")).status == 201
+    again = await collector.upload(lease_id, "build.log", b"one")
+    assert again.status == 200
+    conflict = await collector.upload(lease_id, "build.log", b"two")
+    assert conflict.status == 409
+    assert "other content" in (await conflict.json())["error"]
+    staged = storage.staging_dir(collector.runtime.config, uuid.UUID(lease_id))
+    assert (staged / "build.log").read_bytes() == b"one"
+
+
+async def test_digest_mismatch_is_refused_and_removed(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    resp = await collector.upload(lease_id, "build.log", b"data", digest="0" * 64)
+    assert resp.status == 422
+    assert "error" in await resp.json()
+    staged = storage.staging_dir(collector.runtime.config, uuid.UUID(lease_id))
+    assert list(staged.iterdir()) == []
+    listing = await (await collector.client.get(f"/api/v1/uploads/{lease_id}")).json()
+    assert listing == {"files": []}
+
+
+async def test_missing_or_bad_digest_header(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    resp = await collector.client.put(f"/api/v1/uploads/{lease_id}/build.log", data=b"x")
+    assert resp.status == 400
+    resp = await collector.upload(lease_id, "build.log", b"x", digest="xyz")
+    assert resp.status == 400
+
+
+async def test_oversize_upload_is_refused(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    data = b"\0" * (1024 * 1024 + 1)
+    resp = await collector.upload(lease_id, "big.log", data)  # declared length: refused at once
+    assert resp.status == 413
+
+    async def body() -> AsyncIterator[bytes]:  # no length: refused while streaming
+        for _ in range(20):
+            yield b"\0" * 100_000
+
+    try:
+        resp = await collector.client.put(
+            f"/api/v1/uploads/{lease_id}/big.log",
+            data=body(),
+            headers={"X-Skyline-Sha256": "0" * 64},
+        )
+        assert resp.status == 413
+    except aiohttp.ClientOSError:
+        pass  # the server may close the connection before the client finished sending
+    staged = storage.staging_dir(collector.runtime.config, uuid.UUID(lease_id))
+    assert list(staged.iterdir()) == []
+
+
+async def test_unknown_and_malformed_leases(collector: Collector) -> None:
+    resp = await collector.upload(str(uuid.uuid4()), "build.log", b"x")
+    assert resp.status == 404
+    assert (await resp.json())["error"] == "unknown lease"
+    assert (await collector.client.get(f"/api/v1/uploads/{uuid.uuid4()}")).status == 404
+    assert (await collector.upload("not-a-uuid", "build.log", b"x")).status == 400
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        # aiohttp decodes %2F and %2E before routing, so these reach the handler as
+        # "..", "../x", "/etc/passwd", "a/b": the FILE_NAME check must refuse them.
+        ("%2e%2e", 400),
+        ("..%2fx", 400),
+        ("%2e%2e%2fx", 400),
+        ("%2Fetc%2Fpasswd", 400),
+        ("a%2fb", 400),
+        (".hidden", 400),
+        ("a%00b", 400),
+        ("a%0Ab", 400),
+        # With real slashes no upload route matches ("../x" is resolved by the client to
+        # /api/v1/uploads/x, the listing, which takes no PUT).
+        ("../x", 405),
+        ("a/b", 404),
+        ("/etc/passwd", 404),
+    ],
+)
+async def test_names_cannot_escape_the_staging_dir(
+    collector: Collector, raw: str, status: int
+) -> None:
+    lease_id = await collector.lease()
+    url = yarl.URL(f"/api/v1/uploads/{lease_id}/{raw}", encoded=True)  # sent as written
+    resp = await collector.client.put(url, data=b"evil", headers={"X-Skyline-Sha256": "0" * 64})
+    assert resp.status == status, await resp.text()
+    base = Path(collector.runtime.config.base_dir)
+    assert [p for p in base.rglob("*") if p.is_file()] == []
+
+
+async def upload_results(collector: Collector, lease_id: str, files: list[Path]) -> list[dict]:
+    entries = []
+    for path in files:
+        resp = await collector.upload(lease_id, path.name, path.read_bytes())
+        assert resp.status == 201, await resp.text()
+        entries.append(await resp.json())
+    return entries
+
+
+def verified(lease_id: str, files: list[dict], nvr: str = NVR) -> TaskVerifiedV1:
+    return TaskVerifiedV1(
+        body={
+            "task_id": 42,
+            "build_id": 7,
+            "lease_id": lease_id,
+            "host": "builder1",
+            "arch": "x86_64",
+            "nvr": nvr,
+            "status": "succeeded",
+            "files": files,
+            "result_digest": "b" * 64,
+        }
+    )
+
+
+async def test_verified_results_are_stored_where_koji_expects_them(
+    collector: Collector, built: tuple[Path, Path, Path]
+) -> None:
+    _, rpm_path, log_path = built
+    lease_id = await collector.lease()
+    files = await upload_results(collector, lease_id, [rpm_path, log_path])
+    await SERVICE.handle(collector.runtime, verified(lease_id, files))
+
+    info = read_rpm_info(rpm_path)
+    pathinfo = koji.PathInfo(topdir=str(collector.topdir))
+    binfo = {"name": info.name, "version": info.version, "release": info.release}
+    rinfo = {**binfo, "arch": info.arch}
+    stored_rpm = Path(pathinfo.build(binfo)) / pathinfo.rpm(rinfo)
+    assert sha256_file(stored_rpm) == files[0]["sha256"]
+    stored_log = Path(pathinfo.build_logs(binfo)) / "x86_64/build.log"
+    assert sha256_file(stored_log) == files[1]["sha256"]
+
+    (message,) = await collector.outbox()
+    msg = fm.load_message(message)
+    assert isinstance(msg, BuildStoredV1)
+    assert msg.body == {
+        "build_id": 7,
+        "task_id": 42,
+        "owner": "alice",
+        "nvr": NVR,
+        "arch": "x86_64",
+        "host": "builder1",
+        "files": [
+            {
+                "name": RPM_NAME,
+                "path": str(stored_rpm.relative_to(collector.topdir)),
+                "sha256": files[0]["sha256"],
+                "size": files[0]["size"],
+                "arch": "noarch",
+            },
+            {
+                "name": "build.log",
+                "path": str(stored_log.relative_to(collector.topdir)),
+                "sha256": files[1]["sha256"],
+                "size": files[1]["size"],
+                "arch": "x86_64",
+            },
+        ],
+    }
+    assert await collector.stored_rows() == 2
+
+    # Redelivery: the same message, then a new copy of it: nothing stored or published twice.
+    await SERVICE.handle(collector.runtime, verified(lease_id, files))
+    again = verified(lease_id, files)
+    await SERVICE.handle(collector.runtime, again)
+    assert len(await collector.outbox()) == 1
+    assert await collector.stored_rows() == 2
+
+    # The lease takes no more uploads, and the sweep removes its staging folder.
+    assert (await collector.upload(lease_id, "late.log", b"x")).status == 409
+    staged = storage.staging_dir(collector.runtime.config, uuid.UUID(lease_id))
+    assert staged.is_dir()
+    await cleanup.sweep_staging(collector.runtime)
+    assert not staged.exists()
+    assert sha256_file(stored_rpm) == files[0]["sha256"]
+
+
+async def test_rpm_of_another_srpm_is_rejected_and_nothing_stored(
+    collector: Collector, built: tuple[Path, Path, Path]
+) -> None:
+    _, rpm_path, log_path = built
+    lease_id = await collector.lease(nvr="other-2.0-1")
+    files = await upload_results(collector, lease_id, [rpm_path, log_path])
+    with pytest.raises(Reject, match=r"not other-2\.0-1\.src\.rpm"):
+        await SERVICE.handle(collector.runtime, verified(lease_id, files, nvr="other-2.0-1"))
+    assert await collector.outbox() == []
+    assert await collector.stored_rows() == 0
+    assert not collector.topdir.exists()
+
+
+async def test_attested_digest_that_was_not_uploaded_is_rejected(
+    collector: Collector, built: tuple[Path, Path, Path]
+) -> None:
+    _, rpm_path, _ = built
+    lease_id = await collector.lease()
+    files = await upload_results(collector, lease_id, [rpm_path])
+    with pytest.raises(Reject, match="not uploaded as attested"):
+        await SERVICE.handle(
+            collector.runtime, verified(lease_id, [{**files[0], "sha256": "c" * 64}])
+        )
+    with pytest.raises(Reject, match="unknown here"):
+        await SERVICE.handle(collector.runtime, verified(str(uuid.uuid4()), files))
+    assert await collector.stored_rows() == 0
+
+
+async def test_conflicting_existing_file_stores_nothing(
+    collector: Collector, built: tuple[Path, Path, Path]
+) -> None:
+    _, rpm_path, log_path = built
+    lease_id = await collector.lease()
+    files = await upload_results(collector, lease_id, [rpm_path, log_path])
+    # Koji already holds another build.log for this N-V-R: immutable, so refuse everything.
+    log_dest = collector.topdir / "packages/skyline-hello/1.0/1/data/logs/x86_64/build.log"
+    log_dest.parent.mkdir(parents=True)
+    log_dest.write_text("another build\n")
+    with pytest.raises(Reject, match="already exists"):
+        await SERVICE.handle(collector.runtime, verified(lease_id, files))
+    assert not (collector.topdir / f"packages/skyline-hello/1.0/1/noarch/{RPM_NAME}").exists()
+    assert await collector.outbox() == []
+
+
+async def test_noarch_subpackage_of_a_sibling_task_is_kept(
+    collector: Collector, built: tuple[Path, Path, Path], built_elsewhere: Path
+) -> None:
+    _, rpm_path, log_path = built
+    first = await collector.lease()
+    await SERVICE.handle(
+        collector.runtime,
+        verified(first, await upload_results(collector, first, [rpm_path, log_path])),
+    )
+    # The aarch64 task of the same build made the same noarch subpackage, with other bytes
+    # (e.g. its OPTFLAGS): Koji keeps one copy, and so does the collector.
+    second = await collector.lease(task_id=43, arch="aarch64")
+    files = await upload_results(collector, second, [built_elsewhere, log_path])
+    body = {**verified(second, files).body, "task_id": 43, "arch": "aarch64"}
+    await SERVICE.handle(collector.runtime, TaskVerifiedV1(body=body))
+    stored = [fm.load_message(m) for m in await collector.outbox()]
+    assert [m.body["arch"] for m in stored] == ["x86_64", "aarch64"]
+    assert [f["path"] for f in stored[1].body["files"]] == [
+        "packages/skyline-hello/1.0/1/data/logs/aarch64/build.log"
+    ]
+    kept = collector.topdir / f"packages/skyline-hello/1.0/1/noarch/{RPM_NAME}"
+    assert sha256_file(kept) == sha256_file(rpm_path)
+
+
+async def test_failed_task_closes_the_lease(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    msg = verified(lease_id, [])
+    failed = TaskVerifiedV1(body={**msg.body, "status": "failed"})
+    await SERVICE.handle(collector.runtime, failed)
+    assert await collector.outbox() == []
+    assert (await collector.upload(lease_id, "build.log", b"x")).status == 409
+
+
+async def test_source_upload_and_download(
+    collector: Collector, built: tuple[Path, Path, Path]
+) -> None:
+    srpm, rpm_path, _ = built
+    data = srpm.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    url = f"/api/v1/sources/{digest}/{srpm.name}"
+    resp = await collector.client.put(url, data=data)
+    assert resp.status == 201, await resp.text()
+    assert await resp.json() == {
+        "url": f"http://c/sources/{digest}/{srpm.name}",
+        "sha256": digest,
+    }
+    stored = storage.sources_dir(collector.runtime.config) / digest / srpm.name
+    assert stored == collector.topdir / "work/skyline-sources" / digest / srpm.name
+    assert stored.read_bytes() == data
+    assert (await collector.client.put(url, data=data)).status == 200  # idempotent
+
+    resp = await collector.client.get(f"/sources/{digest}/{srpm.name}")
+    assert resp.status == 200
+    assert await resp.read() == data
+    assert (await collector.client.get(f"/sources/{digest}/other-1-1.src.rpm")).status == 404
+    assert (await collector.client.get(f"/sources/{'0' * 64}/{srpm.name}")).status == 404
+
+    # Wrong digest, a binary RPM, a name that is not the header's, not an RPM at all.
+    bad = await collector.client.put(f"/api/v1/sources/{'0' * 64}/{srpm.name}", data=data)
+    assert bad.status == 422
+    rpm_data = rpm_path.read_bytes()
+    rpm_digest = hashlib.sha256(rpm_data).hexdigest()
+    resp = await collector.client.put(f"/api/v1/sources/{rpm_digest}/{NVR}.src.rpm", data=rpm_data)
+    assert resp.status == 422
+    resp = await collector.client.put(f"/api/v1/sources/{digest}/fake-1-1.src.rpm", data=data)
+    assert resp.status == 409  # these bytes are stored under their real name
+    junk = b"not an rpm"
+    junk_url = f"/api/v1/sources/{hashlib.sha256(junk).hexdigest()}/junk-1-1.src.rpm"
+    assert (await collector.client.put(junk_url, data=junk)).status == 422
+    assert (await collector.client.put(f"/api/v1/sources/{digest}/x.rpm", data=data)).status == 400
