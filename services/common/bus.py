@@ -90,13 +90,17 @@ class Bus:
             self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
         )
 
-    async def close(self) -> None:
+    async def stop_consuming(self) -> None:
+        """Cancel every consumer; publishing still works (in-flight work can report back)."""
         for queue, tag in self._consumers:
             try:
                 await queue.cancel(tag)
             except Exception:  # the channel may already be gone; closing is best effort
                 log.debug("cancel of %s failed", queue.name, exc_info=True)
         self._consumers.clear()
+
+    async def close(self) -> None:
+        await self.stop_consuming()
         if self._connection is not None:
             await self._connection.close()
             self._connection = None

@@ -136,7 +136,7 @@ class Service:
                 log.info("%s ready", self.name)
                 await stop.wait()
                 log.info("stopping %s", self.name)
-                await bus.close()  # stop consuming first: in-flight handlers finish below
+                await bus.stop_consuming()  # in-flight handlers may still publish and ack
                 if runner is not None:
                     await runner.cleanup()
                 for task in tasks:
