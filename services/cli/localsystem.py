@@ -104,6 +104,8 @@ amqp_url = "{self.rabbitmq.url}"
 publish_exchange = "amq.topic"
 topic_prefix = ""
 passive_declares = false
+# `consume` prints each message with its schema class's __str__ (summary and body).
+callback = "fedora_messaging.example:printer"
 
 [client_properties]
 app = "skyline-local"
