@@ -1,7 +1,8 @@
 """Shared fixtures: real RabbitMQ and PostgreSQL on private loopback ports.
 
 The servers are started once per test session by the same code as `skyline local up`
-(services/common/localstack.py). Set SKYLINE_TEST_AMQP_URL and SKYLINE_TEST_DATABASE_URL to
+(services/common/localstack.py), in a temp dir outside pytest's own: pytest resets its base dir
+to mode 0700 whenever a session starts, which would lock the `postgres` user out. Set SKYLINE_TEST_AMQP_URL and SKYLINE_TEST_DATABASE_URL to
 use servers you run yourself instead.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,13 +32,13 @@ class Servers:
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+def servers() -> Iterator[Servers]:
     amqp = os.environ.get("SKYLINE_TEST_AMQP_URL")
     db = os.environ.get("SKYLINE_TEST_DATABASE_URL")
     if amqp and db:
         yield Servers(amqp, None, db)
         return
-    state = tmp_path_factory.mktemp("servers")
+    state = Path(tempfile.mkdtemp(prefix="skyline-servers-"))
     rabbitmq = RabbitMQ(state)
     postgres = PostgreSQL(state, fast=True)  # fsync off: tests need no crash durability
     rabbitmq.start()
@@ -47,6 +50,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             postgres.stop()
     finally:
         rabbitmq.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture

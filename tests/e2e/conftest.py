@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,13 +23,16 @@ EXAMPLE_SPEC = REPO / "examples" / "skyline-hello" / "skyline-hello.spec"
 
 
 @pytest.fixture(scope="session")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
-    local = LocalSystem(tmp_path_factory.mktemp("system"), fast_db=True)
+def system() -> Iterator[LocalSystem]:
+    # Outside pytest's temp dir, which pytest makes 0700 (see tests/conftest.py).
+    state = Path(tempfile.mkdtemp(prefix="skyline-e2e-"))
+    local = LocalSystem(state, fast_db=True)
     try:
         local.up(builders=2, progress=lambda line: None)
         yield local
     finally:
         local.down(progress=lambda line: None)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
