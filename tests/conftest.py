@@ -2,8 +2,8 @@
 
 The servers are started once per test session by the same code as `skyline local up`
 (services/common/localstack.py), in a temp dir outside pytest's own: pytest resets its base dir
-to mode 0700 whenever a session starts, which would lock the `postgres` user out. Set SKYLINE_TEST_AMQP_URL and SKYLINE_TEST_DATABASE_URL to
-use servers you run yourself instead.
+to mode 0700 whenever a session starts, which would lock the `postgres` user out.
+Set SKYLINE_TEST_AMQP_URL and SKYLINE_TEST_DATABASE_URL to use servers you run yourself instead.
 """
 
 from __future__ import annotations
