@@ -38,7 +38,19 @@ STORED_FILE = {
 }
 
 
-class BuildRequestV1(SkylineMessage):
+class _OwnedMessage(SkylineMessage):
+    """A message about something a packager (the `owner`) asked for."""
+
+    @property
+    def agent_name(self) -> str:
+        return self.body["owner"]
+
+    @property
+    def usernames(self) -> list[str]:
+        return [self.body["owner"]]
+
+
+class BuildRequestV1(_OwnedMessage):
     """A packager asks Skyline to build a source RPM for some architectures."""
 
     topic = "skyline.build.request"
@@ -73,28 +85,12 @@ class BuildRequestV1(SkylineMessage):
         return f"{self.body['owner']} requested a {kind} of {self.srpm_name} for {arches}"
 
     @property
-    def agent_name(self) -> str:
-        return self.body["owner"]
-
-    @property
-    def usernames(self) -> list[str]:
-        return [self.body["owner"]]
-
-    @property
     def packages(self) -> list[str]:
         return [package_of(self.srpm_name)]
 
 
-class _BuildMessage(SkylineMessage):
+class _BuildMessage(_OwnedMessage):
     """Shared properties of messages about one build."""
-
-    @property
-    def agent_name(self) -> str:
-        return self.body["owner"]
-
-    @property
-    def usernames(self) -> list[str]:
-        return [self.body["owner"]]
 
     @property
     def packages(self) -> list[str]:

@@ -120,14 +120,8 @@ async def on_task_mismatch(msg: TaskMismatchV1, ctx: Context) -> None:
     task = await store.task_by_lease(ctx.conn, msg.body["lease_id"])
     if task is None or task["state"] != "leased":
         return
-    reason = f"result from {task['host']} refused: {msg.body['reason']}"
-    if task["attempts"] >= MAX_ATTEMPTS:
-        await store.set_task(ctx.conn, task["id"], "failed", reason=reason)
-        await fail_build(ctx, task["build_id"], reason)
-    else:
-        log.warning("requeueing task %s: %s", task["id"], reason)
-        await store.requeue(ctx.conn, task["id"], reason)
-        await schedule(ctx)
+    await requeue_or_fail(ctx, task, f"result from {task['host']} refused: {msg.body['reason']}")
+    await schedule(ctx)
 
 
 async def on_build_stored(msg: BuildStoredV1, ctx: Context) -> None:
@@ -178,11 +172,15 @@ async def requeue_expired_leases(runtime: Runtime) -> None:
     """Leases whose host went silent go back to the queue (or fail after MAX_ATTEMPTS)."""
     async with runtime.transaction() as ctx:
         for task in await store.expired_leases(ctx.conn):
-            reason = f"lease on {task['host']} expired"
-            if task["attempts"] >= MAX_ATTEMPTS:
-                await store.set_task(ctx.conn, task["id"], "failed", reason=reason)
-                await fail_build(ctx, task["build_id"], reason)
-            else:
-                log.warning("requeueing task %s: %s", task["id"], reason)
-                await store.requeue(ctx.conn, task["id"], reason)
+            await requeue_or_fail(ctx, task, f"lease on {task['host']} expired")
         await schedule(ctx)
+
+
+async def requeue_or_fail(ctx: Context, task: Any, reason: str) -> None:
+    """Give a task another host, or fail its build once it has had MAX_ATTEMPTS leases."""
+    if task["attempts"] >= MAX_ATTEMPTS:
+        await store.set_task(ctx.conn, task["id"], "failed", reason=reason)
+        await fail_build(ctx, task["build_id"], reason)
+    else:
+        log.warning("requeueing task %s: %s", task["id"], reason)
+        await store.requeue(ctx.conn, task["id"], reason)
