@@ -5,6 +5,11 @@ GET  /api/v1/uploads/{lease_id}          {"files": [{name, size, sha256}]}: what
 PUT  /api/v1/sources/{sha256}/{name}     an N-V-R.src.rpm, stored by digest
 GET  /sources/{sha256}/{name}            download it
 
+While a lease is open, uploading a name again with other bytes replaces the staged file: a
+builder that resumes a lease rebuilds, and its build.log never comes out the same. That is
+safe because only bytes matching the signed attestation are ever stored (handlers.py). Once
+the lease is closed (stored, failed, superseded) it takes no uploads at all.
+
 Names are checked against the schemas' FILE_NAME (no '/', no leading '.'), and the paths on
 disk are built from the validated name and the canonical UUID or digest only, so no request
 can reach outside its folder. Bodies are streamed to disk (see spool.py).
@@ -18,7 +23,6 @@ import os
 import re
 import uuid
 
-import asyncpg
 from aiohttp import web
 from skyline_messages.base import FILE_NAME
 
@@ -67,7 +71,7 @@ def _file(name: str, size: int, sha256: str, status: int = 200) -> web.Response:
 
 @routes.put("/api/v1/uploads/{lease_id}/{name}")
 async def put_upload(request: web.Request) -> web.Response:
-    """Stage one result file of a lease: 201 new, 200 same bytes again, 409 other bytes."""
+    """Stage one result file of an open lease: 201 new, 200 same bytes again or replaced."""
     runtime = request.app[RUNTIME]
     lease_id, name = _lease_id(request), _name(request)
     expected = _sha256(request.headers.get(SHA256_HEADER), f"the {SHA256_HEADER} header")
@@ -78,29 +82,33 @@ async def put_upload(request: web.Request) -> web.Response:
         if lease["state"] != "open" or lease["cleaned_at"] is not None:
             raise error(409, f"lease {lease_id} is {lease['state']} and takes no more uploads")
         staged = await store.staged_file(conn, lease_id, name)
-    if staged is not None:  # decided on the digest alone, without reading the body
-        return _again(staged, expected)
+    if staged is not None and staged["sha256"] == expected:  # a retry: no need to read the body
+        return _file(staged["name"], staged["size"], staged["sha256"])
     folder = storage.staging_dir(runtime.config, lease_id)
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     async with spool(request, folder, name, _limit(request)) as part:
         if part.sha256 != expected:
             raise error(422, f"{name}: body has sha256 {part.sha256}, header says {expected}")
         async with runtime.transaction() as ctx:
-            if not await store.lease_takes_uploads(ctx.conn, lease_id):  # closed meanwhile
+            # FOR SHARE: a lease being stored is waited for, then found closed.
+            if not await store.lease_takes_uploads(ctx.conn, lease_id):
                 raise error(409, f"lease {lease_id} was closed during the upload")
-            staged = await store.stage_file(ctx.conn, lease_id, name, part.size, part.sha256)
-            if staged is not None:  # a parallel upload of the same name won
-                return _again(staged, expected)
-            os.replace(part.path, folder / name)
+            previous = await store.stage_file(ctx.conn, lease_id, name, part.size, part.sha256)
+            os.replace(part.path, folder / name)  # under the row lock taken by stage_file
             await asyncio.to_thread(storage.fsync_dir, folder)
-    log.info("lease %s: staged %s (%d bytes)", lease_id, name, part.size)
-    return _file(name, part.size, part.sha256, status=201)
-
-
-def _again(staged: asyncpg.Record, expected: str) -> web.Response:
-    if staged["sha256"] != expected:
-        raise error(409, f"{staged['name']} was uploaded already with other content")
-    return _file(staged["name"], staged["size"], staged["sha256"])
+    if previous is None:
+        log.info("lease %s: staged %s (%d bytes)", lease_id, name, part.size)
+        return _file(name, part.size, part.sha256, status=201)
+    if previous["sha256"] != part.sha256:
+        log.info(
+            "lease %s: replaced %s (sha256 %s) with %d bytes (sha256 %s)",
+            lease_id,
+            name,
+            previous["sha256"],
+            part.size,
+            part.sha256,
+        )
+    return _file(name, part.size, part.sha256)
 
 
 @routes.get("/api/v1/uploads/{lease_id}")

@@ -93,16 +93,26 @@ async def staged_file(
 async def stage_file(
     conn: asyncpg.Connection, lease_id: uuid.UUID, name: str, size: int, sha256: str
 ) -> asyncpg.Record | None:
-    """Record an upload; if the name was staged already (a racing upload), return that row."""
-    inserted = await conn.fetchval(
+    """Record an upload, replacing an earlier one of the same name; return that earlier row.
+
+    The row stays locked until the transaction ends, so the caller can move the file in place
+    before a parallel upload of the same name gets its turn: row and file end up agreeing.
+    """
+    previous = await conn.fetchrow(
+        "SELECT name, size, sha256 FROM staged_files WHERE lease_id = $1 AND name = $2 FOR UPDATE",
+        lease_id,
+        name,
+    )
+    await conn.execute(
         "INSERT INTO staged_files (lease_id, name, size, sha256) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT DO NOTHING RETURNING true",
+        " ON CONFLICT (lease_id, name) DO UPDATE"
+        " SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, uploaded_at = now()",
         lease_id,
         name,
         size,
         sha256,
     )
-    return None if inserted else await staged_file(conn, lease_id, name)
+    return previous
 
 
 async def stored_by_siblings(

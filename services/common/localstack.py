@@ -40,8 +40,11 @@ def free_port(span: int = 1, low: int = 20000, high: int = 32000) -> int:
 
 
 def _tail(*paths: Path, lines: int = 25) -> str:
-    out = [f"--- {p} ---\n" + "\n".join(p.read_text(errors="replace").splitlines()[-lines:])
-           for p in paths if p.is_file()]
+    out = [
+        f"--- {p} ---\n" + "\n".join(p.read_text(errors="replace").splitlines()[-lines:])
+        for p in paths
+        if p.is_file()
+    ]
     return "\n".join(out) or "(no server log written)"
 
 
@@ -99,8 +102,13 @@ def _clean_env(*prefixes: str) -> dict[str, str]:
 
 
 class RabbitMQ:
-    def __init__(self, state_dir: Path, port: int | None = None, user: str = "skyline",
-                 password: str = "skyline") -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int | None = None,
+        user: str = "skyline",
+        password: str = "skyline",
+    ) -> None:
         self.dir = Path(state_dir).resolve() / "rabbitmq"
         self.user, self.password = user, password
         saved = _read_json(self.dir / "ports.json")
@@ -124,22 +132,30 @@ class RabbitMQ:
     def _env(self) -> dict[str, str]:
         d, p = self.dir, self.port
         return _clean_env("RABBITMQ_", "ERL_") | {
-            "RABBITMQ_NODENAME": self.node, "RABBITMQ_NODE_IP_ADDRESS": LOOPBACK,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": LOOPBACK,
             "RABBITMQ_DIST_PORT": str(p + 1),  # default NODE_PORT+20000 may be taken
             "ERL_EPMD_PORT": str(p + 2),  # private epmd, never the shared 4369 ...
             "ERL_EPMD_ADDRESS": LOOPBACK,  # ... and not on 0.0.0.0
-            "RABBITMQ_CTL_DIST_PORT_MIN": str(p + 3), "RABBITMQ_CTL_DIST_PORT_MAX": str(p + 9),
-            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"), "RABBITMQ_LOG_BASE": str(d / "log"),
-            "RABBITMQ_PID_FILE": str(self.pidfile), "HOME": str(d / "home"),  # has the cookie
-            "RABBITMQ_NODE_PORT": str(p), "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
+            "RABBITMQ_CTL_DIST_PORT_MIN": str(p + 3),
+            "RABBITMQ_CTL_DIST_PORT_MAX": str(p + 9),
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_PID_FILE": str(self.pidfile),
+            "HOME": str(d / "home"),  # has the cookie
+            "RABBITMQ_NODE_PORT": str(p),
+            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
             "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),  # else /etc/rabbitmq's is read
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}"}
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        }
 
     def _procs(self) -> tuple[Proc, Proc]:  # (beam, wrapper script) as their pid files say
-        return ((_read_pid(self.pidfile), str(self.dir)),
-                (_read_pid(self.dir / "wrapper.pid"), "rabbitmq-server"))
+        return (
+            (_read_pid(self.pidfile), str(self.dir)),
+            (_read_pid(self.dir / "wrapper.pid"), "rabbitmq-server"),
+        )
 
     def is_running(self) -> bool:
         return _alive(*self._procs()[0])
@@ -150,12 +166,15 @@ class RabbitMQ:
     def _write_config(self) -> None:
         for sub in ("home", "mnesia", "log"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
-        files = {"ports.json": json.dumps({"port": self.port, "node": self.node}),
-                 "rabbitmq-env.conf": "", "advanced.config": "[].",
-                 "enabled_plugins": "[].",  # no management plugin, no extra port
-                 "rabbitmq.conf": f"listeners.tcp.default = {LOOPBACK}:{self.port}\n"
-                 f"default_user = {self.user}\ndefault_pass = {self.password}\n"
-                 "loopback_users = none\nlog.console = false"}
+        files = {
+            "ports.json": json.dumps({"port": self.port, "node": self.node}),
+            "rabbitmq-env.conf": "",
+            "advanced.config": "[].",
+            "enabled_plugins": "[].",  # no management plugin, no extra port
+            "rabbitmq.conf": f"listeners.tcp.default = {LOOPBACK}:{self.port}\n"
+            f"default_user = {self.user}\ndefault_pass = {self.password}\n"
+            "loopback_users = none\nlog.console = false",
+        }
         for name, text in files.items():
             (self.dir / name).write_text(text + "\n")
         cookie = self.dir / "home" / ".erlang.cookie"
@@ -170,15 +189,25 @@ class RabbitMQ:
         self._write_config()
         self.pidfile.unlink(missing_ok=True)  # stale after a crash; `rabbitmqctl wait` reads it
         with open(self.dir / "wrapper.out", "ab") as out:
-            proc = subprocess.Popen([server], env=self._env(), cwd=self.dir, stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)  # outlive `skyline local up`
+            proc = subprocess.Popen(
+                [server],
+                env=self._env(),
+                cwd=self.dir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # outlive `skyline local up`
         self._children.append(proc)
         (self.dir / "wrapper.pid").write_text(f"{proc.pid}\n")
         # `rabbitmqctl wait` returns once the pid file exists and the rabbit app runs; we also
         # watch the server so that a failed boot is reported at once, not after the timeout.
-        waiter = subprocess.Popen([ctl, "wait", "--timeout", str(int(timeout)), str(self.pidfile)],
-                                  env=self._env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        waiter = subprocess.Popen(
+            [ctl, "wait", "--timeout", str(int(timeout)), str(self.pidfile)],
+            env=self._env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         while waiter.poll() is None and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -201,8 +230,9 @@ class RabbitMQ:
         # the one on our private port to exit; retry while it still lists a SIGKILLed node.
         for _ in range(50):
             with contextlib.suppress(OSError, subprocess.SubprocessError):
-                res = subprocess.run(["epmd", "-kill"], env=self._env(), capture_output=True,
-                                     text=True, timeout=10)
+                res = subprocess.run(
+                    ["epmd", "-kill"], env=self._env(), capture_output=True, text=True, timeout=10
+                )
                 if "not allowed" in res.stdout:
                     time.sleep(0.2)
                     continue
@@ -226,8 +256,10 @@ def _pg_bindir() -> Path:
     for d in dirs:
         if all(os.access(Path(d, b), os.X_OK) for b in ("initdb", "pg_ctl", "psql")):
             return Path(d)
-    raise LocalStackError("PostgreSQL server binaries (initdb, pg_ctl) not found; install "
-                          "postgresql (Debian) or postgresql-server (Fedora)")
+    raise LocalStackError(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found; install "
+        "postgresql (Debian) or postgresql-server (Fedora)"
+    )
 
 
 class PostgreSQL:
@@ -257,8 +289,9 @@ class PostgreSQL:
             for parent in self.dir.parents:
                 if not (mode := parent.stat().st_mode) & 0o001:
                     parent.chmod(mode | 0o001)
-        _run(argv, (self.log,), timeout, cwd=self.dir, env=_clean_env("PG"),
-             start_new_session=True)  # the postmaster must outlive `skyline local up`
+        _run(
+            argv, (self.log,), timeout, cwd=self.dir, env=_clean_env("PG"), start_new_session=True
+        )  # the postmaster must outlive `skyline local up`
 
     def start(self, timeout: float = 60) -> None:
         if self.is_running():
@@ -271,26 +304,78 @@ class PostgreSQL:
         (self.dir / "ports.json").write_text(json.dumps({"port": self.port}) + "\n")
         if not (self.data / "PG_VERSION").exists():
             # trust is fine: the server listens on loopback only and its socket dir is private.
-            self._server(bindir / "initdb", "-D", self.data, "-U", "skyline", "-A", "trust",
-                         "-E", "UTF8", "--locale=C.UTF-8", *(["--no-sync"] if self.fast else []))
+            self._server(
+                bindir / "initdb",
+                "-D",
+                self.data,
+                "-U",
+                "skyline",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                *(["--no-sync"] if self.fast else []),
+            )
         # pg_ctl hands -o to a shell; -k keeps the socket out of the shared /var/run dir.
         opts = f"-c listen_addresses={LOOPBACK} -p {self.port} -k {shlex.quote(str(self.dir))}"
         if self.fast:
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._server(bindir / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-o", opts,
-                     "-t", str(int(timeout)), "start", timeout=timeout + 10)
+        self._server(
+            bindir / "pg_ctl",
+            "-D",
+            self.data,
+            "-l",
+            self.log,
+            "-w",
+            "-o",
+            opts,
+            "-t",
+            str(int(timeout)),
+            "start",
+            timeout=timeout + 10,
+        )
         if not self._psql("SELECT 1 FROM pg_database WHERE datname = 'skyline'").strip():
             self._psql("CREATE DATABASE skyline")
 
     def stop(self) -> None:
         if self.is_running():  # pg_ctl -w returns once the postmaster has removed its pid file
-            self._server(_pg_bindir() / "pg_ctl", "-D", self.data, "-m", "fast", "-w",
-                         "-t", "60", "stop", timeout=70)
+            self._server(
+                _pg_bindir() / "pg_ctl",
+                "-D",
+                self.data,
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+                "stop",
+                timeout=70,
+            )
 
     def _psql(self, sql: str) -> str:
-        return _run([str(_pg_bindir() / "psql"), "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1",
-                     "-h", LOOPBACK, "-p", str(self.port), "-U", "skyline", "-d", "postgres",
-                     "-c", sql], (self.log,), env=_clean_env("PG"))
+        return _run(
+            [
+                str(_pg_bindir() / "psql"),
+                "-X",
+                "-q",
+                "-tA",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                LOOPBACK,
+                "-p",
+                str(self.port),
+                "-U",
+                "skyline",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ],
+            (self.log,),
+            env=_clean_env("PG"),
+        )
 
     def create_database(self, name: str) -> str:
         self._psql('CREATE DATABASE "{}"'.format(name.replace('"', '""')))

@@ -58,8 +58,10 @@ def _pid(path: Path) -> int:
 
 def _stop_in_fresh_process(cls: str, state: Path) -> None:
     """`skyline local down` case: a new process knows nothing but the state dir."""
-    code = (f"import sys; from pathlib import Path; from {localstack.__name__} import {cls}; "
-            f"{cls}(Path(sys.argv[1])).stop()")
+    code = (
+        f"import sys; from pathlib import Path; from {localstack.__name__} import {cls}; "
+        f"{cls}(Path(sys.argv[1])).stop()"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-c", code, str(state)], check=True, env=env, timeout=120)
 
@@ -70,7 +72,8 @@ async def _publish(url: str, body: bytes) -> None:
         await channel.declare_queue(QUEUE, durable=True)
         confirm = await channel.default_exchange.publish(
             aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key=QUEUE)
+            routing_key=QUEUE,
+        )
         assert confirm is not None  # the broker acked it, so it is on disk
 
 
@@ -194,9 +197,7 @@ def test_postgres_busy_port_error_has_log_tail(state: Path) -> None:
             PostgreSQL(state, port=busy.getsockname()[1], fast=True).start(timeout=20)
 
 
-def test_missing_binaries_name_the_package(
-    state: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_binaries_name_the_package(state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(localstack, "RMQ_BIN_DIRS", (str(state / "nowhere"),))
     with pytest.raises(LocalStackError, match="rabbitmq-server package"):
         RabbitMQ(state).start()

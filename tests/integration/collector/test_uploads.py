@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -189,16 +191,56 @@ async def test_streamed_body_of_unknown_length(collector: Collector) -> None:
     assert (await resp.json())["size"] == len(data)
 
 
-async def test_idempotent_reupload_and_conflict(collector: Collector) -> None:
+async def test_reupload_to_an_open_lease_is_idempotent_or_replaces(
+    collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
     lease_id = await collector.lease()
     assert (await collector.upload(lease_id, "build.log", b"one")).status == 201
     again = await collector.upload(lease_id, "build.log", b"one")
     assert again.status == 200
-    conflict = await collector.upload(lease_id, "build.log", b"two")
-    assert conflict.status == 409
-    assert "other content" in (await conflict.json())["error"]
+    # A builder that resumed the lease rebuilt, and its new log has other bytes.
+    with caplog.at_level(logging.INFO, logger="services.collector.routes"):
+        replaced = await collector.upload(lease_id, "build.log", b"two")
+    assert replaced.status == 200, await replaced.text()
+    two = {"name": "build.log", "size": 3, "sha256": hashlib.sha256(b"two").hexdigest()}
+    assert await replaced.json() == two
+    assert "replaced build.log" in caplog.text
+    staged = storage.staging_dir(collector.runtime.config, uuid.UUID(lease_id))
+    assert (staged / "build.log").read_bytes() == b"two"
+    assert [p.name for p in staged.iterdir()] == ["build.log"]  # no part file left
+    listing = await (await collector.client.get(f"/api/v1/uploads/{lease_id}")).json()
+    assert listing == {"files": [two]}
+    # An attestation of the first bytes no longer matches what is staged: nothing is stored.
+    one = {**two, "sha256": hashlib.sha256(b"one").hexdigest()}
+    with pytest.raises(Reject, match="not uploaded as attested"):
+        await SERVICE.handle(collector.runtime, verified(lease_id, [one]))
+
+
+async def test_parallel_replacements_leave_row_and_file_agreeing(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    bodies = [bytes([i]) * 200_000 for i in range(4)]
+    replies = await asyncio.gather(*(collector.upload(lease_id, "build.log", b) for b in bodies))
+    assert all(r.status in (200, 201) for r in replies), [r.status for r in replies]
+    staged = storage.staging_dir(collector.runtime.config, uuid.UUID(lease_id))
+    listing = await (await collector.client.get(f"/api/v1/uploads/{lease_id}")).json()
+    (row,) = listing["files"]
+    assert row["sha256"] == sha256_file(staged / "build.log")
+    assert [p.name for p in staged.iterdir()] == ["build.log"]
+
+
+async def test_closed_lease_refuses_reuploads(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    assert (await collector.upload(lease_id, "build.log", b"one")).status == 201
+    failed = TaskVerifiedV1(body={**verified(lease_id, []).body, "status": "failed"})
+    await SERVICE.handle(collector.runtime, failed)
+    for data in (b"two", b"one"):  # other bytes, or even the same ones
+        conflict = await collector.upload(lease_id, "build.log", data)
+        assert conflict.status == 409
+        assert "takes no more uploads" in (await conflict.json())["error"]
     staged = storage.staging_dir(collector.runtime.config, uuid.UUID(lease_id))
     assert (staged / "build.log").read_bytes() == b"one"
+    listing = await (await collector.client.get(f"/api/v1/uploads/{lease_id}")).json()
+    assert [f["sha256"] for f in listing["files"]] == [hashlib.sha256(b"one").hexdigest()]
 
 
 async def test_digest_mismatch_is_refused_and_removed(collector: Collector) -> None:

@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import json
-import os
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -23,9 +21,9 @@ from fedora_messaging import message as fm
 from skyline_messages import HostHeartbeatV1, TaskFinishedV1, TaskLeasedV1, TaskStartedV1
 
 from services.builder import __main__ as builder_main
-from services.builder import agent as agent_mod
-from services.builder import client, rpmbuild
-from services.builder.agent import Agent, Journal
+from services.builder import client, rpmbuild, runner
+from services.builder.agent import Agent
+from services.builder.journal import Journal
 from services.common.config import BuilderConfig, Config
 from services.common.errors import ConfigError
 from services.common.rpmfiles import result_set_digest
@@ -53,12 +51,17 @@ class FakeBus:
         self.subscriptions: list[tuple[str, list[str], int]] = []
         self.handler: Callable[[fm.Message], Any] | None = None
         self.fail_finished = 0  # refuse this many TaskFinishedV1 publishes (broker away)
+        self.consuming = False
         self.closed = False
 
     async def connect(self) -> None:
         pass
 
+    async def stop_consuming(self) -> None:
+        self.consuming = False
+
     async def close(self) -> None:
+        await self.stop_consuming()
         self.closed = True
 
     async def publish(self, msg: fm.Message) -> None:
@@ -73,6 +76,7 @@ class FakeBus:
     ) -> None:
         self.subscriptions.append((queue_name, list(routing_keys), prefetch))
         self.handler = on_message
+        self.consuming = True
 
     def of(self, cls: type[fm.Message]) -> list[fm.Message]:
         return [m for m in self.published if isinstance(m, cls)]
@@ -364,7 +368,7 @@ async def test_restart_resends_and_resumes_from_the_journal(
     journal = Journal(config.path(config.builder.workdir) / "journal")
     key = load_or_create_key(config.path(config.builder.workdir) / "host.key")
     # A: attested but never sent. B: accepted, still valid. C: accepted, expired meanwhile.
-    unsent_body = agent_mod.attestation(
+    unsent_body = runner.attestation(
         lease_msg(services, LEASE_A).body,
         status="failed",
         srpm_sha256=SRPM_SHA,
@@ -472,21 +476,6 @@ def test_config_is_checked(tmp_path: Path) -> None:
             Agent(config, bus=FakeBus())
 
 
-def test_journal_prunes_only_settled_old_entries(tmp_path: Path) -> None:
-    journal = Journal(tmp_path)
-    journal.save(LEASE_A, {"state": "finished", "published": True})
-    journal.save(LEASE_B, {"state": "accepted"})
-    journal.save(LEASE_C, {"state": "finished", "published": False})
-    old = time.time() - 3600
-    for lease_id in (LEASE_A, LEASE_B, LEASE_C):
-        os.utime(journal.path(lease_id), (old, old))
-    assert journal.prune(60) == 1
-    assert [lease_id for lease_id, _ in journal.entries()] == sorted([LEASE_B, LEASE_C])
-    assert json.loads(journal.path(LEASE_B).read_text()) == {"state": "accepted"}
-    with pytest.raises(ValueError):
-        journal.path("../../etc/passwd")
-
-
 # -- the HTTP client ---------------------------------------------------------------------------
 
 
@@ -585,6 +574,41 @@ async def test_stop_interrupts_builds_after_the_grace_period(
     entry = Journal(agent.workdir / "journal").load(LEASE_A)
     assert entry is not None and entry["state"] == "accepted"
     assert bus.of(HostHeartbeatV1)[-1].body["free_slots"] == 0
+
+
+async def test_stop_stops_consuming_but_lets_running_builds_report(
+    tmp_path: Path, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow_build(srpm: Path, **kwargs: Any) -> rpmbuild.BuildOutcome:
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(5)
+        log = kwargs["results_dir"] / rpmbuild.LOG_NAME
+        log.write_text("built\n")
+        return rpmbuild.BuildOutcome(True, [], log, 0, 0.1)
+
+    monkeypatch.setattr(rpmbuild, "build", slow_build)
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda: dict(ENV))
+    bus = FakeBus()
+    agent = Agent(make_config(tmp_path, services), bus=bus, grace=5)
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop))
+    await eventually(lambda: bus.consuming)
+    await deliver(bus, lease_msg(services, LEASE_A))
+    await eventually(lambda: bool(bus.of(TaskStartedV1)))
+    stop.set()
+    await eventually(lambda: not bus.consuming)
+    assert not run.done() and not bus.closed  # the build still runs, the bus still publishes
+    # A delivery that raced the cancel is journaled for the next run, not started now.
+    await deliver(bus, lease_msg(services, LEASE_B))
+    release.set()
+    await asyncio.wait_for(run, 5)
+    assert [m.body["lease_id"] for m in bus.of(TaskFinishedV1)] == [LEASE_A]
+    assert [m.body["lease_id"] for m in bus.of(TaskStartedV1)] == [LEASE_A]
+    entry = agent.journal.load(LEASE_B)
+    assert entry is not None and entry["state"] == "accepted"
+    assert bus.closed
 
 
 def test_command_line_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
