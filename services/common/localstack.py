@@ -137,6 +137,7 @@ class RabbitMQ:
             "RABBITMQ_DIST_PORT": str(p + 1),  # default NODE_PORT+20000 may be taken
             "ERL_EPMD_PORT": str(p + 2),  # private epmd, never the shared 4369 ...
             "ERL_EPMD_ADDRESS": LOOPBACK,  # ... and not on 0.0.0.0
+            "ERL_CRASH_DUMP": str(d / "log" / "erl_crash.dump"),  # not into the caller's cwd
             "RABBITMQ_CTL_DIST_PORT_MIN": str(p + 3),
             "RABBITMQ_CTL_DIST_PORT_MAX": str(p + 9),
             "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
