@@ -114,9 +114,16 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             raise ConfigError(f"{name}: expected true or false, got {value!r}")
         return value
     if kind in (int, float):
+        # TOML booleans are not numbers, and 1.5 slots is not 1 slot: refuse, never truncate.
+        if isinstance(value, bool) or (
+            kind is int and isinstance(value, float) and not value.is_integer()
+        ):
+            raise ConfigError(
+                f"{name}: expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+            )
         try:
             return kind(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{name}: expected a number, got {value!r}") from None
     if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
@@ -127,8 +134,11 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
 
 def _build(cls: type, data: Mapping[str, Any], env: Mapping[str, str], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)} - set(SECTIONS)
-    unknown = set(data) - names - set(SECTIONS)
+    # Section tables are read separately, and only at the top level: inside a section, a key
+    # named like a section (`collector` for `collector_url`) is a typo like any other.
+    sections = set(SECTIONS) if cls is Config else set()
+    names = {f.name for f in dataclasses.fields(cls)} - sections
+    unknown = set(data) - names - sections
     if unknown:
         where = prefix.removeprefix("SKYLINE_").rstrip("_").lower() or "top level"
         raise ConfigError(f"unknown setting(s) {sorted(unknown)} in [{where}]")

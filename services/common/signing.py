@@ -73,5 +73,7 @@ def verify_body(body: Mapping[str, Any], public_key: str) -> None:
         pub = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key, validate=True))
         signature = base64.b64decode(body.get("signature", ""), validate=True)
         pub.verify(signature, canonical_json(body))
-    except (InvalidSignature, ValueError) as exc:
+    except (InvalidSignature, ValueError, TypeError) as exc:
+        # TypeError: a signature or key that is not even a string (None, a number) is garbage
+        # like any other, and callers only expect SignatureError.
         raise SignatureError("signature does not match the enrolled key") from exc

@@ -120,6 +120,17 @@ async def on_task_mismatch(msg: TaskMismatchV1, ctx: Context) -> None:
     task = await store.task_by_lease(ctx.conn, msg.body["lease_id"])
     if task is None or task["state"] != "leased":
         return
+    if task["host"] != msg.body["host"]:
+        # Another (enrolled) host attested to this lease: its refusal is about that host, not
+        # about the lease holder, which may still be building. Requeueing here would let any
+        # host cancel, and after MAX_ATTEMPTS fail, other hosts' builds.
+        log.warning(
+            "refusal of %s's result for lease %s held by %s ignored",
+            msg.body["host"],
+            msg.body["lease_id"],
+            task["host"],
+        )
+        return
     await requeue_or_fail(ctx, task, f"result from {task['host']} refused: {msg.body['reason']}")
     await schedule(ctx)
 
@@ -154,6 +165,8 @@ async def fail_build(ctx: Context, build_id: int, reason: str) -> None:
     failed = [
         t["arch"] for t in await store.build_tasks(ctx.conn, build_id) if t["state"] == "failed"
     ]
+    # The build is over: its tasks still waiting for a host would only waste builders.
+    await store.cancel_queued(ctx.conn, build_id, f"build failed: {reason}")
     log.warning("build %s of %s failed: %s", build_id, build["nvr"], reason)
     await ctx.publish(
         BuildFailedV1(
@@ -178,6 +191,11 @@ async def requeue_expired_leases(runtime: Runtime) -> None:
 
 async def requeue_or_fail(ctx: Context, task: Any, reason: str) -> None:
     """Give a task another host, or fail its build once it has had MAX_ATTEMPTS leases."""
+    build = await store.get_build(ctx.conn, task["build_id"])
+    if build is not None and build["state"] != "building":
+        # Its build already failed (another arch did): building this one again is wasted work.
+        await store.set_task(ctx.conn, task["id"], "failed", reason=f"{reason}; build over")
+        return
     if task["attempts"] >= MAX_ATTEMPTS:
         await store.set_task(ctx.conn, task["id"], "failed", reason=reason)
         await fail_build(ctx, task["build_id"], reason)

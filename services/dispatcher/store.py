@@ -126,6 +126,16 @@ async def requeue(conn: asyncpg.Connection, task_id: int, reason: str) -> None:
     )
 
 
+async def cancel_queued(conn: asyncpg.Connection, build_id: int, reason: str) -> None:
+    """Fail the build's tasks that wait for a host (leased ones finish or expire as usual)."""
+    await conn.execute(
+        "UPDATE tasks SET state = 'failed', reason = $2, updated_at = now()"
+        " WHERE build_id = $1 AND state = 'queued'",
+        build_id,
+        reason,
+    )
+
+
 async def expired_leases(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT * FROM tasks WHERE state = 'leased' AND lease_expires < now()"

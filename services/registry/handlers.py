@@ -29,7 +29,16 @@ async def on_heartbeat(msg: HostHeartbeatV1, ctx: Context) -> None:
     except SignatureError:
         log.error("heartbeat for host %r with a bad signature dropped", body["host"])
         return
-    signed_at = datetime.datetime.fromisoformat(body["signed_at"])
+    signed_at = _parse_signed_at(body["signed_at"])
+    if signed_at is None:
+        # The schema does not check formats: a signed but unreadable (or zone-less) time would
+        # crash this handler on every redelivery. It can never become valid: drop it.
+        log.error(
+            "heartbeat from %r with unreadable signed_at %r dropped",
+            body["host"],
+            body["signed_at"],
+        )
+        return
     if signed_at - datetime.datetime.now(datetime.UTC) > MAX_CLOCK_SKEW:
         log.error("heartbeat from %r signed in the future (%s) dropped", body["host"], signed_at)
         return
@@ -40,6 +49,15 @@ async def on_heartbeat(msg: HostHeartbeatV1, ctx: Context) -> None:
         log.warning("stale or replayed heartbeat from %r dropped", body["host"])
         return
     await ctx.publish(store.status_message(updated))
+
+
+def _parse_signed_at(value: str) -> datetime.datetime | None:
+    """An aware datetime, or None when `value` is not an ISO 8601 time with a UTC offset."""
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.utcoffset() is not None else None
 
 
 async def mark_silent_hosts_offline(runtime: Runtime) -> None:

@@ -41,8 +41,17 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
         verify_body(body, host["public_key"])
     except SignatureError:
         return await refuse(ctx, body, "bad_signature", "not signed by the host's enrolled key")
+    lease = await ctx.conn.fetchrow(
+        "SELECT * FROM leases WHERE lease_id = $1::uuid", body["lease_id"]
+    )
+    # Only the lease's holder may fill its one attestation slot. An authenticated host that
+    # attests to a lease never issued, or issued to another host, is refused without a record:
+    # recording it would lock the holder out (its real attestation would be a "replay").
+    holder = lease is not None and lease["host"] == body["host"]
     if host["state"] == "quarantined":
-        return await refuse(ctx, body, "host_not_allowed", f"{body['host']} is quarantined")
+        return await refuse(
+            ctx, body, "host_not_allowed", f"{body['host']} is quarantined", keep=holder
+        )
 
     previous = await ctx.conn.fetchrow(
         "SELECT signature FROM attestations WHERE lease_id = $1::uuid", body["lease_id"]
@@ -55,16 +64,13 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
             ctx, body, "replayed", "a different attestation exists for this lease", keep=False
         )
 
-    lease = await ctx.conn.fetchrow(
-        "SELECT * FROM leases WHERE lease_id = $1::uuid", body["lease_id"]
-    )
     refusal = checks.check_lease(body, dict(lease) if lease else None)
     refusal = refusal or checks.check_result_digest(body)
     if refusal is None and body["status"] == "succeeded":
         staged = await peers.staged_files(ctx.runtime.http, config.collector_url, body["lease_id"])
         refusal = checks.check_uploads(body["files"], staged)
     if refusal is not None:
-        return await refuse(ctx, body, *refusal)
+        return await refuse(ctx, body, *refusal, keep=holder)
 
     await record(ctx, body, "verified")
     log.info("verified task %s (%s) from %s", body["task_id"], body["arch"], body["host"])

@@ -1,0 +1,512 @@
+"""The dispatcher against a real database: requests, leases, verdicts, completion, races."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import itertools
+import json
+import uuid
+from typing import Any
+
+import pytest
+from fedora_messaging import message as fm
+from skyline_messages import (
+    BuildCompleteV1,
+    BuildFailedV1,
+    BuildQueuedV1,
+    BuildRequestV1,
+    BuildStoredV1,
+    HostStatusV1,
+    TaskLeasedV1,
+    TaskMismatchV1,
+    TaskVerifiedV1,
+)
+
+from services.common.service import Runtime
+from services.dispatcher import handlers, store
+from services.dispatcher.__main__ import SERVICE
+
+pytestmark = pytest.mark.integration
+
+NVR = "skyline-hello-1.0-1"
+SRPM_URL = f"http://127.0.0.1:1/sources/{NVR}.src.rpm"
+_clock = itertools.count()
+START = datetime.datetime.now(datetime.UTC)
+
+
+def request(**changes: Any) -> BuildRequestV1:
+    body = {"srpm_url": SRPM_URL, "srpm_sha256": "a" * 64, "arches": ["noarch"], "owner": "alice"}
+    body.update(changes)
+    return BuildRequestV1(body=body)
+
+
+def status(
+    host: str = "core-1",
+    *,
+    trust: str = "core",
+    arches: tuple[str, ...] = ("noarch", "x86_64"),
+    releases: tuple[str, ...] = ("f40",),
+    free_slots: int = 1,
+    state: str = "online",
+) -> HostStatusV1:
+    # Every status is newer than the one before (the dispatcher never goes back in time).
+    seen = START + datetime.timedelta(seconds=next(_clock))
+    return HostStatusV1(
+        body={
+            "host": host,
+            "owner": "infra",
+            "state": state,
+            "trust": trust,
+            "arches": list(arches),
+            "releases": list(releases),
+            "free_slots": free_slots,
+            "seen_at": seen.isoformat(),
+        }
+    )
+
+
+def verified(lease: TaskLeasedV1, outcome: str = "succeeded") -> TaskVerifiedV1:
+    b = lease.body
+    files = [{"name": f"{NVR}.{b['arch']}.rpm", "size": 10, "sha256": "c" * 64}]
+    return TaskVerifiedV1(
+        body={
+            **{k: b[k] for k in ("task_id", "build_id", "lease_id", "host", "arch", "nvr")},
+            "status": outcome,
+            "files": files if outcome == "succeeded" else [],
+            "result_digest": "d" * 64,
+        }
+    )
+
+
+def mismatch(lease: TaskLeasedV1, reason: str, host: str | None = None) -> TaskMismatchV1:
+    b = lease.body
+    return TaskMismatchV1(
+        body={
+            "task_id": b["task_id"],
+            "build_id": b["build_id"],
+            "lease_id": b["lease_id"],
+            "host": host or b["host"],
+            "arch": b["arch"],
+            "reason": reason,
+            "detail": "test",
+        }
+    )
+
+
+def stored(lease: TaskLeasedV1) -> BuildStoredV1:
+    b = lease.body
+    name = f"{NVR}.{b['arch']}.rpm"
+    return BuildStoredV1(
+        body={
+            **{k: b[k] for k in ("build_id", "task_id", "owner", "nvr", "arch", "host")},
+            "files": [
+                {
+                    "name": name,
+                    "path": f"packages/skyline-hello/1.0/1/{b['arch']}/{name}",
+                    "sha256": "c" * 64,
+                    "size": 10,
+                    "arch": b["arch"],
+                }
+            ],
+        }
+    )
+
+
+def copy_of(msg: fm.Message) -> fm.Message:
+    """The same message as a redelivery brings it: same id, same body."""
+    return fm.load_message(json.loads(fm.dumps(msg)))
+
+
+def of_type(messages: list[fm.Message], cls: type) -> list[Any]:
+    return [m for m in messages if type(m) is cls]
+
+
+async def task_rows(runtime: Runtime) -> list[Any]:
+    return await runtime.pool.fetch("SELECT * FROM tasks ORDER BY id")
+
+
+async def new_messages(runtime: Runtime, sent, msg: fm.Message) -> list[fm.Message]:
+    before = len(await sent())
+    await SERVICE.handle(runtime, msg)
+    return (await sent())[before:]
+
+
+# Requests
+
+
+async def test_request_creates_one_task_per_arch_and_announces_the_build(runtime, sent) -> None:
+    msg = request(arches=["noarch", "x86_64", "aarch64"], release="f40", priority=5)
+    await SERVICE.handle(runtime, msg)
+    build = await runtime.pool.fetchrow("SELECT * FROM builds")
+    assert (build["request_id"], build["nvr"], build["state"]) == (msg.id, NVR, "building")
+    assert (build["release"], build["scratch"], build["priority"]) == ("f40", False, 5)
+    tasks = await task_rows(runtime)
+    assert [(t["arch"], t["state"], t["priority"]) for t in tasks] == [
+        ("noarch", "queued", 5),
+        ("x86_64", "queued", 5),
+        ("aarch64", "queued", 5),
+    ]
+    [queued] = await sent()
+    assert type(queued) is BuildQueuedV1
+    assert queued.body == {
+        "build_id": build["id"],
+        "owner": "alice",
+        "nvr": NVR,
+        "srpm_sha256": "a" * 64,
+        "scratch": False,
+        "tasks": [{"task_id": t["id"], "arch": t["arch"]} for t in tasks],
+    }
+
+
+async def test_the_same_request_twice_is_one_build(runtime, sent) -> None:
+    msg = request(arches=["noarch", "x86_64"])
+    await SERVICE.handle(runtime, msg)
+    await SERVICE.handle(runtime, copy_of(msg))
+    # Even past the processed-message record, the request id makes one build.
+    await runtime.pool.execute("DELETE FROM processed_messages")
+    await SERVICE.handle(runtime, copy_of(msg))
+    assert await runtime.pool.fetchval("SELECT count(*) FROM builds") == 1
+    assert await runtime.pool.fetchval("SELECT count(*) FROM tasks") == 2
+    assert len(of_type(await sent(), BuildQueuedV1)) == 1
+
+
+async def test_build_is_visible_over_http(client, runtime) -> None:
+    msg = request(arches=["noarch", "x86_64"])
+    await SERVICE.handle(runtime, msg)
+    found = await (await client.get("/api/v1/builds", params={"request_id": msg.id})).json()
+    [build] = found["builds"]
+    assert (build["nvr"], build["state"]) == (NVR, "building")
+    assert [t["state"] for t in build["tasks"]] == ["queued", "queued"]
+    one = await client.get(f"/api/v1/builds/{build['build_id']}")
+    assert (await one.json())["request_id"] == msg.id
+    assert (await client.get("/api/v1/builds/999")).status == 404
+
+
+# Leasing
+
+
+async def test_online_core_host_gets_a_lease_on_its_own_topic(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request())
+    new = await new_messages(runtime, sent, status("core-1"))
+    [lease] = new
+    assert type(lease) is TaskLeasedV1
+    assert lease.topic == "skyline.task.leased.core-1"
+    [task] = await task_rows(runtime)
+    b = lease.body
+    assert (b["task_id"], b["host"], b["arch"], b["nvr"]) == (task["id"], "core-1", "noarch", NVR)
+    assert b["lease_id"] == str(task["lease_id"])
+    assert (b["owner"], b["srpm_url"], b["srpm_sha256"]) == ("alice", SRPM_URL, "a" * 64)
+    assert (b["release"], b["scratch"]) == ("any", False)
+    expires = datetime.datetime.fromisoformat(b["lease_expires"])
+    assert expires > datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=50)
+    assert (task["state"], task["host"], task["attempts"]) == ("leased", "core-1", 1)
+    host = await runtime.pool.fetchrow("SELECT * FROM hosts WHERE host = 'core-1'")
+    assert host["free_slots"] == 0
+
+
+async def test_request_is_leased_at_once_when_a_host_is_waiting(runtime, sent) -> None:
+    await SERVICE.handle(runtime, status("core-1", free_slots=2))
+    new = await new_messages(runtime, sent, request(arches=["noarch", "x86_64"]))
+    assert [type(m) for m in new] == [BuildQueuedV1, TaskLeasedV1, TaskLeasedV1]
+
+
+async def test_untrusted_host_gets_only_scratch_builds(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(priority=900))
+    await SERVICE.handle(runtime, request(scratch=True))
+    for trust in ("untrusted", "trusted"):
+        new = await new_messages(runtime, sent, status(f"{trust}-1", trust=trust, free_slots=5))
+        if trust == "untrusted":
+            [lease] = new
+            assert lease.body["scratch"] is True
+        else:
+            assert new == []  # the only scratch task is taken; the official one waits
+    states = {(t["build_id"], t["state"]) for t in await task_rows(runtime)}
+    assert states == {(1, "queued"), (2, "leased")}
+
+
+async def test_arch_and_release_mismatches_are_not_leased(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(arches=["aarch64"]))
+    await SERVICE.handle(runtime, request(arches=["x86_64"], release="f41"))
+    await SERVICE.handle(runtime, request(arches=["noarch"]))
+    # Wrong arch, wrong release, and noarch goes only to hosts that advertise it.
+    assert await new_messages(runtime, sent, status("x86-1", arches=("x86_64",))) == []
+    assert {t["state"] for t in await task_rows(runtime)} == {"queued"}
+    [lease] = await new_messages(
+        runtime, sent, status("arm-1", arches=("aarch64",), releases=(), free_slots=3)
+    )
+    assert (lease.body["arch"], lease.body["host"]) == ("aarch64", "arm-1")
+
+
+async def test_offline_or_full_hosts_get_nothing(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request())
+    assert await new_messages(runtime, sent, status(state="offline")) == []
+    assert await new_messages(runtime, sent, status(free_slots=0)) == []
+    assert await new_messages(runtime, sent, status(state="quarantined")) == []
+
+
+async def test_an_older_status_does_not_overwrite_a_newer_one(runtime, sent) -> None:
+    old = status(free_slots=1)
+    new = status(state="offline", free_slots=0)
+    await SERVICE.handle(runtime, new)
+    await SERVICE.handle(runtime, request())
+    assert await new_messages(runtime, sent, old) == []
+    host = await runtime.pool.fetchrow("SELECT * FROM hosts")
+    assert host["state"] == "offline"
+
+
+async def test_higher_priority_is_leased_first(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(priority=10, arches=["x86_64"]))
+    await SERVICE.handle(runtime, request(priority=500, arches=["x86_64"]))
+    [lease] = await new_messages(runtime, sent, status())
+    assert lease.body["build_id"] == 2
+
+
+# Verdicts
+
+
+async def lease_one(runtime: Runtime, sent, **request_changes: Any) -> TaskLeasedV1:
+    await SERVICE.handle(runtime, request(**request_changes))
+    [lease] = of_type(await new_messages(runtime, sent, status()), TaskLeasedV1)
+    return lease
+
+
+async def test_mismatch_requeues_and_fails_the_build_after_max_attempts(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(arches=["x86_64"]))
+    lease_ids = set()
+    for attempt in range(1, handlers.MAX_ATTEMPTS + 1):
+        [lease] = await new_messages(runtime, sent, status())
+        lease_ids.add(lease.body["lease_id"])
+        new = await new_messages(runtime, sent, mismatch(lease, "digest_mismatch"))
+        [task] = await task_rows(runtime)
+        assert task["attempts"] == attempt
+        if attempt < handlers.MAX_ATTEMPTS:
+            assert new == []
+            assert (task["state"], task["host"], task["lease_id"]) == ("queued", None, None)
+            assert "digest_mismatch" in task["reason"]
+    assert len(lease_ids) == handlers.MAX_ATTEMPTS  # a new lease id every time
+    [failed] = new
+    assert type(failed) is BuildFailedV1
+    assert failed.body["failed_arches"] == ["x86_64"]
+    assert "digest_mismatch" in failed.body["reason"]
+    assert task["state"] == "failed"
+    build = await runtime.pool.fetchrow("SELECT * FROM builds")
+    assert build["state"] == "failed"
+    assert await new_messages(runtime, sent, status()) == []
+
+
+@pytest.mark.parametrize("reason", ["bad_signature", "unknown_host"])
+async def test_forged_result_does_not_disturb_the_lease(runtime, sent, reason: str) -> None:
+    lease = await lease_one(runtime, sent)
+    assert await new_messages(runtime, sent, mismatch(lease, reason)) == []
+    [task] = await task_rows(runtime)
+    assert (task["state"], str(task["lease_id"]), task["attempts"]) == (
+        "leased",
+        lease.body["lease_id"],
+        1,
+    )
+
+
+@pytest.mark.parametrize("reason", ["unknown_lease", "replayed", "host_not_allowed"])
+async def test_another_hosts_refusal_does_not_disturb_the_lease(runtime, sent, reason: str) -> None:
+    # An enrolled host that attests to someone else's lease is refused by the verifier; that
+    # refusal says nothing about the host that holds the lease, which may still be building.
+    lease = await lease_one(runtime, sent)
+    assert await new_messages(runtime, sent, mismatch(lease, reason, host="mallory")) == []
+    [task] = await task_rows(runtime)
+    assert (task["state"], str(task["lease_id"])) == ("leased", lease.body["lease_id"])
+
+
+async def test_mismatch_for_a_stale_lease_is_ignored(runtime, sent) -> None:
+    lease = await lease_one(runtime, sent)
+    await SERVICE.handle(runtime, verified(lease))
+    assert await new_messages(runtime, sent, mismatch(lease, "digest_mismatch")) == []
+    [task] = await task_rows(runtime)
+    assert task["state"] == "verified"
+
+
+async def test_verified_success_marks_the_task(runtime, sent) -> None:
+    lease = await lease_one(runtime, sent)
+    assert await new_messages(runtime, sent, verified(lease)) == []
+    [task] = await task_rows(runtime)
+    assert (task["state"], task["result_digest"]) == ("verified", "d" * 64)
+
+
+async def test_verified_failure_fails_the_build_and_its_waiting_tasks(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(arches=["noarch", "aarch64"]))
+    [lease] = await new_messages(runtime, sent, status(arches=("noarch",)))
+    [failed] = await new_messages(runtime, sent, verified(lease, "failed"))
+    assert type(failed) is BuildFailedV1
+    assert failed.body["failed_arches"] == ["noarch"]
+    assert "core-1" in failed.body["reason"]
+    assert (await runtime.pool.fetchrow("SELECT * FROM builds"))["state"] == "failed"
+    # The build is over: its other arch is not leased to anybody any more.
+    tasks = {t["arch"]: t for t in await task_rows(runtime)}
+    assert tasks["noarch"]["state"] == "failed"
+    assert tasks["aarch64"]["state"] == "failed"
+    assert await new_messages(runtime, sent, status("arm-1", arches=("aarch64",))) == []
+    # A late verdict for the same lease changes nothing.
+    assert await new_messages(runtime, sent, verified(lease, "failed")) == []
+
+
+async def test_leases_of_a_failed_build_are_not_handed_out_again(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(arches=["noarch", "x86_64"]))
+    leases = of_type(await new_messages(runtime, sent, status(free_slots=2)), TaskLeasedV1)
+    failing, _still_leased = leases
+    await SERVICE.handle(runtime, verified(failing, "failed"))
+    # The other lease expires (or its result is refused): its build is over, so it is not
+    # queued again, even with a free host.
+    await runtime.pool.execute(
+        "UPDATE tasks SET lease_expires = now() - interval '1 second' WHERE state = 'leased';"
+        " UPDATE hosts SET free_slots = 2"
+    )
+    before = len(await sent())
+    await handlers.requeue_expired_leases(runtime)
+    assert (await sent())[before:] == []
+    assert {t["state"] for t in await task_rows(runtime)} == {"failed"}
+    assert len(of_type(await sent(), BuildFailedV1)) == 1
+
+
+async def test_refused_result_of_a_failed_build_is_not_built_again(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(arches=["noarch", "x86_64"]))
+    failing, refused = of_type(
+        await new_messages(runtime, sent, status(free_slots=4)), TaskLeasedV1
+    )
+    await SERVICE.handle(runtime, verified(failing, "failed"))
+    assert await new_messages(runtime, sent, mismatch(refused, "digest_mismatch")) == []
+    assert {t["state"] for t in await task_rows(runtime)} == {"failed"}
+
+
+async def test_verdict_for_an_unknown_lease_is_ignored(runtime, sent) -> None:
+    lease = await lease_one(runtime, sent)
+    other = TaskLeasedV1(body={**lease.body, "lease_id": str(uuid.uuid4())})
+    assert await new_messages(runtime, sent, verified(other, "failed")) == []
+    [task] = await task_rows(runtime)
+    assert task["state"] == "leased"
+
+
+async def test_every_task_stored_completes_the_build_exactly_once(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(arches=["noarch", "x86_64"]))
+    leases = of_type(await new_messages(runtime, sent, status(free_slots=2)), TaskLeasedV1)
+    assert len(leases) == 2
+    for lease in leases:
+        await SERVICE.handle(runtime, verified(lease))
+    first, second = (stored(lease) for lease in leases)
+    assert await new_messages(runtime, sent, first) == []
+    [complete] = await new_messages(runtime, sent, second)
+    assert type(complete) is BuildCompleteV1
+    assert complete.body["build_id"] == leases[0].body["build_id"]
+    assert (complete.body["nvr"], complete.body["owner"], complete.body["scratch"]) == (
+        NVR,
+        "alice",
+        False,
+    )
+    assert sorted(f["arch"] for f in complete.body["files"]) == ["noarch", "x86_64"]
+    # Redelivered (same id) or sent again (new id): still one completion.
+    for again in (copy_of(second), copy_of(first), BuildStoredV1(body=second.body)):
+        assert await new_messages(runtime, sent, again) == []
+    assert len(of_type(await sent(), BuildCompleteV1)) == 1
+    build = await runtime.pool.fetchrow("SELECT * FROM builds")
+    assert build["state"] == "complete"
+    assert build["finished_at"] is not None
+
+
+# Expired leases
+
+
+async def test_expired_leases_are_requeued_and_leased_again(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(arches=["noarch", "x86_64"]))
+    leases = of_type(await new_messages(runtime, sent, status(free_slots=2)), TaskLeasedV1)
+    expired, kept = leases
+    await runtime.pool.execute(
+        "UPDATE tasks SET lease_expires = now() - interval '1 second' WHERE lease_id = $1::uuid",
+        expired.body["lease_id"],
+    )
+    before = len(await sent())
+    await handlers.requeue_expired_leases(runtime)
+    assert len(await sent()) == before  # the host has no free slot left: nothing to lease
+    tasks = {t["id"]: t for t in await task_rows(runtime)}
+    gone = tasks[expired.body["task_id"]]
+    assert (gone["state"], gone["lease_id"], gone["attempts"]) == ("queued", None, 1)
+    assert "expired" in gone["reason"]
+    assert tasks[kept.body["task_id"]]["state"] == "leased"
+    [again] = await new_messages(runtime, sent, status(free_slots=1))
+    assert again.body["task_id"] == expired.body["task_id"]
+    assert again.body["lease_id"] != expired.body["lease_id"]
+    # The old lease's verdict is stale now.
+    assert await new_messages(runtime, sent, verified(expired, "failed")) == []
+
+
+async def test_expired_lease_with_a_free_host_is_leased_in_the_same_sweep(runtime, sent) -> None:
+    lease = await lease_one(runtime, sent)
+    await runtime.pool.execute(
+        "UPDATE tasks SET lease_expires = now() - interval '1 second';"
+        " UPDATE hosts SET free_slots = 1"
+    )
+    before = len(await sent())
+    await handlers.requeue_expired_leases(runtime)
+    [again] = (await sent())[before:]
+    assert type(again) is TaskLeasedV1
+    assert again.body["task_id"] == lease.body["task_id"]
+    assert again.body["lease_id"] != lease.body["lease_id"]
+
+
+async def test_an_expired_lease_past_max_attempts_fails_the_build(runtime, sent) -> None:
+    await lease_one(runtime, sent)
+    await runtime.pool.execute(
+        "UPDATE tasks SET lease_expires = now() - interval '1 second', attempts = $1",
+        handlers.MAX_ATTEMPTS,
+    )
+    before = len(await sent())
+    await handlers.requeue_expired_leases(runtime)
+    [failed] = (await sent())[before:]
+    assert type(failed) is BuildFailedV1
+    assert "expired" in failed.body["reason"]
+
+
+async def test_unexpired_leases_are_left_alone(runtime, sent) -> None:
+    lease = await lease_one(runtime, sent)
+    await handlers.requeue_expired_leases(runtime)
+    [task] = await task_rows(runtime)
+    assert (task["state"], str(task["lease_id"])) == ("leased", lease.body["lease_id"])
+
+
+# Races
+
+
+async def add_host(runtime: Runtime, msg: HostStatusV1) -> None:
+    async with runtime.transaction() as ctx:
+        await store.upsert_host(ctx.conn, msg.body)
+
+
+async def concurrent_schedules(runtime: Runtime) -> list[int]:
+    barrier = asyncio.Barrier(2)
+
+    async def attempt() -> int:
+        async with runtime.transaction() as ctx:
+            await ctx.conn.execute("SELECT 1")  # both transactions are open...
+            await barrier.wait()  # ...before either schedules
+            leased = await handlers.schedule(ctx)
+            await asyncio.sleep(0.2)  # hold the locks while the other one looks
+            return leased
+
+    return list(await asyncio.gather(attempt(), attempt()))
+
+
+async def test_two_concurrent_schedules_fill_one_slot_once(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(arches=["noarch", "x86_64"]))
+    await add_host(runtime, status(free_slots=1))
+    assert sorted(await concurrent_schedules(runtime)) == [0, 1]
+    assert len(of_type(await sent(), TaskLeasedV1)) == 1
+    assert [t["state"] for t in await task_rows(runtime)].count("leased") == 1
+    assert await runtime.pool.fetchval("SELECT free_slots FROM hosts") == 0
+
+
+async def test_two_concurrent_schedules_never_lease_a_task_twice(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(arches=["noarch", "x86_64"]))
+    await add_host(runtime, status("core-1", free_slots=1))
+    await add_host(runtime, status("core-2", free_slots=1))
+    assert sum(await concurrent_schedules(runtime)) == 2
+    leases = of_type(await sent(), TaskLeasedV1)
+    assert sorted(m.body["task_id"] for m in leases) == [1, 2]
+    assert sorted(m.body["host"] for m in leases) == ["core-1", "core-2"]

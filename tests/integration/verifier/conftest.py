@@ -1,0 +1,136 @@
+"""A verifier Runtime on a fresh database, its outbox, and stand-ins for the registry and the
+collector that answer over HTTP with the JSON the real ones return."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from fedora_messaging import message as fm
+
+from services.common import db, outbox
+from services.common.config import Config
+from services.common.service import Runtime
+
+REPO = Path(__file__).resolve().parents[3]
+SERVICE = "verifier"
+
+
+class OutboxOnlyBus:
+    """Handlers write to the outbox; these tests read it and never run the relay."""
+
+    async def publish(self, msg: fm.Message) -> None:  # pragma: no cover - never called
+        raise AssertionError("tests read the outbox table; nothing is published")
+
+
+@pytest.fixture
+async def runtime(config: Config) -> AsyncIterator[Runtime]:
+    pool = await db.create_pool(config.database_url, SERVICE)
+    try:
+        await db.migrate(pool, SERVICE, REPO / "services" / SERVICE / "migrations")
+        bus = OutboxOnlyBus()
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            yield Runtime(SERVICE, config, pool, bus, outbox.Relay(pool, bus), http)  # type: ignore[arg-type]
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def sent(runtime: Runtime) -> Callable[[], Awaitable[list[fm.Message]]]:
+    """Every message the service queued for publication so far, oldest first."""
+
+    async def read() -> list[fm.Message]:
+        rows = await runtime.pool.fetch("SELECT message FROM outbox ORDER BY id")
+        return [fm.load_message(json.loads(r["message"])) for r in rows]
+
+    return read
+
+
+@dataclasses.dataclass
+class Peers:
+    """What the stand-in registry and collector know; tests edit it freely."""
+
+    hosts: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    uploads: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    registry_status: int = 200  # anything else: the registry answers with that error
+    collector_status: int = 200  # the same for the collector
+    requests: list[str] = dataclasses.field(default_factory=list)
+
+    def host_view(self, host: str, public_key: str, *, state: str = "online") -> None:
+        """Enrol a host as GET /api/v1/hosts/{host} shows it (registry.store.public_view)."""
+        self.hosts[host] = {
+            "host": host,
+            "owner": "alice",
+            "public_key": public_key,
+            "arches": ["noarch", "x86_64"],
+            "releases": ["f40"],
+            "cpus": 4,
+            "memory_mb": 8192,
+            "disk_gb": 100,
+            "trust": "untrusted",
+            "state": state,
+            "free_slots": 1,
+            "running": 0,
+            "last_heartbeat": "2026-01-01T00:00:00+00:00",
+            "last_signed_at": "2026-01-01T00:00:00+00:00",
+            "enrolled_at": "2025-12-01T00:00:00+00:00",
+        }
+
+
+def _not_found(message: str) -> web.HTTPNotFound:
+    return web.HTTPNotFound(
+        text=json.dumps({"error": message, "status": 404}), content_type="application/json"
+    )
+
+
+@pytest.fixture
+async def peers(runtime: Runtime) -> AsyncIterator[Peers]:
+    peers = Peers()
+
+    async def get_host(request: web.Request) -> web.Response:
+        peers.requests.append(request.path)
+        if peers.registry_status != 200:
+            return web.json_response({"error": "down"}, status=peers.registry_status)
+        host = peers.hosts.get(request.match_info["host"])
+        if host is None:
+            raise _not_found("no such host")
+        return web.json_response(host)
+
+    async def get_uploads(request: web.Request) -> web.Response:
+        peers.requests.append(request.path)
+        if peers.collector_status != 200:
+            return web.json_response({"error": "down"}, status=peers.collector_status)
+        files = peers.uploads.get(request.match_info["lease_id"])
+        if files is None:
+            raise _not_found("unknown lease")
+        return web.json_response({"files": files})
+
+    registry_app = web.Application()
+    registry_app.router.add_get("/api/v1/hosts/{host}", get_host)
+    collector_app = web.Application()
+    collector_app.router.add_get("/api/v1/uploads/{lease_id}", get_uploads)
+    registry, collector = TestServer(registry_app), TestServer(collector_app)
+    await registry.start_server()
+    await collector.start_server()
+    config = runtime.config
+    runtime.config = dataclasses.replace(
+        config,
+        verifier=dataclasses.replace(
+            config.verifier,
+            registry_url=str(registry.make_url("")).rstrip("/"),
+            collector_url=str(collector.make_url("")).rstrip("/"),
+        ),
+    )
+    try:
+        yield peers
+    finally:
+        await registry.close()
+        await collector.close()

@@ -1,0 +1,139 @@
+"""Tests for services.dispatcher.matching: which host may build which task."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.dispatcher.matching import HostView, TaskView, assign, can_build, pick_host
+
+
+def host(
+    name: str = "h1",
+    *,
+    trust: str = "core",
+    arches: tuple[str, ...] = ("noarch", "x86_64"),
+    releases: tuple[str, ...] = ("f40",),
+    slots: int = 1,
+) -> HostView:
+    return HostView(name, trust, frozenset(arches), frozenset(releases), slots)
+
+
+def task(
+    task_id: int = 1, *, arch: str = "x86_64", release: str | None = None, scratch: bool = False
+) -> TaskView:
+    return TaskView(task_id, arch, release, scratch)
+
+
+@pytest.mark.parametrize(
+    ("arches", "arch", "ok"),
+    [
+        (("x86_64",), "x86_64", True),
+        (("x86_64",), "aarch64", False),
+        (("x86_64",), "noarch", False),  # noarch only goes to hosts that advertise it
+        (("noarch", "aarch64"), "noarch", True),
+        (("noarch",), "x86_64", False),
+        (("noarch", "aarch64", "x86_64"), "aarch64", True),
+    ],
+)
+def test_arch_matching(arches: tuple[str, ...], arch: str, ok: bool) -> None:
+    assert can_build(host(arches=arches), task(arch=arch)) is ok
+
+
+@pytest.mark.parametrize(
+    ("release", "ok"), [(None, True), ("f40", True), ("f41", False), ("", False)]
+)
+def test_release_matching(release: str | None, ok: bool) -> None:
+    assert can_build(host(releases=("f40", "el9")), task(release=release)) is ok
+
+
+def test_no_release_requested_matches_a_host_without_releases() -> None:
+    assert can_build(host(releases=()), task(release=None))
+    assert not can_build(host(releases=()), task(release="f40"))
+
+
+@pytest.mark.parametrize(
+    ("trust", "scratch", "ok"),
+    [
+        ("core", False, True),
+        ("core", True, True),
+        ("trusted", False, False),
+        ("trusted", True, True),
+        ("untrusted", False, False),
+        ("untrusted", True, True),
+    ],
+)
+def test_official_builds_only_on_core_hosts(trust: str, scratch: bool, ok: bool) -> None:
+    assert can_build(host(trust=trust), task(scratch=scratch)) is ok
+
+
+@pytest.mark.parametrize("slots", [0, -1])
+def test_no_free_slot_no_build(slots: int) -> None:
+    assert not can_build(host(slots=slots), task())
+    assert pick_host(task(), [host(slots=slots)]) is None
+
+
+def test_pick_host_prefers_the_most_free_slots() -> None:
+    hosts = [host("a", slots=1), host("b", slots=3), host("c", slots=2)]
+    for task_id in range(1, 20):
+        assert pick_host(task(task_id), hosts).host == "b"
+
+
+def test_pick_host_skips_ineligible_hosts() -> None:
+    hosts = [host("big", arches=("aarch64",), slots=10), host("small", slots=1)]
+    assert pick_host(task(arch="x86_64"), hosts).host == "small"
+    assert pick_host(task(arch="s390x"), hosts) is None
+    assert pick_host(task(), []) is None
+
+
+def test_pick_host_ties_are_deterministic_and_spread() -> None:
+    hosts = [host(f"h{i}", slots=2) for i in range(4)]
+    picks = [pick_host(task(task_id), hosts).host for task_id in range(1, 101)]
+    # Same inputs, same answer (no randomness; order of the host list does not matter).
+    assert picks == [pick_host(task(t), list(reversed(hosts))).host for t in range(1, 101)]
+    # ...but equal hosts share the work rather than one taking every task.
+    assert len(set(picks)) == 4
+    assert max(picks.count(h.host) for h in hosts) < 60
+
+
+def test_assign_uses_one_slot_per_lease() -> None:
+    only = host(slots=1)
+    leases = assign([task(1), task(2)], [only])
+    assert [(t.task_id, h.host) for t, h in leases] == [(1, "h1")]
+    assert only.free_slots == 0
+
+
+def test_assign_fills_every_slot_and_no_more() -> None:
+    hosts = [host("a", slots=2), host("b", slots=1)]
+    leases = assign([task(i) for i in range(1, 6)], hosts)
+    assert len(leases) == 3
+    per_host = {h: sum(1 for _, x in leases if x.host == h) for h in ("a", "b")}
+    assert per_host == {"a": 2, "b": 1}
+    assert [h.free_slots for h in hosts] == [0, 0]
+
+
+def test_assign_respects_priority_order() -> None:
+    # Tasks arrive in priority order: with one slot, the first one wins, whatever its id.
+    tasks = [task(9), task(1), task(5)]
+    leases = assign(tasks, [host(slots=2)])
+    assert [t.task_id for t, _ in leases] == [9, 1]
+
+
+def test_assign_skips_a_task_nobody_can_build_and_goes_on() -> None:
+    tasks = [task(1, arch="s390x"), task(2, scratch=False), task(3, arch="noarch", scratch=True)]
+    hosts = [host("core", slots=1), host("volunteer", trust="untrusted", slots=1)]
+    leases = assign(tasks, hosts)
+    assert [(t.task_id, h.host) for t, h in leases] == [(2, "core"), (3, "volunteer")]
+
+
+def test_assign_does_not_give_official_builds_to_volunteers_even_when_idle() -> None:
+    hosts = [host("volunteer", trust="untrusted", slots=5)]
+    assert assign([task(1), task(2)], hosts) == []
+    assert hosts[0].free_slots == 5
+
+
+def test_assign_is_deterministic() -> None:
+    def run() -> list[tuple[int, str]]:
+        hosts = [host(f"h{i}", slots=2) for i in range(3)]
+        return [(t.task_id, h.host) for t, h in assign([task(i) for i in range(1, 7)], hosts)]
+
+    assert run() == run()
