@@ -45,7 +45,6 @@ class DispatcherConfig:
 class VerifierConfig:
     registry_url: str = "http://127.0.0.1:8410"
     collector_url: str = "http://127.0.0.1:8412"
-    max_clock_skew: float = 600.0
 
 
 @dataclasses.dataclass(frozen=True)
