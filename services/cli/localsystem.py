@@ -55,7 +55,9 @@ class LocalSystem:
     def koji_topdir(self) -> Path:
         return self.state / "koji"
 
-    def write_config(self, builders: int) -> None:
+    def write_config(self, builders: int, *, lease_seconds: int | None = None) -> None:
+        """Write skyline.toml and fedora-messaging.toml; `lease_seconds` overrides the
+        dispatcher's lease length (tests use a short one to see expired leases requeued)."""
         ports = self._ports()
         core_keys = []
         for i in range(1, builders + 1):
@@ -64,6 +66,7 @@ class LocalSystem:
             # The local builders are this machine's own: the infrastructure's "core" hosts.
             core_keys.append(public_key_b64(key))
         registry, collector = self.url("registry"), self.url("collector")
+        lease = f"lease_seconds = {int(lease_seconds)}\n" if lease_seconds else ""
         self.config_file.write_text(
             f"""# Written by `skyline local up`; relative paths are relative to this file.
 amqp_url = "{self.rabbitmq.url}"
@@ -78,7 +81,7 @@ core_keys = {json.dumps(core_keys)}
 [dispatcher]
 listen = "127.0.0.1:{ports["dispatcher"]}"
 sweep_seconds = 5
-
+{lease}
 [verifier]
 registry_url = "{registry}"
 collector_url = "{collector}"
@@ -180,12 +183,19 @@ prefetch_count = 25
                 time.sleep(0.05)
 
     # -- the whole system ---------------------------------------------------------------
-    def up(self, builders: int = 1, progress: Progress = print, timeout: float = 90) -> None:
+    def up(
+        self,
+        builders: int = 1,
+        progress: Progress = print,
+        timeout: float = 90,
+        *,
+        lease_seconds: int | None = None,
+    ) -> None:
         self.state.mkdir(parents=True, exist_ok=True)
         progress(f"starting RabbitMQ and PostgreSQL in {self.state}")
         self.rabbitmq.start()
         self.postgres.start()
-        self.write_config(builders)
+        self.write_config(builders, lease_seconds=lease_seconds)
         for name in SERVICES:
             self.start_service(name)
         for name in ("registry", "dispatcher", "collector"):

@@ -29,6 +29,11 @@ from .errors import Reject, Retry
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_EXCHANGE = "skyline.dead-letter"
+# How long a delivery whose handler raises Retry (a peer is down) is held and retried here
+# before it goes back to the queue, and the longest pause between two tries. Well below
+# RabbitMQ's consumer_timeout (30 min by default), which would close the channel.
+RETRY_PATIENCE = 600.0
+RETRY_MAX_DELAY = 15.0
 OnMessage = Callable[[fm.Message], Awaitable[None]]
 
 
@@ -168,13 +173,12 @@ class Bus:
         msg.queue = queue_name
         try:
             with telemetry.consume_span(msg, incoming.headers or {}):
-                await on_message(msg)
+                await self._handle_until_no_retry(where, msg, on_message)
         except Reject as exc:
             log.error("rejected message %s, dead-lettered: %s", where, exc)
             await incoming.reject(requeue=False)
         except Retry as exc:
-            log.warning("will retry message %s: %s", where, exc)
-            await asyncio.sleep(1)  # do not spin on a peer that is down
+            log.warning("still cannot handle message %s, back to the queue: %s", where, exc)
             await incoming.nack(requeue=True)
         except asyncio.CancelledError:
             await incoming.nack(requeue=True)
@@ -185,6 +189,32 @@ class Bus:
             await incoming.nack(requeue=True)
         else:
             await incoming.ack()
+
+    @staticmethod
+    async def _handle_until_no_retry(where: str, msg: fm.Message, on_message: OnMessage) -> None:
+        """Call the handler again, with growing pauses, for as long as it raises Retry.
+
+        Retry means "a peer is down, not this message is bad", so the delivery is held and
+        retried here instead of being nacked at once: on a quorum queue every nack counts
+        toward `x-delivery-limit`, so nacking each failed try (as this did before) dead-lettered
+        a verifier's attestation after a collector or registry restart of about 5 s, and the
+        build waited for its lease to expire. Only after RETRY_PATIENCE is it given back to
+        the queue (one count toward the limit). Each try is a fresh handler call: the failed
+        try's transaction was rolled back.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + RETRY_PATIENCE
+        delay = 1.0
+        while True:
+            try:
+                await on_message(msg)
+                return
+            except Retry as exc:
+                if loop.time() + delay > give_up:
+                    raise
+                log.warning("will retry message %s in %.0f s: %s", where, delay, exc)
+            await asyncio.sleep(delay)  # do not spin on a peer that is down
+            delay = min(delay * 2, RETRY_MAX_DELAY)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -56,7 +56,11 @@ def public_key_b64(key: Ed25519PrivateKey) -> str:
 
 
 def now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    # Microseconds, not seconds: the registry drops a heartbeat not signed strictly later than
+    # the last one (replays), and a builder sends one when a task starts and one when it ends.
+    # With whole seconds the second of two in one second was dropped, so a host that had just
+    # freed its slot looked busy to the dispatcher until its next periodic heartbeat.
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
 
 
 def sign_body(body: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:

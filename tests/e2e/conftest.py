@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import shutil
 import tempfile
@@ -20,6 +21,9 @@ from services.common.rpmfiles import make_srpm
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_SPEC = REPO / "examples" / "skyline-hello" / "skyline-hello.spec"
+# Short leases, so that tests/e2e/test_recovery.py sees a dead builder's lease expire and be
+# requeued within seconds (the default is an hour); every build here takes a few seconds.
+LEASE_SECONDS = 20
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +32,7 @@ def system() -> Iterator[LocalSystem]:
     state = Path(tempfile.mkdtemp(prefix="skyline-e2e-"))
     local = LocalSystem(state, fast_db=True)
     try:
-        local.up(builders=2, progress=lambda line: None)
+        local.up(builders=2, progress=lambda line: None, lease_seconds=LEASE_SECONDS)
         yield local
     finally:
         local.down(progress=lambda line: None)
@@ -71,9 +75,10 @@ class Tap:
             await asyncio.sleep(0.1)
 
 
-@pytest.fixture
-async def tap(system: LocalSystem) -> AsyncIterator[Tap]:
-    connection = await aio_pika.connect(system.rabbitmq.url)
+@contextlib.asynccontextmanager
+async def open_tap(amqp_url: str) -> AsyncIterator[Tap]:
+    """A Tap for as long as the context lasts (it dies with the broker: open a new one)."""
+    connection = await aio_pika.connect(amqp_url)
     channel = await connection.channel()
     queue = await channel.declare_queue(f"test-tap-{uuid.uuid4().hex}", exclusive=True)
     await queue.bind("amq.topic", "skyline.#")
@@ -87,5 +92,20 @@ async def tap(system: LocalSystem) -> AsyncIterator[Tap]:
                 pass
 
     await queue.consume(on_message)
-    yield seen
-    await connection.close()
+    try:
+        yield seen
+    finally:
+        with contextlib.suppress(Exception):  # already closed if the broker went away
+            await connection.close()
+
+
+@pytest.fixture
+async def tap(system: LocalSystem) -> AsyncIterator[Tap]:
+    async with open_tap(system.rabbitmq.url) as seen:
+        yield seen
+
+
+@pytest.fixture
+def new_tap(system: LocalSystem) -> Callable[[], contextlib.AbstractAsyncContextManager[Tap]]:
+    """Opens further taps, e.g. after a broker restart closed the first one."""
+    return lambda: open_tap(system.rabbitmq.url)
