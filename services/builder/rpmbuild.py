@@ -82,8 +82,15 @@ def _wipe(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _run_logged(cmd: list[str], log: IO[bytes], env: dict[str, str], timeout: float) -> int:
-    """Run cmd with stdout+stderr streamed into log; on timeout kill its whole process group."""
+def _run_logged(
+    cmd: list[str], log: IO[bytes], env: dict[str, str], timeout: float, lock: IO[str]
+) -> int:
+    """Run cmd with stdout+stderr streamed into log; on timeout kill its whole process group.
+
+    The child inherits the build-path lock: if this agent dies (SIGKILL), the orphaned build
+    still holds the lock, so the next build waits for it instead of having its build path
+    wiped from under it.
+    """
     log.write(f"+ {shlex.join(cmd)}\n".encode())
     log.flush()
     try:
@@ -94,6 +101,7 @@ def _run_logged(cmd: list[str], log: IO[bytes], env: dict[str, str], timeout: fl
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # own process group, so a timeout can kill every child
+            pass_fds=(lock.fileno(),),
         )
     except OSError as exc:
         log.write(f"skyline: cannot start {cmd[0]}: {exc}\n".encode())
@@ -190,7 +198,7 @@ def build(
                 out_dir = build_path / "RPMS"
                 env["HOME"] = str(build_path)  # ignore the volunteer's ~/.rpmmacros
                 cmd = _rpmbuild_cmd(srpm, arch, build_path, log)
-            rc = _run_logged(cmd, log, env, timeout)
+            rc = _run_logged(cmd, log, env, timeout, lock)
             rpms = _collect(out_dir, results_dir, log) if rc == 0 else []
             # On a digest failure the copies stay in rpms as evidence, but succeeded is False.
             ok = rc == 0 and bool(rpms) and _digests_ok(rpms, log)

@@ -426,17 +426,12 @@ async def test_builder_crash_lease_expires_and_task_is_requeued(system, slow_srp
 # path that every builder of a machine shares, while the agent's death released the lock on
 # it. A build started there meanwhile (here: the restarted agent's) is wrecked when the orphan
 # ends, since `rpmbuild --rebuild` then deletes the sources it unpacked: the build fails.
-ORPHAN_BUILD_BUG = (
-    "services/builder/rpmbuild.py: the build lock is not held by the build process, so an "
-    "orphaned rpmbuild of a killed agent breaks the next build in the shared build path"
-)
-
-
 @pytest.mark.parametrize(
     "restart",
     [
         "when-its-orphaned-build-ended",
-        pytest.param("at-once", marks=pytest.mark.xfail(reason=ORPHAN_BUILD_BUG, strict=False)),
+        # The orphaned rpmbuild holds the build-path lock, so the resumed build waits for it.
+        "at-once",
     ],
 )
 async def test_builder_crash_mid_build_resumes_from_journal(system, slow_srpm, tap, restart):
