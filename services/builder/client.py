@@ -153,7 +153,7 @@ async def fetch_srpm(
     expected_sha256: str,
     max_bytes: int,
     *,
-    tries: int = 4,
+    tries: int = 10,  # ~2-4 min: a collector restart must not fail a packager's build
     base_delay: float = 1.0,
 ) -> str:
     """Download `url` to `dest`, hashing as it streams; return the sha256 of what arrived.
@@ -166,7 +166,7 @@ async def fetch_srpm(
     if await asyncio.to_thread(_has_digest, dest, expected_sha256):
         return expected_sha256
     part = dest.with_name(dest.name + ".part")
-    delays = backoff(base_delay, 30.0)
+    delays = backoff(base_delay, 60.0)
     for attempt in range(1, tries + 1):
         try:
             return await _download(session, url, dest, part, max_bytes)
@@ -228,7 +228,7 @@ async def upload(
     path: Path,
     sha256: str,
     *,
-    tries: int = 8,
+    tries: int = 12,  # ~4-8 min, well inside a lease
     base_delay: float = 1.0,
     max_delay: float = 60.0,
 ) -> None:
