@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import uuid
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedora_messaging import message as fm
 from skyline_messages import (
     BuildCompleteV1,
+    BuildFailedV1,
     BuildRequestV1,
     BuildStoredV1,
     TaskFinishedV1,
@@ -27,10 +29,11 @@ from skyline_messages import (
 from services.cli.localsystem import LocalSystem
 from services.cli.submit import upload_srpm
 from services.common.config import load_config
-from services.common.rpmfiles import read_rpm_info, sha256_file
+from services.common.rpmfiles import make_srpm, read_rpm_info, sha256_file
 from services.common.signing import sign_body
 
 pytestmark = pytest.mark.e2e
+EXAMPLE_SPEC = Path(__file__).resolve().parents[2] / "examples/skyline-hello/skyline-hello.spec"
 FM_CLI = str(Path(sys.executable).parent / "fedora-messaging")
 
 
@@ -242,3 +245,31 @@ async def test_forged_attestation_is_refused_and_nothing_is_stored(system, examp
     stored = await tap.wait(BuildStoredV1, timeout=120, task_id=leased.body["task_id"])
     assert all(f["sha256"] != "f" * 64 for f in stored.body["files"])
     assert "refused attestation" in (system.logs / "verifier.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def broken_srpm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example package with a %build that fails, as a packager's mistake would."""
+    example = EXAMPLE_SPEC.parent
+    src = tmp_path_factory.mktemp("broken-spec")
+    for path in example.iterdir():
+        if path.is_file():
+            shutil.copy(path, src)
+    spec = EXAMPLE_SPEC.read_text()
+    spec = spec.replace("Name:           skyline-hello", "Name:           skyline-broken", 1)
+    spec = spec.replace("%build\n", "%build\necho 'error: this package does not build'\nexit 1\n")
+    (src / "skyline-broken.spec").write_text(spec)
+    return make_srpm(src / "skyline-broken.spec", tmp_path_factory.mktemp("broken-srpm"))
+
+
+async def test_failing_build_ends_as_build_failed_with_its_log_attested(system, broken_srpm, tap):
+    request = BuildRequestV1(body=await request_body(system, broken_srpm, scratch=True))
+    await publish(system, request)
+    build_id = await build_id_of(system, request)
+    failed = await tap.wait(BuildFailedV1, timeout=120, build_id=build_id)
+    assert failed.body["failed_arches"] == ["noarch"]
+    assert "noarch build failed" in failed.body["reason"]
+    finished = tap.of(TaskFinishedV1, build_id=build_id)[0]
+    assert finished.body["status"] == "failed"
+    assert [f["name"] for f in finished.body["files"]] == ["build.log"]
+    assert not tap.of(BuildStoredV1, build_id=build_id)  # nothing of a failed build is stored
