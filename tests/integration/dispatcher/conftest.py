@@ -2,58 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from fedora_messaging import message as fm
 
-from services.common import db, outbox
 from services.common.config import Config
-from services.common.http import make_app
-from services.common.service import RUNTIME, Runtime
+from services.common.service import Runtime
+from services.common.testing import api_client, outbox_messages, service_runtime
 from services.dispatcher.routes import ROUTES
-
-REPO = Path(__file__).resolve().parents[3]
-SERVICE = "dispatcher"
-
-
-class OutboxOnlyBus:
-    """Handlers write to the outbox; these tests read it and never run the relay."""
-
-    async def publish(self, msg: fm.Message) -> None:  # pragma: no cover - never called
-        raise AssertionError("tests read the outbox table; nothing is published")
 
 
 @pytest.fixture
 async def runtime(config: Config) -> AsyncIterator[Runtime]:
-    pool = await db.create_pool(config.database_url, SERVICE)
-    try:
-        await db.migrate(pool, SERVICE, REPO / "services" / SERVICE / "migrations")
-        bus = OutboxOnlyBus()
-        async with aiohttp.ClientSession() as http:
-            yield Runtime(SERVICE, config, pool, bus, outbox.Relay(pool, bus), http)  # type: ignore[arg-type]
-    finally:
-        await pool.close()
+    async with service_runtime(config, "dispatcher") as runtime:
+        yield runtime
 
 
 @pytest.fixture
 def sent(runtime: Runtime) -> Callable[[], Awaitable[list[fm.Message]]]:
     """Every message the service queued for publication so far, oldest first."""
-
-    async def read() -> list[fm.Message]:
-        rows = await runtime.pool.fetch("SELECT message FROM outbox ORDER BY id")
-        return [fm.load_message(json.loads(r["message"])) for r in rows]
-
-    return read
+    return lambda: outbox_messages(runtime)
 
 
 @pytest.fixture
 async def client(runtime: Runtime) -> AsyncIterator[TestClient]:
-    app = make_app(ROUTES)
-    app[RUNTIME] = runtime
-    async with TestClient(TestServer(app)) as client:
+    async with api_client(runtime, ROUTES) as client:
         yield client

@@ -9,49 +9,29 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from fedora_messaging import message as fm
 
-from services.common import db, outbox
 from services.common.config import Config
 from services.common.service import Runtime
+from services.common.testing import outbox_messages, service_runtime
 
 REPO = Path(__file__).resolve().parents[3]
 SERVICE = "verifier"
 
 
-class OutboxOnlyBus:
-    """Handlers write to the outbox; these tests read it and never run the relay."""
-
-    async def publish(self, msg: fm.Message) -> None:  # pragma: no cover - never called
-        raise AssertionError("tests read the outbox table; nothing is published")
-
-
 @pytest.fixture
 async def runtime(config: Config) -> AsyncIterator[Runtime]:
-    pool = await db.create_pool(config.database_url, SERVICE)
-    try:
-        await db.migrate(pool, SERVICE, REPO / "services" / SERVICE / "migrations")
-        bus = OutboxOnlyBus()
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            yield Runtime(SERVICE, config, pool, bus, outbox.Relay(pool, bus), http)  # type: ignore[arg-type]
-    finally:
-        await pool.close()
+    async with service_runtime(config, SERVICE, http_timeout=10) as runtime:
+        yield runtime
 
 
 @pytest.fixture
 def sent(runtime: Runtime) -> Callable[[], Awaitable[list[fm.Message]]]:
     """Every message the service queued for publication so far, oldest first."""
-
-    async def read() -> list[fm.Message]:
-        rows = await runtime.pool.fetch("SELECT message FROM outbox ORDER BY id")
-        return [fm.load_message(json.loads(r["message"])) for r in rows]
-
-    return read
+    return lambda: outbox_messages(runtime)
 
 
 @dataclasses.dataclass
