@@ -137,8 +137,13 @@ async def cancel_queued(conn: asyncpg.Connection, build_id: int, reason: str) ->
 
 
 async def expired_leases(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Leases past expiry whose results never got stored.
+
+    'verified' counts too: if the collector refuses what the verifier accepted (say, RPMs of
+    another SRPM than the lease's), nothing else would ever move the task on.
+    """
     return await conn.fetch(
-        "SELECT * FROM tasks WHERE state = 'leased' AND lease_expires < now()"
+        "SELECT * FROM tasks WHERE state IN ('leased', 'verified') AND lease_expires < now()"
         " FOR UPDATE SKIP LOCKED"
     )
 

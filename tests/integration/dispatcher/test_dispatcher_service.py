@@ -510,3 +510,14 @@ async def test_two_concurrent_schedules_never_lease_a_task_twice(runtime, sent) 
     leases = of_type(await sent(), TaskLeasedV1)
     assert sorted(m.body["task_id"] for m in leases) == [1, 2]
     assert sorted(m.body["host"] for m in leases) == ["core-1", "core-2"]
+
+
+async def test_verified_but_never_stored_task_is_requeued_at_lease_expiry(runtime, sent) -> None:
+    """If the collector refuses a verified result, the task must not wait forever."""
+    lease = await lease_one(runtime, sent)
+    await SERVICE.handle(runtime, verified(lease, "succeeded"))
+    await runtime.pool.execute("UPDATE tasks SET lease_expires = now() - interval '1 second'")
+    await handlers.requeue_expired_leases(runtime)
+    [task] = await task_rows(runtime)
+    assert (task["state"], task["lease_id"]) in {("queued", None), ("leased", task["lease_id"])}
+    assert task["lease_id"] != uuid.UUID(lease.body["lease_id"])
