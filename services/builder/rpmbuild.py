@@ -82,6 +82,24 @@ def _wipe(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def build_path_problem(build_path: Path) -> str | None:
+    """Why this user cannot build in `build_path` (and its lock), or None if it can.
+
+    Checked at start-up, so a volunteer learns it once instead of every lease failing.
+    """
+    lock_path = build_path.with_name(build_path.name + ".lock")
+    for path in (build_path, lock_path):
+        if path.exists() and not os.access(path, os.W_OK):
+            return (
+                f"{path} exists but is not writable by this user (another user's builder?): "
+                "remove it, or set [builder] build_path to another absolute path"
+            )
+    parent = build_path.parent
+    if not build_path.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create {build_path}: {parent} is not writable by this user"
+    return None
+
+
 def _run_logged(
     cmd: list[str], log: IO[bytes], env: dict[str, str], timeout: float, lock: IO[str]
 ) -> int:

@@ -214,3 +214,10 @@ def test_environment_manifest_and_digest() -> None:
         hashlib.sha256(b'{"a":"1","b":"2"}').hexdigest()
     )
     assert rb.manifest_digest({**manifest, "rpmbuild": "RPM version 0"}) != d
+
+
+def test_build_path_problem_is_reported_before_any_build(tmp_path: Path) -> None:
+    assert rb.build_path_problem(tmp_path / "build") is None
+    # A parent that cannot be written (here: missing) is found even when running as root.
+    problem = rb.build_path_problem(tmp_path / "missing" / "build")
+    assert problem is not None and "is not writable" in problem
