@@ -28,7 +28,7 @@ from services.common.config import Config
 from services.common.errors import ConfigError, Reject
 from services.common.signing import load_or_create_key, now_iso, public_key_b64
 
-from . import client
+from . import client, rpmbuild
 from .host import HOST_RE, OWNER_RE, default_host_name, machine_resources
 from .journal import KEEP_SECONDS, Journal
 from .publisher import Publisher
@@ -77,6 +77,8 @@ class Agent:
         if not build_path.is_absolute():
             # It is baked into the RPMs, so it must be the same absolute path on every host.
             raise ConfigError(f"[builder] build_path must be absolute, not {settings.build_path}")
+        if problem := rpmbuild.build_path_problem(build_path):
+            raise ConfigError(problem)
         self.workdir = config.path(settings.workdir)
         self.key_file = (
             config.path(settings.key_file) if settings.key_file else self.workdir / "host.key"
@@ -93,6 +95,7 @@ class Agent:
             journal=self.journal,
             publisher=self.publisher,
             session=self._session,
+            signing_key=self._signing_key,
         )
         self.grace = grace
         self.queue = f"skyline.builder.{self.host}"

@@ -21,15 +21,22 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from yarl import URL
 
 from services.common.errors import SkylineError
 from services.common.rpmfiles import sha256_file
+from services.common.signing import now_iso, sign_fields
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 SHA256_HEADER = "X-Skyline-Sha256"
+# An upload is signed with the host's enrolled key: the lease id alone is no secret (every
+# reader of `skyline.task.leased.*` sees it). The collector checks these (collector/routes.py).
+HOST_HEADER = "X-Skyline-Host"
+SIGNED_AT_HEADER = "X-Skyline-Signed-At"
+SIGNATURE_HEADER = "X-Skyline-Signature"
 # What may go wrong on the way rather than at the other end: worth another try.
 NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, ConnectionError)
 
@@ -221,6 +228,32 @@ def _has_digest(path: Path, sha256: str) -> bool:
     return path.is_file() and sha256_file(path) == sha256
 
 
+def upload_headers(
+    lease_id: str,
+    name: str,
+    sha256: str,
+    *,
+    host: str,
+    key: Ed25519PrivateKey,
+    signed_at: str | None = None,
+) -> dict[str, str]:
+    """The headers that name an upload's digest and sign it as `host`'s, at `signed_at`."""
+    signed_at = signed_at or now_iso()
+    fields = {
+        "lease_id": lease_id,
+        "name": name,
+        "sha256": sha256,
+        "host": host,
+        "signed_at": signed_at,
+    }
+    return {
+        SHA256_HEADER: sha256,
+        HOST_HEADER: host,
+        SIGNED_AT_HEADER: signed_at,
+        SIGNATURE_HEADER: sign_fields(fields, key),
+    }
+
+
 async def upload(
     session: aiohttp.ClientSession,
     collector_url: str,
@@ -228,22 +261,30 @@ async def upload(
     path: Path,
     sha256: str,
     *,
+    host: str,
+    key: Ed25519PrivateKey,
     tries: int = 12,  # ~4-8 min, well inside a lease
     base_delay: float = 1.0,
     max_delay: float = 60.0,
 ) -> None:
-    """PUT `path` to the collector under the lease, streamed, with its sha256 for checking.
+    """PUT `path` to the collector under the lease, streamed, signed with the host's key.
 
     404 is retried with the rest: the collector learns about leases from the bus and may not
-    have seen this one yet. Any other 4xx is final and raised with the server's explanation.
+    have seen this one yet; so is 503 (e.g. the collector cannot reach the registry for our
+    key). Any other 4xx, 401 and 403 included, is final and raised with the server's reason.
     """
     url = (
         f"{collector_url.rstrip('/')}/api/v1/uploads/"
         f"{quote(lease_id, safe='')}/{quote(path.name, safe='')}"
     )
-    headers = {SHA256_HEADER: sha256, "Content-Type": "application/octet-stream"}
     delays = backoff(base_delay, max_delay)
     for attempt in range(1, tries + 1):
+        # Signed afresh each try: the collector refuses signatures older than a few minutes,
+        # and retries can span longer than that.
+        headers = {
+            **upload_headers(lease_id, path.name, sha256, host=host, key=key),
+            "Content-Type": "application/octet-stream",
+        }
         try:
             # A fresh file object per try: aiohttp streams it from disk in its executor.
             body = await asyncio.to_thread(open, path, "rb")

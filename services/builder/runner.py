@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from skyline_messages import TaskFinishedV1, TaskStartedV1
 
 from services.common import telemetry
@@ -97,6 +98,7 @@ class Runner:
         journal: Journal,
         publisher: Publisher,
         session: Callable[[], aiohttp.ClientSession],
+        signing_key: Callable[[], Ed25519PrivateKey],
     ) -> None:
         self.settings = settings
         self.build_path = build_path
@@ -104,6 +106,7 @@ class Runner:
         self.journal = journal
         self.publisher = publisher
         self.session = session
+        self.signing_key = signing_key  # signs uploads, like the messages
 
     async def run(self, lease: dict[str, Any]) -> None:
         """Run one lease to its attestation; raises only CancelledError."""
@@ -166,7 +169,7 @@ class Runner:
                 status="failed",
                 srpm_sha256=got,
                 rpms=[],
-                logs=[await self._upload(lease_id, note)],
+                logs=[await self._upload(lease, note)],
                 env_manifest=env,
                 duration=0.0,
             )
@@ -187,13 +190,13 @@ class Runner:
             outcome.returncode,
         )
         # A failed build's leftovers are not results: attest the log only, over the empty set.
-        rpms = [await self._upload(lease_id, p) for p in outcome.rpms] if outcome.succeeded else []
+        rpms = [await self._upload(lease, p) for p in outcome.rpms] if outcome.succeeded else []
         return attestation(
             lease,
             status="succeeded" if outcome.succeeded else "failed",
             srpm_sha256=got,
             rpms=rpms,
-            logs=[await self._upload(lease_id, outcome.log)],
+            logs=[await self._upload(lease, outcome.log)],
             env_manifest=env,
             duration=outcome.duration,
         )
@@ -215,7 +218,7 @@ class Runner:
             for path in (results / rpmbuild.LOG_NAME, note):
                 try:
                     if await asyncio.to_thread(path.is_file):
-                        logs.append(await self._upload(lease_id, path))
+                        logs.append(await self._upload(lease, path))
                 except Exception as upload_exc:
                     log.warning(
                         "lease %s: could not upload %s: %s", lease_id, path.name, upload_exc
@@ -259,9 +262,19 @@ class Runner:
         await self.publisher.publish_finished(lease_id, entry)
         await asyncio.to_thread(shutil.rmtree, self.task_dir(lease_id), ignore_errors=True)
 
-    async def _upload(self, lease_id: str, path: Path) -> dict[str, Any]:
+    async def _upload(self, lease: Mapping[str, Any], path: Path) -> dict[str, Any]:
         sha256, size = await asyncio.to_thread(_digest_and_size, path)
-        await client.upload(self.session(), self.settings.collector_url, lease_id, path, sha256)
+        await client.upload(
+            self.session(),
+            self.settings.collector_url,
+            lease["lease_id"],
+            path,
+            sha256,
+            # The agent runs only leases made out to its own host (agent.py), so the lease's
+            # host is ours: the name the collector checks against the lease and the key.
+            host=lease["host"],
+            key=self.signing_key(),
+        )
         return {"name": path.name, "size": size, "sha256": sha256}
 
 

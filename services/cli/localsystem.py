@@ -91,6 +91,7 @@ listen = "127.0.0.1:{ports["collector"]}"
 public_url = "{collector}"
 koji_topdir = "koji"
 staging_dir = "staging"
+registry_url = "{registry}"
 
 [builder]
 owner = "{os.environ.get("USER") or "local"}"

@@ -1,9 +1,14 @@
 """HTTP: builders upload results, packagers upload source RPMs, builders fetch them.
 
-PUT  /api/v1/uploads/{lease_id}/{name}   a result file, header X-Skyline-Sha256: <hex digest>
+PUT  /api/v1/uploads/{lease_id}/{name}   a result file, header X-Skyline-Sha256: <hex digest>,
+                                         signed by the lease's host (auth.py)
 GET  /api/v1/uploads/{lease_id}          {"files": [{name, size, sha256}]}: what is staged
 PUT  /api/v1/sources/{sha256}/{name}     an N-V-R.src.rpm, stored by digest
 GET  /sources/{sha256}/{name}            download it
+
+An upload must be signed by the lease's host with its enrolled key (auth.py): 401 without
+the signing headers, 403 when they do not prove that host now, 503 when the registry cannot
+be asked for the key (the builder retries).
 
 While a lease is open, uploading a name again with other bytes replaces the staged file: a
 builder that resumes a lease rebuilds, and its build.log never comes out the same. That is
@@ -30,7 +35,7 @@ from services.common.http import error
 from services.common.rpmfiles import RpmCheckError, check_rpm_digests, read_rpm_info
 from services.common.service import RUNTIME
 
-from . import storage, store
+from . import auth, storage, store
 from .spool import spool
 
 log = logging.getLogger(__name__)
@@ -75,13 +80,24 @@ async def put_upload(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     lease_id, name = _lease_id(request), _name(request)
     expected = _sha256(request.headers.get(SHA256_HEADER), f"the {SHA256_HEADER} header")
+    creds = auth.credentials(request)
     async with runtime.pool.acquire() as conn:
         lease = await store.get_lease(conn, lease_id)
-        if lease is None:
-            raise error(404, "unknown lease")
-        if lease["state"] != "open" or lease["cleaned_at"] is not None:
-            raise error(409, f"lease {lease_id} is {lease['state']} and takes no more uploads")
         staged = await store.staged_file(conn, lease_id, name)
+    if lease is None:
+        raise error(404, "unknown lease")
+    # Checked without holding a connection: it may wait on the registry. The lease id and
+    # digest as sent, not as parsed: that is what the builder signed.
+    await auth.check(
+        runtime,
+        lease,
+        creds,
+        lease_id=request.match_info["lease_id"],
+        name=name,
+        sha256=request.headers[SHA256_HEADER],
+    )
+    if lease["state"] != "open" or lease["cleaned_at"] is not None:
+        raise error(409, f"lease {lease_id} is {lease['state']} and takes no more uploads")
     if staged is not None and staged["sha256"] == expected:  # a retry: no need to read the body
         return _file(staged["name"], staged["size"], staged["sha256"])
     folder = storage.staging_dir(runtime.config, lease_id)

@@ -54,6 +54,7 @@ class CollectorConfig:
     koji_topdir: str = "koji"
     staging_dir: str = "staging"
     max_upload_mb: int = 4096
+    registry_url: str = "http://127.0.0.1:8410"  # where uploads' signing keys are looked up
 
 
 @dataclasses.dataclass(frozen=True)

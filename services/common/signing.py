@@ -1,7 +1,8 @@
 """Ed25519 signatures over message bodies, so a host's claims can be pinned to its enrolled key.
 
 A body is signed as canonical JSON (sorted keys, no spaces, UTF-8) of every field but
-`signature` itself; the signature travels in the body as base64.
+`signature` itself; the signature travels in the body as base64. Requests that are not
+messages (uploads) sign a set of fields the same way, with the signature sent beside them.
 """
 
 from __future__ import annotations
@@ -81,3 +82,13 @@ def verify_body(body: Mapping[str, Any], public_key: str) -> None:
         # TypeError: a signature or key that is not even a string (None, a number) is garbage
         # like any other, and callers only expect SignatureError.
         raise SignatureError("signature does not match the enrolled key") from exc
+
+
+def sign_fields(fields: Mapping[str, Any], key: Ed25519PrivateKey) -> str:
+    """The base64 signature over canonical JSON of `fields`, to send beside them (a header)."""
+    return base64.b64encode(key.sign(canonical_json(fields))).decode()
+
+
+def verify_fields(fields: Mapping[str, Any], signature: str, public_key: str) -> None:
+    """Raise SignatureError unless `signature` (base64) is `public_key`'s over `fields`."""
+    verify_body({**fields, "signature": signature}, public_key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import hashlib
 import json
 import logging
@@ -16,10 +17,13 @@ import aiohttp
 import koji
 import pytest
 import yarl
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedora_messaging import message as fm
 from skyline_messages import BuildStoredV1, TaskLeasedV1, TaskVerifiedV1
 
+from services.builder import client as builder_client
 from services.builder.rpmbuild import build
 from services.collector import cleanup, storage
 from services.collector.__main__ import SERVICE
@@ -36,12 +40,16 @@ from services.common.rpmfiles import (
     tool_env,
 )
 from services.common.service import RUNTIME, Runtime
+from services.common.signing import public_key_b64
 
 pytestmark = pytest.mark.integration
 
 EXAMPLE_SPEC = Path(__file__).parents[3] / "examples/skyline-hello/skyline-hello.spec"
 NVR = "skyline-hello-1.0-1"
 RPM_NAME = f"{NVR}.noarch.rpm"
+HOST = "builder1"
+HOST_KEY = Ed25519PrivateKey.generate()  # builder1's enrolled key
+OTHER_KEY = Ed25519PrivateKey.generate()
 
 
 class FakeBus:
@@ -55,9 +63,50 @@ class FakeBus:
 
 
 @dataclasses.dataclass
+class Registry:
+    """A stand-in for the registry's GET /api/v1/hosts/{host}: the collector's key source."""
+
+    hosts: dict[str, dict[str, str]] = dataclasses.field(
+        default_factory=lambda: {HOST: {"public_key": public_key_b64(HOST_KEY), "state": "online"}}
+    )
+    status: int = 200  # anything else: the registry is in trouble
+    lookups: list[str] = dataclasses.field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/v1/hosts/{host}", self.get_host)
+        return app
+
+    async def get_host(self, request: web.Request) -> web.Response:
+        host = request.match_info["host"]
+        self.lookups.append(host)
+        if self.status != 200:
+            return web.json_response({"error": "down", "status": self.status}, status=self.status)
+        if host not in self.hosts:
+            return web.json_response({"error": "no such host", "status": 404}, status=404)
+        return web.json_response({"host": host, **self.hosts[host]})
+
+
+def signed(
+    lease_id: str,
+    name: str,
+    digest: str,
+    *,
+    key: Ed25519PrivateKey = HOST_KEY,
+    host: str = HOST,
+    signed_at: str | None = None,
+) -> dict[str, str]:
+    """The headers a builder sends (made by the builder's own code, so the two must agree)."""
+    return builder_client.upload_headers(
+        lease_id, name, digest, host=host, key=key, signed_at=signed_at
+    )
+
+
+@dataclasses.dataclass
 class Collector:
     runtime: Runtime
     client: TestClient
+    registry: Registry
 
     @property
     def topdir(self) -> Path:
@@ -69,7 +118,7 @@ class Collector:
             "task_id": 42,
             "build_id": 7,
             "lease_id": lease_id,
-            "host": "builder1",
+            "host": HOST,
             "arch": "x86_64",
             "owner": "alice",
             "nvr": nvr,
@@ -83,11 +132,20 @@ class Collector:
         return lease_id
 
     async def upload(
-        self, lease_id: str, name: str, data: bytes, digest: str | None = None
+        self,
+        lease_id: str,
+        name: str,
+        data: bytes,
+        digest: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
+        """PUT as the leased host would (signed with its key), unless `headers` are given."""
         digest = digest or hashlib.sha256(data).hexdigest()
+        if headers is None:
+            headers = signed(lease_id, name, digest)
         return await self.client.put(
-            f"/api/v1/uploads/{lease_id}/{name}", data=data, headers={"X-Skyline-Sha256": digest}
+            f"/api/v1/uploads/{lease_id}/{name}", data=data, headers=headers
         )
 
     async def outbox(self) -> list[dict]:
@@ -138,9 +196,17 @@ def built_elsewhere(
 @pytest.fixture
 async def collector(config: Config) -> AsyncIterator[Collector]:
     schema = f"collector_{uuid.uuid4().hex[:8]}"  # unique, also on a shared test server
+    registry = Registry()
+    registry_server = TestServer(registry.app())
+    await registry_server.start_server()
     config = dataclasses.replace(
         config,
-        collector=dataclasses.replace(config.collector, max_upload_mb=1, public_url="http://c"),
+        collector=dataclasses.replace(
+            config.collector,
+            max_upload_mb=1,
+            public_url="http://c",
+            registry_url=str(registry_server.make_url("")),
+        ),
     )
     pool = await db.create_pool(config.database_url, schema)
     try:
@@ -152,9 +218,10 @@ async def collector(config: Config) -> AsyncIterator[Collector]:
             app = make_app(SERVICE.routes)
             app[RUNTIME] = runtime
             async with TestClient(TestServer(app)) as client:
-                yield Collector(runtime, client)
+                yield Collector(runtime, client, registry)
     finally:
         await pool.close()
+        await registry_server.close()
 
 
 async def test_upload_happy_path_and_listing(collector: Collector) -> None:
@@ -182,10 +249,11 @@ async def test_streamed_body_of_unknown_length(collector: Collector) -> None:
         for i in range(0, len(data), 10_000):
             yield data[i : i + 10_000]
 
+    digest = hashlib.sha256(data).hexdigest()
     resp = await collector.client.put(
         f"/api/v1/uploads/{lease_id}/build.log",
         data=body(),
-        headers={"X-Skyline-Sha256": hashlib.sha256(data).hexdigest()},
+        headers=signed(lease_id, "build.log", digest),
     )
     assert resp.status == 201, await resp.text()
     assert (await resp.json())["size"] == len(data)
@@ -276,7 +344,7 @@ async def test_oversize_upload_is_refused(collector: Collector) -> None:
         resp = await collector.client.put(
             f"/api/v1/uploads/{lease_id}/big.log",
             data=body(),
-            headers={"X-Skyline-Sha256": "0" * 64},
+            headers=signed(lease_id, "big.log", "0" * 64),
         )
         assert resp.status == 413
     except aiohttp.ClientOSError:
@@ -291,6 +359,176 @@ async def test_unknown_and_malformed_leases(collector: Collector) -> None:
     assert (await resp.json())["error"] == "unknown lease"
     assert (await collector.client.get(f"/api/v1/uploads/{uuid.uuid4()}")).status == 404
     assert (await collector.upload("not-a-uuid", "build.log", b"x")).status == 400
+
+
+def _staged(collector: Collector, lease_id: str) -> list[str]:
+    folder = storage.staging_dir(collector.runtime.config, uuid.UUID(lease_id))
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def _ago(minutes: float) -> str:
+    when = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=minutes)
+    return when.isoformat()
+
+
+async def test_unsigned_upload_is_unauthorised(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    digest = hashlib.sha256(b"x").hexdigest()
+    resp = await collector.upload(lease_id, "build.log", b"x", headers={"X-Skyline-Sha256": digest})
+    assert resp.status == 401
+    reason = (await resp.json())["error"]
+    assert "signed with the host's enrolled key" in reason
+    assert "X-Skyline-Host" in reason and "X-Skyline-Signature" in reason
+    partial = {
+        k: v for k, v in signed(lease_id, "build.log", digest).items() if "Signature" not in k
+    }
+    resp = await collector.upload(lease_id, "build.log", b"x", headers=partial)
+    assert resp.status == 401
+    assert (await resp.json())["error"].endswith("missing X-Skyline-Signature")
+    garbled = {**signed(lease_id, "build.log", digest), "X-Skyline-Signed-At": "yesterday"}
+    assert (await collector.upload(lease_id, "build.log", b"x", headers=garbled)).status == 401
+    assert _staged(collector, lease_id) == []
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(lambda lease, d: signed(lease, "build.log", d, key=OTHER_KEY), id="other key"),
+        # A real signature of the host, but for another file, digest or lease: not this upload.
+        pytest.param(lambda lease, d: signed(lease, "root.log", d), id="other name"),
+        pytest.param(lambda lease, d: signed(lease, "build.log", "0" * 64), id="other digest"),
+        pytest.param(lambda lease, d: signed(str(uuid.uuid4()), "build.log", d), id="other lease"),
+    ],
+)
+async def test_upload_not_signed_by_the_leased_hosts_key_is_forbidden(
+    collector: Collector, forge: object
+) -> None:
+    lease_id = await collector.lease()
+    digest = hashlib.sha256(b"evil").hexdigest()
+    headers = forge(lease_id, digest)  # type: ignore[operator]
+    headers["X-Skyline-Sha256"] = digest
+    resp = await collector.upload(lease_id, "build.log", b"evil", headers=headers)
+    assert resp.status == 403
+    assert (await resp.json())["error"] == "upload not signed by the leased host's key"
+    assert _staged(collector, lease_id) == []
+
+
+async def test_upload_from_another_host_is_forbidden(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    # builder2 is enrolled and signs correctly, but the lease is builder1's.
+    collector.registry.hosts["builder2"] = {
+        "public_key": public_key_b64(OTHER_KEY),
+        "state": "online",
+    }
+    digest = hashlib.sha256(b"x").hexdigest()
+    headers = signed(lease_id, "build.log", digest, key=OTHER_KEY, host="builder2")
+    resp = await collector.upload(lease_id, "build.log", b"x", headers=headers)
+    assert resp.status == 403
+    assert (await resp.json())["error"] == f"lease {lease_id} belongs to {HOST}, not builder2"
+    assert collector.registry.lookups == []  # refused before asking anyone
+    assert _staged(collector, lease_id) == []
+
+
+@pytest.mark.parametrize("minutes", [11, -11], ids=["stale", "from the future"])
+async def test_upload_signed_too_long_ago_or_ahead_is_forbidden(
+    collector: Collector, minutes: float
+) -> None:
+    lease_id = await collector.lease()
+    digest = hashlib.sha256(b"x").hexdigest()
+    headers = signed(lease_id, "build.log", digest, signed_at=_ago(minutes))
+    resp = await collector.upload(lease_id, "build.log", b"x", headers=headers)
+    assert resp.status == 403
+    assert "check the builder's clock" in (await resp.json())["error"]
+    assert collector.registry.lookups == []
+    # Inside the window, a little skew either way is fine.
+    for minutes in (9, -9):
+        headers = signed(lease_id, "build.log", digest, signed_at=_ago(minutes))
+        resp = await collector.upload(lease_id, "build.log", b"x", headers=headers)
+        assert resp.status in (200, 201), await resp.text()
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"), [(None, "not enrolled"), ("quarantined", "quarantined")]
+)
+async def test_unknown_or_quarantined_host_is_forbidden(
+    collector: Collector, state: str | None, reason: str
+) -> None:
+    lease_id = await collector.lease()
+    if state is None:
+        del collector.registry.hosts[HOST]
+    else:
+        collector.registry.hosts[HOST]["state"] = state
+    resp = await collector.upload(lease_id, "build.log", b"x")
+    assert resp.status == 403
+    assert (await resp.json())["error"] == f"host {HOST} is {reason}"
+    assert _staged(collector, lease_id) == []
+
+
+async def test_registry_trouble_is_a_retryable_503(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    collector.registry.status = 500
+    resp = await collector.upload(lease_id, "build.log", b"x")
+    assert resp.status == 503
+    assert "try again" in (await resp.json())["error"]
+    assert _staged(collector, lease_id) == []
+    collector.registry.status = 200  # a failed lookup is not remembered
+    assert (await collector.upload(lease_id, "build.log", b"x")).status == 201
+
+
+async def test_unreachable_registry_is_a_retryable_503(collector: Collector) -> None:
+    runtime = collector.runtime
+    unreachable = dataclasses.replace(runtime.config.collector, registry_url="http://127.0.0.1:9")
+    runtime.config = dataclasses.replace(runtime.config, collector=unreachable)
+    lease_id = await collector.lease()
+    resp = await collector.upload(lease_id, "build.log", b"x")
+    assert resp.status == 503
+    assert _staged(collector, lease_id) == []
+
+
+async def test_host_key_is_looked_up_once_per_ttl(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    for name in ("a.log", "b.log", "c.log"):
+        resp = await collector.upload(lease_id, name, name.encode())
+        assert resp.status == 201, await resp.text()
+    assert collector.registry.lookups == [HOST]
+    assert _staged(collector, lease_id) == ["a.log", "b.log", "c.log"]
+
+
+async def _builder_upload(collector: Collector, tmp_path: Path, key: Ed25519PrivateKey) -> str:
+    """Upload build.log with the builder's own client, as host builder1 signing with `key`."""
+    lease_id = await collector.lease()
+    path = tmp_path / "build.log"
+    path.write_bytes(b"log")
+    await builder_client.upload(
+        collector.runtime.http,
+        str(collector.client.make_url("")),
+        lease_id,
+        path,
+        hashlib.sha256(b"log").hexdigest(),
+        host=HOST,
+        key=key,
+        base_delay=0.01,
+    )
+    return lease_id
+
+
+async def test_builder_client_takes_403_as_final(collector: Collector, tmp_path: Path) -> None:
+    with pytest.raises(builder_client.UploadError, match="HTTP 403: upload not signed by"):
+        await _builder_upload(collector, tmp_path, OTHER_KEY)
+    assert collector.registry.lookups == [HOST]  # one try: no retries
+
+
+async def test_builder_client_waits_out_a_503(collector: Collector, tmp_path: Path) -> None:
+    collector.registry.status = 503
+    upload = asyncio.create_task(_builder_upload(collector, tmp_path, HOST_KEY))
+    for _ in range(500):
+        if len(collector.registry.lookups) >= 2 or upload.done():
+            break
+        await asyncio.sleep(0.01)
+    collector.registry.status = 200
+    lease_id = await asyncio.wait_for(upload, 10)
+    assert len(collector.registry.lookups) >= 3
+    assert _staged(collector, lease_id) == ["build.log"]
 
 
 @pytest.mark.parametrize(
@@ -339,7 +577,7 @@ def verified(lease_id: str, files: list[dict], nvr: str = NVR) -> TaskVerifiedV1
             "task_id": 42,
             "build_id": 7,
             "lease_id": lease_id,
-            "host": "builder1",
+            "host": HOST,
             "arch": "x86_64",
             "nvr": nvr,
             "status": "succeeded",
@@ -375,7 +613,7 @@ async def test_verified_results_are_stored_where_koji_expects_them(
         "owner": "alice",
         "nvr": NVR,
         "arch": "x86_64",
-        "host": "builder1",
+        "host": HOST,
         "files": [
             {
                 "name": RPM_NAME,

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedora_messaging import message as fm
 from skyline_messages import HostHeartbeatV1, TaskFinishedV1, TaskLeasedV1, TaskStartedV1
 
@@ -27,7 +28,13 @@ from services.builder.journal import Journal
 from services.common.config import BuilderConfig, Config
 from services.common.errors import ConfigError
 from services.common.rpmfiles import result_set_digest
-from services.common.signing import load_or_create_key, public_key_b64, sign_body, verify_body
+from services.common.signing import (
+    load_or_create_key,
+    public_key_b64,
+    sign_body,
+    verify_body,
+    verify_fields,
+)
 
 HOST = "builder-01"
 SRPM = b"not really an srpm, but bytes are bytes"
@@ -38,6 +45,7 @@ ENV = {"rpmbuild": "RPM version 4.18.0", "os": "fedora 41"}
 LEASE_A = "3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b"
 LEASE_B = "7d1e2f3a-4b5c-4d6e-8f7a-9b0c1d2e3f4a"
 LEASE_C = "0a1b2c3d-4e5f-4a6b-8c7d-8e9f0a1b2c3d"
+KEY = Ed25519PrivateKey.generate()  # for client calls made without an agent
 
 
 # -- stand-ins ---------------------------------------------------------------------------------
@@ -91,6 +99,9 @@ class Services:
     enrol_status: list[int] = dataclasses.field(default_factory=list)  # then 201
     upload_status: list[int] = dataclasses.field(default_factory=list)  # then 201
     uploads: dict[tuple[str, str], bytes] = dataclasses.field(default_factory=dict)
+    # Keys by host, as enrolled: uploads must be signed with them (like the collector's check).
+    keys: dict[str, str] = dataclasses.field(default_factory=dict)
+    upload_signatures: list[dict[str, str]] = dataclasses.field(default_factory=list)
     srpm: bytes = SRPM
 
     def app(self) -> web.Application:
@@ -101,8 +112,11 @@ class Services:
         return app
 
     async def enrol(self, request: web.Request) -> web.Response:
-        self.enrolments.append((await request.json(), request.headers.get("Authorization")))
+        profile = await request.json()
+        self.enrolments.append((profile, request.headers.get("Authorization")))
         status = self.enrol_status.pop(0) if self.enrol_status else 201
+        if status < 300:
+            self.keys[profile["host"]] = profile["public_key"]
         body = {"error": "host name taken", "status": status} if status >= 400 else {"trust": "x"}
         return web.json_response(body, status=status)
 
@@ -110,11 +124,21 @@ class Services:
         return web.Response(body=self.srpm)
 
     async def put_upload(self, request: web.Request) -> web.Response:
+        headers = request.headers
+        fields = {
+            "lease_id": request.match_info["lease"],
+            "name": request.match_info["name"],
+            "sha256": headers[client.SHA256_HEADER],
+            "host": headers[client.HOST_HEADER],
+            "signed_at": headers[client.SIGNED_AT_HEADER],
+        }
+        verify_fields(fields, headers[client.SIGNATURE_HEADER], self.keys[fields["host"]])
+        self.upload_signatures.append(fields)
         if self.upload_status:
             status = self.upload_status.pop(0)
             return web.json_response({"error": f"nope ({status})", "status": status}, status=status)
         data = await request.read()
-        assert request.headers[client.SHA256_HEADER] == hashlib.sha256(data).hexdigest()
+        assert headers[client.SHA256_HEADER] == hashlib.sha256(data).hexdigest()
         self.uploads[(request.match_info["lease"], request.match_info["name"])] = data
         return web.json_response({"stored": True}, status=201)
 
@@ -510,33 +534,54 @@ async def test_enrol_gives_up_on_an_unreachable_registry() -> None:
             await client.enrol(http, "http://127.0.0.1:9", profile(), deadline=0.2, base_delay=0.02)
 
 
-async def test_upload_retries_404_then_succeeds(services: Services, tmp_path: Path) -> None:
+async def _upload(services: Services, path: Path, **kwargs: Any) -> None:
+    """client.upload as builder-01 with KEY (enrolled at the stand-in collector)."""
+    services.keys[HOST] = public_key_b64(KEY)
+    async with aiohttp.ClientSession() as http:
+        await client.upload(
+            http,
+            services.url,
+            LEASE_A,
+            path,
+            _sha(path.read_bytes()),
+            host=HOST,
+            key=KEY,
+            base_delay=0.01,
+            **kwargs,
+        )
+
+
+async def test_upload_retries_404_and_503_then_succeeds(services: Services, tmp_path: Path) -> None:
     path = tmp_path / "x+y^z~1.noarch.rpm"  # characters RPM names use, escaped in the URL
     path.write_bytes(b"payload")
     services.upload_status = [404, 503]
-    async with aiohttp.ClientSession() as http:
-        await client.upload(http, services.url, LEASE_A, path, _sha(b"payload"), base_delay=0.01)
+    await _upload(services, path)
     assert services.uploads == {(LEASE_A, path.name): b"payload"}
+    # Each try is signed (by the stand-in's check) afresh: a retry minutes later must not be
+    # refused as stale.
+    stamps = [f["signed_at"] for f in services.upload_signatures]
+    assert len(stamps) == 3 and len(set(stamps)) == 3
+    assert {f["host"] for f in services.upload_signatures} == {HOST}
 
 
-async def test_upload_refused_raises_the_servers_reason(services: Services, tmp_path: Path) -> None:
+@pytest.mark.parametrize("status", [401, 403, 422])
+async def test_upload_refused_raises_the_servers_reason(
+    services: Services, tmp_path: Path, status: int
+) -> None:
     path = tmp_path / "build.log"
     path.write_bytes(b"log")
-    services.upload_status = [422]
-    async with aiohttp.ClientSession() as http:
-        with pytest.raises(client.UploadError, match=r"HTTP 422: nope \(422\)"):
-            await client.upload(http, services.url, LEASE_A, path, _sha(b"log"), base_delay=0.01)
+    services.upload_status = [status]
+    with pytest.raises(client.UploadError, match=rf"HTTP {status}: nope \({status}\)"):
+        await _upload(services, path)
+    assert len(services.upload_signatures) == 1  # final: not tried again
 
 
 async def test_upload_gives_up_after_bounded_tries(services: Services, tmp_path: Path) -> None:
     path = tmp_path / "build.log"
     path.write_bytes(b"log")
     services.upload_status = [500] * 10
-    async with aiohttp.ClientSession() as http:
-        with pytest.raises(client.UploadError, match="after 3 tries"):
-            await client.upload(
-                http, services.url, LEASE_A, path, _sha(b"log"), tries=3, base_delay=0.01
-            )
+    with pytest.raises(client.UploadError, match="after 3 tries"):
+        await _upload(services, path, tries=3)
 
 
 async def test_fetch_checks_scheme_and_size(services: Services, tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ from services.common.signing import (
     load_or_create_key,
     public_key_b64,
     sign_body,
+    sign_fields,
     verify_body,
+    verify_fields,
 )
 
 BODY: dict[str, Any] = {
@@ -202,3 +204,35 @@ def test_a_file_holding_another_kind_of_key_is_refused(tmp_path: Path) -> None:
     path.write_bytes(pem)
     with pytest.raises(SignatureError, match="Ed25519"):
         load_or_create_key(path)
+
+
+UPLOAD = {
+    "lease_id": "3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b",
+    "name": "build.log",
+    "sha256": "a" * 64,
+    "host": "builder-1",
+    "signed_at": "2026-01-02T03:04:05.000006+00:00",
+}
+
+
+def test_fields_round_trip_and_match_a_signed_body(key: Ed25519PrivateKey) -> None:
+    signature = sign_fields(UPLOAD, key)
+    verify_fields(dict(reversed(list(UPLOAD.items()))), signature, public_key_b64(key))
+    # The same bytes are signed as for a body: one canonical form for everything.
+    verify_body({**UPLOAD, "signature": signature}, public_key_b64(key))
+    assert sign_body(UPLOAD, key)["signature"] == signature  # Ed25519 is deterministic
+
+
+@pytest.mark.parametrize("field", sorted(UPLOAD))
+def test_fields_changed_after_signing_fail(key: Ed25519PrivateKey, field: str) -> None:
+    signature = sign_fields(UPLOAD, key)
+    with pytest.raises(SignatureError):
+        verify_fields({**UPLOAD, field: UPLOAD[field] + "x"}, signature, public_key_b64(key))
+
+
+@pytest.mark.parametrize("signature", ["", "not base64!", "AAAA", "A" * 86 + "=="])
+def test_fields_with_another_key_or_garbage_fail(key: Ed25519PrivateKey, signature: str) -> None:
+    other = sign_fields(UPLOAD, Ed25519PrivateKey.generate())
+    for bad in (other, signature):
+        with pytest.raises(SignatureError):
+            verify_fields(UPLOAD, bad, public_key_b64(key))
