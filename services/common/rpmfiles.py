@@ -1,7 +1,7 @@
 """Pure RPM file helpers shared by the builder, verifier and collector.
 
 No bus or database access here: only hashing, rpmkeys/rpmbuild calls and header reads.
-See /work/shared/build-and-limits.md §1-2 for why the macros and digests look like this.
+Why the macros and digests look like this: the project's shared notes, build-and-limits.md §1-2.
 """
 
 from __future__ import annotations
