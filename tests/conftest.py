@@ -21,8 +21,6 @@ import pytest
 from services.common.config import Config, load_config
 from services.common.localstack import PostgreSQL, RabbitMQ
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 @dataclasses.dataclass
 class Servers:

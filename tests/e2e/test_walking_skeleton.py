@@ -28,6 +28,7 @@ from skyline_messages import (
 
 from services.cli.localsystem import LocalSystem
 from services.cli.submit import upload_srpm
+from services.common.bus import Bus
 from services.common.config import load_config
 from services.common.rpmfiles import make_srpm, read_rpm_info, sha256_file
 from services.common.signing import sign_body
@@ -158,8 +159,6 @@ async def test_two_builders_attest_the_same_result_digest(system, example_srpm, 
 
 
 async def publish(system: LocalSystem, msg: fm.Message) -> None:
-    from services.common.bus import Bus
-
     bus = Bus(system.rabbitmq.url)
     await bus.connect()
     try:

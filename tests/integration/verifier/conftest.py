@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ from services.common.config import Config
 from services.common.service import Runtime
 from services.common.testing import outbox_messages, service_runtime
 
-REPO = Path(__file__).resolve().parents[3]
 SERVICE = "verifier"
 
 
