@@ -11,7 +11,6 @@ from schema_support import (
     assert_valid,
     check_message,
     example,
-    missing_params,
     mutated,
     param_id,
     required_only,
@@ -82,21 +81,6 @@ def test_request_packages_come_from_the_srpm_file_name():
         ["bob.smith"],
         ["foo-bar"],
     )
-
-
-@pytest.mark.parametrize(("cls", "field"), missing_params(CLASSES))
-def test_missing_required_field(cls, field):
-    assert_invalid(cls, mutated(example(cls), field, DROP))
-
-
-@pytest.mark.parametrize("cls", CLASSES, ids=param_id)
-def test_unknown_field(cls):
-    assert_invalid(cls, mutated(example(cls), "bogus", 1))
-
-
-@pytest.mark.parametrize("cls", CLASSES, ids=param_id)
-def test_required_fields_suffice(cls):
-    assert_valid(cls, required_only(cls))
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ from schema_support import (
     assert_valid,
     check_message,
     example,
-    missing_params,
     mutated,
     param_id,
     required_only,
@@ -80,21 +79,6 @@ def test_leased_topic_is_per_host():
     msg = TaskLeasedV1(body=example(TaskLeasedV1), topic=TaskLeasedV1.topic_for("builder-01"))
     msg.validate()
     assert msg.topic == "skyline.task.leased.builder-01"
-
-
-@pytest.mark.parametrize(("cls", "field"), missing_params(CLASSES))
-def test_missing_required_field(cls, field):
-    assert_invalid(cls, mutated(example(cls), field, DROP))
-
-
-@pytest.mark.parametrize("cls", CLASSES, ids=param_id)
-def test_unknown_field(cls):
-    assert_invalid(cls, mutated(example(cls), "bogus", 1))
-
-
-@pytest.mark.parametrize("cls", CLASSES, ids=param_id)
-def test_required_fields_suffice(cls):
-    assert_valid(cls, required_only(cls))
 
 
 @pytest.mark.parametrize(

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import pytest
 from schema_support import (
-    DROP,
     assert_invalid,
-    assert_valid,
     check_message,
     example,
-    missing_params,
     mutated,
     param_id,
-    required_only,
 )
 from skyline_messages import ThrottleEngagedV1, ThrottleReleasedV1
 
@@ -48,21 +44,6 @@ CLASSES = [ThrottleEngagedV1, ThrottleReleasedV1]
 def test_valid_message(cls, body, summary):
     # The throttle is the farm's own decision: no agent, no users, no packages.
     check_message(cls, body, summary, None, [], [])
-
-
-@pytest.mark.parametrize(("cls", "field"), missing_params(CLASSES))
-def test_missing_required_field(cls, field):
-    assert_invalid(cls, mutated(example(cls), field, DROP))
-
-
-@pytest.mark.parametrize("cls", CLASSES, ids=param_id)
-def test_unknown_field(cls):
-    assert_invalid(cls, mutated(example(cls), "bogus", 1))
-
-
-@pytest.mark.parametrize("cls", CLASSES, ids=param_id)
-def test_required_fields_suffice(cls):
-    assert_valid(cls, required_only(cls))
 
 
 INVALID = [

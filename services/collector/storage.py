@@ -10,7 +10,7 @@ Layout (koji.PathInfo of the configured `koji_topdir`, build-and-limits.md §3):
                     <topdir>/packages/N/V/R/data/logs/<task arch>/<name>.log
     scratch build   <topdir>/scratch/<owner>/task_<task_id>/<name>   (Koji's own scratch layout)
     uploads         <staging_dir>/<lease_id>/<name>                 (in flight, swept once stored)
-    source RPMs     <topdir>/work/skyline-sources/<sha256>/<N-V-R>.src.rpm
+    source RPMs     work/skyline-sources/<sha256>/<N-V-R>.src.rpm (under the top dir)
 
 Source RPMs sit under Koji's work/ (where Koji's own CLI uploads SRPMs too): the same volume
 as packages/, so no extra setting is needed and a later copy into a build is a local one.

@@ -464,19 +464,24 @@ async def test_agent_error_is_reported_as_failed(
     assert [f["name"] for f in body["files"]] == ["agent-error.log"]
 
 
+def gated_build(release: asyncio.Event, *, succeeded: bool) -> Any:
+    """A stand-in for rpmbuild.build that runs (in its thread) until `release` is set."""
+    loop = asyncio.get_running_loop()
+
+    def build(srpm: Path, **kwargs: Any) -> rpmbuild.BuildOutcome:
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(5)
+        log = kwargs["results_dir"] / rpmbuild.LOG_NAME
+        log.write_text("built\n" if succeeded else "failed\n")
+        return rpmbuild.BuildOutcome(succeeded, [], log, 0 if succeeded else 1, 0.1)
+
+    return build
+
+
 async def test_heartbeat_counts_running_tasks(
     tmp_path: Path, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def slow_build(srpm: Path, **kwargs: Any) -> rpmbuild.BuildOutcome:
-        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(5)
-        log = kwargs["results_dir"] / rpmbuild.LOG_NAME
-        log.write_text("failed\n")
-        return rpmbuild.BuildOutcome(False, [], log, 1, 0.1)
-
-    monkeypatch.setattr(rpmbuild, "build", slow_build)
+    monkeypatch.setattr(rpmbuild, "build", gated_build(release, succeeded=False))
     monkeypatch.setattr(rpmbuild, "environment_manifest", lambda: dict(ENV))
     bus = FakeBus()
     agent = Agent(make_config(tmp_path, services), bus=bus)
@@ -625,15 +630,7 @@ async def test_stop_stops_consuming_but_lets_running_builds_report(
     tmp_path: Path, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def slow_build(srpm: Path, **kwargs: Any) -> rpmbuild.BuildOutcome:
-        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(5)
-        log = kwargs["results_dir"] / rpmbuild.LOG_NAME
-        log.write_text("built\n")
-        return rpmbuild.BuildOutcome(True, [], log, 0, 0.1)
-
-    monkeypatch.setattr(rpmbuild, "build", slow_build)
+    monkeypatch.setattr(rpmbuild, "build", gated_build(release, succeeded=True))
     monkeypatch.setattr(rpmbuild, "environment_manifest", lambda: dict(ENV))
     bus = FakeBus()
     agent = Agent(make_config(tmp_path, services), bus=bus, grace=5)
