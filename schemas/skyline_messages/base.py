@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import jsonschema
 from fedora_messaging import message
@@ -120,3 +120,22 @@ class SkylineMessage(message.Message):
     def __str__(self) -> str:
         details = json.dumps(self.body, sort_keys=True, indent=2)
         return f"{self.summary}\n\n{details}\n"
+
+
+class PartyTopic(message.Message):
+    """Published on `<topic>.<party>`: the routing key names the host or owner the message is
+    from (or, for leases, for), so the broker's topic permissions can hold each party to its
+    own routing keys, and a consumer can tell who may have sent it."""
+
+    #: What a consumer of every party's messages binds ("#" where a party name has dots).
+    binding: ClassVar[str]
+
+    @classmethod
+    def topic_for(cls, party: str) -> str:
+        return f"{cls.topic}.{party}"
+
+    @property
+    def party(self) -> str | None:
+        """The host or owner named by the routing key, or None if it names none."""
+        base = type(self).topic + "."
+        return self.topic[len(base) :] if self.topic.startswith(base) else None

@@ -13,6 +13,7 @@ from .base import (
     NVR,
     SHA256,
     USER,
+    PartyTopic,
     SkylineMessage,
     body_schema,
     package_of,
@@ -50,10 +51,16 @@ class _OwnedMessage(SkylineMessage):
         return [self.body["owner"]]
 
 
-class BuildRequestV1(_OwnedMessage):
-    """A packager asks Skyline to build a source RPM for some architectures."""
+class BuildRequestV1(PartyTopic, _OwnedMessage):
+    """A packager asks Skyline to build a source RPM for some architectures.
+
+    Published on `skyline.build.request.<principal>`: the broker lets each packager's user
+    publish only its own routing key, so the key names who sent it (`requester`), which
+    `fedora-messaging publish` can do with nothing but its own credentials.
+    """
 
     topic = "skyline.build.request"
+    binding = "skyline.build.request.#"  # owner names may contain dots
     body_schema = body_schema(
         "A request to build a source RPM",
         ["srpm_url", "srpm_sha256", "arches", "owner"],
@@ -73,6 +80,15 @@ class BuildRequestV1(_OwnedMessage):
             "priority": {"type": "integer", "minimum": 0, "maximum": 1000},
         },
     )
+
+    @property
+    def requester(self) -> str | None:
+        """The principal whose routing key this came on (None on the bare topic)."""
+        return self.party
+
+    @property
+    def owner(self) -> str:
+        return str(self.body["owner"])
 
     @property
     def srpm_name(self) -> str:

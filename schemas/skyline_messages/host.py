@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from fedora_messaging.message import DEBUG, INFO
 
-from .base import ARCH, END, HOST, SIGNATURE, TIMESTAMP, USER, SkylineMessage, body_schema
+from .base import (
+    ARCH,
+    END,
+    HOST,
+    SIGNATURE,
+    TIMESTAMP,
+    USER,
+    PartyTopic,
+    SkylineMessage,
+    body_schema,
+)
 
 TRUST = {"type": "string", "enum": ["untrusted", "trusted", "core"]}
 ARCHES = {"type": "array", "items": ARCH, "minItems": 1, "uniqueItems": True}
@@ -54,10 +64,12 @@ class HostEnrolledV1(_HostMessage):
         return f"{b['owner']} enrolled host {b['host']} ({', '.join(b['arches'])}) as {b['trust']}"
 
 
-class HostHeartbeatV1(_HostMessage):
-    """A builder says it is alive and how many tasks it can take (signed by the host)."""
+class HostHeartbeatV1(PartyTopic, _HostMessage):
+    """A builder says it is alive and how many tasks it can take (signed by the host); on
+    `skyline.host.heartbeat.<host>`."""
 
     topic = "skyline.host.heartbeat"
+    binding = "skyline.host.heartbeat.*"
     severity = DEBUG
     body_schema = body_schema(
         "A builder host's heartbeat",

@@ -16,6 +16,7 @@ from .base import (
     TIMESTAMP,
     USER,
     UUID,
+    PartyTopic,
     SkylineMessage,
     body_schema,
     package_of,
@@ -34,7 +35,15 @@ class _TaskMessage(SkylineMessage):
         return [package_of(self.body["nvr"])] if "nvr" in self.body else []
 
 
-class TaskLeasedV1(_TaskMessage):
+class _HostTopic(PartyTopic, _TaskMessage):
+    """A task message on `<topic>.<host>` (host names are one routing-key word)."""
+
+    @property
+    def host(self) -> str:
+        return str(self.body["host"])
+
+
+class TaskLeasedV1(_HostTopic):
     """The dispatcher leases a task to one host; published on `skyline.task.leased.<host>`."""
 
     topic = "skyline.task.leased"
@@ -55,21 +64,17 @@ class TaskLeasedV1(_TaskMessage):
         },
     )
 
-    @staticmethod
-    def topic_for(host: str) -> str:
-        """Each host binds only its own routing key, so a lease reaches one host."""
-        return f"{TaskLeasedV1.topic}.{host}"
-
     @property
     def summary(self) -> str:
         b = self.body
         return f"task {b['task_id']} ({b['nvr']}, {b['arch']}) leased to {b['host']}"
 
 
-class TaskStartedV1(_TaskMessage):
-    """A builder began a leased task (signed by the host)."""
+class TaskStartedV1(_HostTopic):
+    """A builder began a leased task (signed by the host); on `skyline.task.started.<host>`."""
 
     topic = "skyline.task.started"
+    binding = "skyline.task.started.*"
     severity = DEBUG
     body_schema = body_schema(
         "A builder started a task",
@@ -82,10 +87,12 @@ class TaskStartedV1(_TaskMessage):
         return f"{self.body['host']} started task {self.body['task_id']} ({self.body['arch']})"
 
 
-class TaskFinishedV1(_TaskMessage):
-    """A builder's signed attestation of what it built and with what."""
+class TaskFinishedV1(_HostTopic):
+    """A builder's signed attestation of what it built and with what; on
+    `skyline.task.finished.<host>`."""
 
     topic = "skyline.task.finished"
+    binding = "skyline.task.finished.*"
     body_schema = body_schema(
         "A builder finished a task and attests its results",
         [

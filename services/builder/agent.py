@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedora_messaging import message as fm
 from skyline_messages import HostHeartbeatV1, TaskLeasedV1
 
+from services.common import principals
 from services.common.bus import Bus, OnMessage
 from services.common.config import Config
 from services.common.errors import ConfigError, Reject
@@ -47,8 +48,15 @@ class BusLike(Protocol):
     async def stop_consuming(self) -> None: ...
     async def close(self) -> None: ...
     async def publish(self, msg: fm.Message) -> None: ...
+    def use_credentials(self, user: str, password: str) -> None: ...
     async def subscribe(
-        self, queue_name: str, routing_keys: Iterable[str], on_message: OnMessage, *, prefetch: int
+        self,
+        queue_name: str,
+        routing_keys: Iterable[str],
+        on_message: OnMessage,
+        *,
+        prefetch: int,
+        declare: bool,
     ) -> None: ...
 
 
@@ -85,7 +93,7 @@ class Agent:
         )
         self.journal = Journal(self.workdir / "journal")
         self.bus: BusLike = bus or Bus(
-            config.amqp_url, exchange=config.exchange, name=f"skyline-builder-{self.host}"
+            config.broker_url(), exchange=config.exchange, name=f"skyline-builder-{self.host}"
         )
         self.publisher = Publisher(self.bus, self.journal, self._signing_key)
         self.runner = Runner(
@@ -98,7 +106,7 @@ class Agent:
             signing_key=self._signing_key,
         )
         self.grace = grace
-        self.queue = f"skyline.builder.{self.host}"
+        self.queue = principals.host_queue(self.host)
         self._key: Ed25519PrivateKey | None = None
         self._http: aiohttp.ClientSession | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -121,8 +129,14 @@ class Agent:
                 self.profile(),
                 token=self.settings.enrol_token,
                 key_file=self.key_file,
+                signing_key=self._signing_key(),
             )
             log.info("enrolled %s as %s", self.host, reply.get("trust", "enrolled"))
+            registry_made_queue = isinstance(credentials := reply.get("broker"), dict)
+            if registry_made_queue:
+                # This host's own broker user: it may publish only its own topics and read
+                # only its lease queue, which the registry made for it.
+                self.bus.use_credentials(str(credentials["user"]), str(credentials["password"]))
             heartbeat: asyncio.Task[None] | None = None
             try:
                 if not await self._connect(stop):
@@ -136,6 +150,7 @@ class Agent:
                     [TaskLeasedV1.topic_for(self.host)],
                     self.on_message,
                     prefetch=self.settings.slots,
+                    declare=not registry_made_queue,
                 )
                 heartbeat = asyncio.create_task(self._heartbeat_loop())
                 log.info("builder %s ready with %d slot(s)", self.host, self.settings.slots)

@@ -26,7 +26,7 @@ from yarl import URL
 
 from services.common.errors import SkylineError
 from services.common.rpmfiles import sha256_file
-from services.common.signing import now_iso, sign_fields
+from services.common.signing import now_iso, sign_body, sign_fields
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +92,16 @@ async def enrol(
     registry_url: str,
     profile: HostProfile,
     *,
+    signing_key: Ed25519PrivateKey,
     token: str = "",
     key_file: Path | None = None,
     deadline: float = 60.0,
     base_delay: float = 1.0,
 ) -> dict[str, Any]:
     """Enrol (or re-confirm) this host and its public key; returns the registry's JSON reply.
+
+    Each try is signed anew with the host's key (`signing_key`): the registry takes a change
+    only from the key's holder, and refuses a signature older than one it has seen.
 
     Enrolling again with the same key is how every start confirms the registration, so
     200 and 201 are both success. Connection errors and 5xx are retried for `deadline`
@@ -110,7 +114,8 @@ async def enrol(
     delays = backoff(base_delay, 10.0)
     while True:
         try:
-            async with session.post(url, json=dataclasses.asdict(profile), headers=headers) as resp:
+            body = sign_body(dataclasses.asdict(profile), signing_key)
+            async with session.post(url, json=body, headers=headers) as resp:
                 if resp.status in (200, 201):
                     return await _json_object(resp)
                 detail = await error_text(resp)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import logging
 import sys
 from pathlib import Path
@@ -87,7 +86,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("source", help="an SRPM file, a .spec file, or an http(s) URL of an SRPM")
     s.add_argument("--arch", action="append", help="architecture (repeatable; default noarch)")
     s.add_argument("--scratch", action="store_true", help="a scratch build")
-    s.add_argument("--owner", default=getpass.getuser(), help="who asks (default: you)")
+    s.add_argument(
+        "--owner", help="whose build it is (default: your broker user, amqp_user in the config)"
+    )
     s.add_argument("--release", help="release to build for (default: any)")
     s.add_argument("--no-wait", action="store_true", help="publish and return")
     s.add_argument("--timeout", type=float, default=3600, help="seconds to wait (default 3600)")

@@ -7,6 +7,7 @@ fedora-messaging tools, logs and pid files. `up` and `down` may run in different
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -18,6 +19,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from services.common import principals
+from services.common.broker_admin import BrokerAdmin, new_password
+from services.common.config import with_credentials
 from services.common.localstack import LocalStackError, PostgreSQL, RabbitMQ, free_port
 from services.common.signing import load_or_create_key, public_key_b64
 
@@ -28,12 +32,72 @@ Progress = Callable[[str], None]
 class LocalSystem:
     def __init__(self, state_dir: Path, *, fast_db: bool = False) -> None:
         self.state = Path(state_dir).resolve()
-        self.rabbitmq = RabbitMQ(self.state)
+        self.secrets = self.state / "secrets"
+        # The broker's administrator: only `local up` and the registry's management-API client
+        # use it; every process talks AMQP as its own principal.
+        self.rabbitmq = RabbitMQ(self.state, password=self.secret("broker-admin"))
         self.postgres = PostgreSQL(self.state, fast=fast_db)
         self.config_file = self.state / "skyline.toml"
-        self.fm_config_file = self.state / "fedora-messaging.toml"
+        self.fm_config_file = self.state / "fedora-messaging.toml"  # the local packager's
+        self.fm_monitor_file = self.state / "fedora-messaging-monitor.toml"
         self.logs = self.state / "logs"
         self.pids = self.state / "pids"
+
+    # -- principals -----------------------------------------------------------------------
+    @property
+    def owner(self) -> str:
+        """The local packager: the user running `skyline local up`."""
+        name = os.environ.get("USER") or "local"
+        try:
+            return principals.owner_user(name)
+        except ValueError:
+            return "local"
+
+    def secret(self, name: str) -> str:
+        """The password kept in secrets/<name> (made on first use, readable by us only)."""
+        path = self.secrets / name
+        if not path.exists():
+            self.secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(new_password() + "\n")
+        return path.read_text().strip()
+
+    @property
+    def amqp_url(self) -> str:
+        """The broker's address without credentials: each process adds its own."""
+        return f"amqp://127.0.0.1:{self.rabbitmq.port}/%2F"
+
+    def url_of(self, user: str) -> str:
+        """An AMQP URL with `user`'s credentials (users made by `provision`)."""
+        return with_credentials(self.amqp_url, user, self.secret(user))
+
+    @property
+    def monitor_url(self) -> str:
+        """Reads every skyline.* topic, publishes nothing: for watching (and tests' taps)."""
+        return self.url_of(principals.MONITOR_USER)
+
+    def provision(self) -> None:
+        """One broker user per service, the monitor and the local packager, each with only
+        its permissions (services/common/principals.py). Hosts get theirs from the registry."""
+        admin = BrokerAdmin(
+            self.rabbitmq.management_url, self.rabbitmq.user, self.rabbitmq.password
+        )
+        exchange = "amq.topic"
+        users = {
+            **{
+                principals.service_user(s): principals.service_permissions(s, exchange)
+                for s in SERVICES
+            },
+            principals.MONITOR_USER: principals.monitor_permissions(exchange),
+            self.owner: principals.owner_permissions(self.owner, exchange),
+        }
+
+        async def put_all() -> None:
+            for user, perms in users.items():
+                await admin.put_user(user, self.secret(user), perms)
+
+        asyncio.run(put_all())
 
     # -- ports and configuration --------------------------------------------------------
     def _ports(self) -> dict[str, int]:
@@ -69,7 +133,12 @@ class LocalSystem:
         lease = f"lease_seconds = {int(lease_seconds)}\n" if lease_seconds else ""
         self.config_file.write_text(
             f"""# Written by `skyline local up`; relative paths are relative to this file.
-amqp_url = "{self.rabbitmq.url}"
+# Every process talks to the broker as its own user: the services get theirs from the
+# environment `local up` starts them with, builders from the registry when they enrol, and
+# the `skyline` CLI uses the local packager's below.
+amqp_url = "{self.amqp_url}"
+amqp_user = "{self.owner}"
+amqp_password_file = "secrets/{self.owner}"
 database_url = "{self.postgres.url}"
 log_level = "INFO"
 
@@ -77,6 +146,9 @@ log_level = "INFO"
 listen = "127.0.0.1:{ports["registry"]}"
 heartbeat_timeout = 30
 core_keys = {json.dumps(core_keys)}
+broker_api_url = "{self.rabbitmq.management_url}"
+broker_api_user = "{self.rabbitmq.user}"
+broker_api_password_file = "secrets/broker-admin"
 
 [dispatcher]
 listen = "127.0.0.1:{ports["dispatcher"]}"
@@ -100,11 +172,20 @@ collector_url = "{collector}"
 heartbeat_seconds = 3
 """
         )
-        self.fm_config_file.write_text(
-            f"""# For stock fedora-messaging tools against the local broker:
-#   fedora-messaging --conf {self.fm_config_file} consume
-#   fedora-messaging --conf {self.fm_config_file} publish FILE
-amqp_url = "{self.rabbitmq.url}"
+        self._write_fm_config(
+            self.fm_config_file, self.owner, ["skyline.build.#"], "the local packager"
+        )
+        self._write_fm_config(
+            self.fm_monitor_file, principals.MONITOR_USER, ["skyline.#"], "the read-only monitor"
+        )
+
+    def _write_fm_config(self, path: Path, user: str, keys: list[str], who: str) -> None:
+        """A fedora-messaging config for stock tools, with `user`'s credentials (mode 0600)."""
+        queue = f"{user}:watch-{os.getpid()}"  # principals.py: a user's queues start "<user>:"
+        text = f"""# For stock fedora-messaging tools, as {who} ({user}):
+#   fedora-messaging --conf {path} consume
+#   fedora-messaging --conf {path} publish FILE
+amqp_url = "{self.url_of(user)}"
 publish_exchange = "amq.topic"
 topic_prefix = ""
 passive_declares = false
@@ -114,16 +195,16 @@ callback = "fedora_messaging.example:printer"
 [client_properties]
 app = "skyline-local"
 
-[queues."skyline-watch-{os.getpid()}"]
+[queues."{queue}"]
 durable = false
 auto_delete = true
 exclusive = true
 arguments = {{}}
 
 [[bindings]]
-queue = "skyline-watch-{os.getpid()}"
+queue = "{queue}"
 exchange = "amq.topic"
-routing_keys = ["skyline.#"]
+routing_keys = {json.dumps(keys)}
 
 [consumer_config]
 
@@ -131,7 +212,8 @@ routing_keys = ["skyline.#"]
 prefetch_size = 0
 prefetch_count = 25
 """
-        )
+        path.touch(mode=0o600)
+        path.write_text(text)
 
     # -- processes ----------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -153,7 +235,10 @@ prefetch_count = 25
         pidfile.write_text(f"{proc.pid}\n")
 
     def start_service(self, name: str) -> None:
-        self._spawn(name, [sys.executable, "-m", f"services.{name}"])
+        user = principals.service_user(name)
+        self.secret(user)
+        env = {"SKYLINE_AMQP_USER": user, "SKYLINE_AMQP_PASSWORD_FILE": str(self.secrets / user)}
+        self._spawn(name, [sys.executable, "-m", f"services.{name}"], env)
 
     def start_builder(self, host: str) -> None:
         workdir = self.state / "builders" / host
@@ -196,6 +281,7 @@ prefetch_count = 25
         progress(f"starting RabbitMQ and PostgreSQL in {self.state}")
         self.rabbitmq.start()
         self.postgres.start()
+        self.provision()
         self.write_config(builders, lease_seconds=lease_seconds)
         for name in SERVICES:
             self.start_service(name)

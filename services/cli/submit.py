@@ -86,31 +86,36 @@ async def submit(
     source: str,
     *,
     arches: list[str],
-    owner: str,
+    owner: str | None = None,
     scratch: bool = False,
     release: str | None = None,
     wait: bool = True,
     timeout: float = 3600,
     say: Any = print,
 ) -> dict[str, Any] | None:
-    """Publish a build request; with `wait`, follow it and return the final build."""
+    """Publish a build request; with `wait`, follow it and return the final build.
+
+    It goes out as the configured broker user (amqp_user), on that principal's own routing
+    key; `owner` defaults to that principal (another owner needs the dispatcher's
+    `may_act_for`).
+    """
+    bus = Bus(config.broker_url(), exchange=config.exchange, name="skyline-cli")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as http:
         srpm_url, digest = await resolve_source(http, config, source, say)
         body: dict[str, Any] = {
             "srpm_url": srpm_url,
             "srpm_sha256": digest,
             "arches": arches,
-            "owner": owner,
+            "owner": owner or bus.user,
             "scratch": scratch,
         }
         if release:
             body["release"] = release
-        request = BuildRequestV1(body=body)
+        request = BuildRequestV1(body=body, topic=BuildRequestV1.topic_for(bus.user))
         try:
             request.validate()
         except Exception as exc:  # jsonschema's message names the bad field
             raise SubmitError(f"invalid request: {getattr(exc, 'message', exc)}") from None
-        bus = Bus(config.amqp_url, exchange=config.exchange, name="skyline-cli")
         await bus.connect()
         try:
             await bus.publish(request)

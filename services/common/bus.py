@@ -16,34 +16,48 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from fedora_messaging import message as fm
-from fedora_messaging.exceptions import ValidationError
 
-from . import telemetry
-from .errors import Reject, Retry
+from . import principals, telemetry
+from .broker_admin import queue_arguments
+from .config import with_credentials
+from .errors import Reject, describe, is_unavailable
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_EXCHANGE = "skyline.dead-letter"
-# How long a delivery whose handler raises Retry (a peer is down) is held and retried here
-# before it goes back to the queue, and the longest pause between two tries. Well below
-# RabbitMQ's consumer_timeout (30 min by default), which would close the channel.
-RETRY_PATIENCE = 600.0
+DEAD_LETTER_EXCHANGE = principals.DEAD_LETTER_EXCHANGE
+# How long a delivery is held and retried here while its handler raises Retry or the database
+# or a peer is unavailable, before it goes back to the queue (which counts toward
+# `x-delivery-limit`), and the longest pause between two tries. Below RabbitMQ's default
+# consumer_timeout (30 min), which would close the channel and return every held delivery.
+RETRY_PATIENCE = 1500.0
 RETRY_MAX_DELAY = 15.0
+# Largest message body sent or accepted; the broker refuses larger ones too (localstack sets
+# its max_message_size). An attestation of 10,000 files is about 1.6 MB.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 OnMessage = Callable[[fm.Message], Awaitable[None]]
 
 
-def to_amqp(msg: fm.Message) -> tuple[str, aio_pika.Message]:
-    """Validate `msg` and encode it as fedora-messaging's publisher would."""
+class Undeliverable(Exception):
+    """A delivery that can never be handled: dead-letter it with this reason."""
+
+
+def to_amqp(msg: fm.Message, user_id: str | None = None) -> tuple[str, aio_pika.Message]:
+    """Validate `msg` and encode it as fedora-messaging's publisher would, naming its sender
+    (`user_id`, which the broker checks against the connection's user)."""
     msg.validate()
     props = msg._properties
     headers = dict(props.headers or {})
     telemetry.inject(headers)
+    if len(msg._encoded_body) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"{msg.topic}: body of {len(msg._encoded_body)} bytes is too large")
     return msg._encoded_routing_key, aio_pika.Message(
+        user_id=user_id,
         body=msg._encoded_body,
         content_type=props.content_type,
         content_encoding=props.content_encoding,
@@ -67,17 +81,42 @@ def from_amqp(incoming: AbstractIncomingMessage) -> fm.Message:
     return fm.get_message(incoming.routing_key or "", props, incoming.body)
 
 
+def decode(incoming: AbstractIncomingMessage) -> tuple[fm.Message, str]:
+    """The message and the principal that sent it; raises Undeliverable with a short reason
+    for anything that is not a valid message from a principal allowed to send it."""
+    if len(incoming.body) > MAX_MESSAGE_BYTES:
+        raise Undeliverable(f"body of {len(incoming.body)} bytes is too large")
+    try:
+        msg = from_amqp(incoming)
+    except Exception as exc:  # any property or body fedora-messaging cannot decode
+        raise Undeliverable(f"cannot decode: {describe(exc)}") from None
+    try:
+        sender = principals.check_sender(
+            type(msg).topic or "", incoming.routing_key or "", incoming.user_id, msg.body
+        )
+    except principals.Refused as exc:
+        raise Undeliverable(f"refused sender: {describe(exc)}") from None
+    return msg, sender
+
+
 class Bus:
     """One connection, one confirming publisher channel, any number of consumers."""
 
     def __init__(self, url: str, *, exchange: str = "amq.topic", name: str = "skyline") -> None:
         self.url = url
+        # The user_id of what this bus publishes: RabbitMQ checks it against the connection's.
+        self.user = unquote(urlsplit(url).username or "guest")
         self.exchange_name = exchange
         self.name = name
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: aio_pika.abc.AbstractChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
+
+    def use_credentials(self, user: str, password: str) -> None:
+        """Connect (next time) as `user`: a host learns its credentials when it enrols."""
+        self.url = with_credentials(self.url, user, password)
+        self.user = user
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
@@ -114,7 +153,7 @@ class Bus:
         """Publish and wait for the broker's confirm; raises if the broker refuses it."""
         if self._exchange is None:
             raise RuntimeError("Bus.publish() before connect()")
-        routing_key, amqp_message = to_amqp(msg)
+        routing_key, amqp_message = to_amqp(msg, self.user)
         await self._exchange.publish(amqp_message, routing_key=routing_key)
 
     async def subscribe(
@@ -125,12 +164,33 @@ class Bus:
         *,
         prefetch: int = 10,
         delivery_limit: int = 5,
+        declare: bool = True,
     ) -> None:
-        """Declare `queue_name` (and its dead-letter queue), bind it, and start consuming."""
+        """Consume `queue_name`; with `declare`, first declare it (and its dead-letter queue)
+        and bind it. A host consumes without declaring: the registry made its queue, and its
+        broker user may declare or bind nothing."""
         if self._connection is None:
             raise RuntimeError("Bus.subscribe() before connect()")
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
+        if declare:
+            queue = await self._declare_queue(channel, queue_name, routing_keys, delivery_limit)
+        else:
+            queue = await channel.get_queue(queue_name, ensure=False)
+
+        async def deliver(incoming: AbstractIncomingMessage) -> None:
+            await self._deliver(queue_name, incoming, on_message)
+
+        tag = await queue.consume(deliver)
+        self._consumers.append((queue, tag))
+
+    async def _declare_queue(
+        self,
+        channel: aio_pika.abc.AbstractChannel,
+        queue_name: str,
+        routing_keys: Iterable[str],
+        delivery_limit: int,
+    ) -> aio_pika.abc.AbstractQueue:
         exchange = await self._declare_exchange(channel)
         dlx = await channel.declare_exchange(
             DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
@@ -140,67 +200,55 @@ class Bus:
         )
         await dead.bind(dlx, routing_key=queue_name)
         queue = await channel.declare_queue(
-            queue_name,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-                "x-dead-letter-routing-key": queue_name,
-                # A message that keeps crashing its handler ends in the dead-letter queue
-                # instead of looping forever.
-                "x-delivery-limit": delivery_limit,
-            },
+            queue_name, durable=True, arguments=queue_arguments(queue_name, delivery_limit)
         )
         for key in routing_keys:
             await queue.bind(exchange, routing_key=key)
-
-        async def deliver(incoming: AbstractIncomingMessage) -> None:
-            await self._deliver(queue_name, incoming, on_message)
-
-        tag = await queue.consume(deliver)
-        self._consumers.append((queue, tag))
+        return queue
 
     async def _deliver(
         self, queue_name: str, incoming: AbstractIncomingMessage, on_message: OnMessage
     ) -> None:
-        where = f"{incoming.routing_key} (id {incoming.message_id}) on {queue_name}"
+        """Ack after the handler succeeded; dead-letter what can never succeed; hold what
+        fails because something else is down. Log lines name the message, never its body."""
+        where = f"{(incoming.routing_key or '')[:200]} (id {incoming.message_id}) on {queue_name}"
         try:
-            msg = from_amqp(incoming)
-        except ValidationError as exc:
-            log.error("invalid message %s, dead-lettered: %s", where, _first_line(exc))
+            msg, _sender = decode(incoming)
+        except Undeliverable as exc:
+            log.error("dead-lettered %s: %s", where, exc)
             await incoming.reject(requeue=False)
             return
         msg.queue = queue_name
         try:
             with telemetry.consume_span(msg, incoming.headers or {}):
-                await self._handle_until_no_retry(where, msg, on_message)
+                await self._handle_while_unavailable(where, msg, on_message)
         except Reject as exc:
-            log.error("rejected message %s, dead-lettered: %s", where, exc)
+            log.error("rejected message %s, dead-lettered: %s", where, describe(exc))
             await incoming.reject(requeue=False)
-        except Retry as exc:
-            log.warning("still cannot handle message %s, back to the queue: %s", where, exc)
-            await incoming.nack(requeue=True)
         except asyncio.CancelledError:
             await incoming.nack(requeue=True)
             raise
-        except Exception:
-            log.exception("handler failed on message %s; it will be redelivered", where)
-            await asyncio.sleep(1)
+        except Exception as exc:
+            if is_unavailable(exc):
+                log.warning("still cannot handle %s, back to the queue: %s", where, describe(exc))
+            else:
+                log.exception("handler failed on message %s; it will be redelivered", where)
+                await asyncio.sleep(1)
             await incoming.nack(requeue=True)
         else:
             await incoming.ack()
 
     @staticmethod
-    async def _handle_until_no_retry(where: str, msg: fm.Message, on_message: OnMessage) -> None:
-        """Call the handler again, with growing pauses, for as long as it raises Retry.
+    async def _handle_while_unavailable(where: str, msg: fm.Message, on_message: OnMessage) -> None:
+        """Call the handler again, with growing pauses, while it fails because the database or
+        a peer is down (or it raises Retry).
 
-        Retry means "a peer is down, not this message is bad", so the delivery is held and
-        retried here instead of being nacked at once: on a quorum queue every nack counts
-        toward `x-delivery-limit`, so nacking each failed try (as this did before) dead-lettered
-        a verifier's attestation after a collector or registry restart of about 5 s, and the
-        build waited for its lease to expire. Only after RETRY_PATIENCE is it given back to
-        the queue (one count toward the limit). Each try is a fresh handler call: the failed
-        try's transaction was rolled back.
+        Such a failure is not the message's fault, so the delivery is held and retried here
+        instead of being nacked: on a quorum queue every nack counts toward
+        `x-delivery-limit`, and nacking each try dead-lettered valid requests, verdicts and
+        stored-notifications during a database outage of a few seconds. Only after
+        RETRY_PATIENCE is it given back to the queue (one count toward the limit). Each try is
+        a fresh handler call: the failed try's transaction was rolled back.
         """
         loop = asyncio.get_running_loop()
         give_up = loop.time() + RETRY_PATIENCE
@@ -209,14 +257,9 @@ class Bus:
             try:
                 await on_message(msg)
                 return
-            except Retry as exc:
-                if loop.time() + delay > give_up:
+            except Exception as exc:
+                if not is_unavailable(exc) or loop.time() + delay > give_up:
                     raise
-                log.warning("will retry message %s in %.0f s: %s", where, delay, exc)
+                log.warning("will retry message %s in %.0f s: %s", where, delay, describe(exc))
             await asyncio.sleep(delay)  # do not spin on a peer that is down
             delay = min(delay * 2, RETRY_MAX_DELAY)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -16,6 +16,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from .errors import ConfigError
 
@@ -32,12 +33,22 @@ class RegistryConfig:
     enrol_token: str = ""  # when set, enrolment requires `Authorization: Bearer <token>`
     # Public keys (base64) of the infrastructure's own builders: they enrol as "core".
     core_keys: list[str] = dataclasses.field(default_factory=list)
+    # RabbitMQ's management API, where the registry creates each enrolled host's broker user
+    # (an administrator's credentials: only the registry holds them). Empty: no broker users
+    # are made, and hosts must be given credentials by hand.
+    broker_api_url: str = ""
+    broker_api_user: str = ""
+    broker_api_password_file: str = ""
+    enrol_max_skew: float = 600.0  # seconds an enrolment's signature may be old (or early)
 
 
 @dataclasses.dataclass(frozen=True)
 class DispatcherConfig:
     listen: str = "127.0.0.1:8411"
     lease_seconds: int = 3600
+    # Principals that may request builds for other owners, as "principal:owner" or
+    # "principal:*" (a Koschei- or Packit-like tool); anyone else builds as itself.
+    may_act_for: list[str] = dataclasses.field(default_factory=list)
     sweep_seconds: float = 15.0  # how often expired leases are requeued
 
 
@@ -78,6 +89,10 @@ class BuilderConfig:
 @dataclasses.dataclass(frozen=True)
 class Config:
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    # This process's own broker user, and a file holding its password: they replace the
+    # credentials in amqp_url, so one file can serve every process, each with its own secret.
+    amqp_user: str = ""
+    amqp_password_file: str = ""
     database_url: str = "postgresql://skyline@127.0.0.1:5432/skyline"
     exchange: str = "amq.topic"
     log_level: str = "INFO"
@@ -92,6 +107,30 @@ class Config:
     def path(self, value: str) -> Path:
         """Resolve a path setting against the config file's folder."""
         return (Path(self.base_dir) / value).resolve()
+
+    def broker_url(self) -> str:
+        """amqp_url with this process's own credentials (amqp_user, amqp_password_file)."""
+        if not self.amqp_user:
+            return self.amqp_url
+        password = self.secret(self.amqp_password_file, "amqp_password_file")
+        return with_credentials(self.amqp_url, self.amqp_user, password)
+
+    def secret(self, path: str, setting: str) -> str:
+        """The first line of a secret file named by a setting, with a clear error."""
+        if not path:
+            raise ConfigError(f"{setting} is not set")
+        try:
+            return self.path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """`url` (amqp:// or http://) with its user and password replaced."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    return urlunsplit(parts._replace(netloc=f"{auth}@{netloc}"))
 
 
 SECTIONS = ("registry", "dispatcher", "verifier", "collector", "builder")

@@ -19,3 +19,41 @@ class Retry(SkylineError):
 
 class SignatureError(SkylineError):
     """A signature does not verify with the key it claims."""
+
+
+#: Longest text of a message or an error that goes into one log line: an invalid 16 MiB body
+#: must not be logged whole.
+LOG_TEXT_LIMIT = 300
+
+
+def describe(exc: BaseException, limit: int = LOG_TEXT_LIMIT) -> str:
+    """The first line of `exc`, cut to `limit` characters, for a log line."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[:limit] + f"... ({len(text)} chars)"
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the database or a peer is down, which is never a message's fault:
+    such a delivery is held and retried, and does not count toward the delivery limit."""
+    import asyncpg  # here, so that importing the errors needs no database driver
+
+    if isinstance(exc, Retry):
+        return True
+    if isinstance(
+        exc,
+        (
+            OSError,  # ConnectionRefusedError, ConnectionResetError, socket timeouts
+            TimeoutError,  # a pool that cannot hand out a connection
+            asyncpg.exceptions.InterfaceError,  # "connection is closed" and the like
+            asyncpg.exceptions.PostgresConnectionError,  # CannotConnectNow, ConnectionFailure...
+            asyncpg.exceptions.CannotConnectNowError,
+            asyncpg.exceptions.TooManyConnectionsError,
+            asyncpg.exceptions.AdminShutdownError,
+            asyncpg.exceptions.CrashShutdownError,
+        ),
+    ):
+        return True
+    import aiohttp
+
+    return isinstance(exc, aiohttp.ClientConnectionError)

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
+from .errors import describe, is_unavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -46,7 +48,10 @@ async def _error_boundary(
         return await handler(request)
     except web.HTTPException:
         raise
-    except Exception:
+    except Exception as exc:
+        if is_unavailable(exc):  # the database or a peer is down: the caller should retry
+            log.warning("%s %s: %s", request.method, request.path, describe(exc))
+            raise error(503, "temporarily unavailable, try again") from None
         # Log the details; tell the caller nothing about the internals.
         log.exception("%s %s failed", request.method, request.path)
         raise error(500, "internal error") from None

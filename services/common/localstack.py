@@ -20,7 +20,9 @@ from urllib.parse import quote
 LOOPBACK = "127.0.0.1"
 # The real scripts: the /usr/sbin wrappers `su rabbitmq`, which drops our env and cookie.
 RMQ_BIN_DIRS = ("/usr/lib/rabbitmq/bin", "/usr/lib64/rabbitmq/bin")
-RMQ_SPAN = 10  # AMQP port, +1 dist, +2 private epmd, +3..+9 rabbitmqctl's own dist ports
+# AMQP port, +1 dist, +2 private epmd, +3..+9 rabbitmqctl's own dist ports, +10 management API
+RMQ_SPAN = 11
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # the broker refuses larger messages (bus.py's limit too)
 Proc = tuple[int | None, str]  # (pid from a pid file, marker expected in its command line)
 
 
@@ -120,8 +122,17 @@ class RabbitMQ:
 
     @property
     def url(self) -> str:
-        auth = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}"
+        """The administrator's AMQP URL: for setting the broker up, never for a service."""
+        return self.url_for(self.user, self.password)
+
+    def url_for(self, user: str, password: str) -> str:
+        auth = f"{quote(user, safe='')}:{quote(password, safe='')}"
         return f"amqp://{auth}@{LOOPBACK}:{self.port}/%2F"
+
+    @property
+    def management_url(self) -> str:
+        """The management HTTP API (loopback only), through which users are created."""
+        return f"http://{LOOPBACK}:{self.port + 10}"
 
     def _bin(self, name: str) -> str:
         for d in RMQ_BIN_DIRS:
@@ -171,9 +182,13 @@ class RabbitMQ:
             "ports.json": json.dumps({"port": self.port, "node": self.node}),
             "rabbitmq-env.conf": "",
             "advanced.config": "[].",
-            "enabled_plugins": "[].",  # no management plugin, no extra port
+            # The management API is how the registry creates hosts' broker users.
+            "enabled_plugins": "[rabbitmq_management].",
             "rabbitmq.conf": f"listeners.tcp.default = {LOOPBACK}:{self.port}\n"
+            f"management.tcp.ip = {LOOPBACK}\nmanagement.tcp.port = {self.port + 10}\n"
             f"default_user = {self.user}\ndefault_pass = {self.password}\n"
+            "default_user_tags.administrator = true\n"
+            f"max_message_size = {MAX_MESSAGE_BYTES}\n"
             "loopback_users = none\nlog.console = false",
         }
         for name, text in files.items():

@@ -109,9 +109,10 @@ class Service:
 
     async def run(self, config: Config, stop: asyncio.Event | None = None) -> None:
         stop = stop or _stop_on_signals()
-        log.info("starting %s (broker %s)", self.name, masked(config.amqp_url))
+        broker_url = config.broker_url()
+        log.info("starting %s (broker %s)", self.name, masked(broker_url))
         pool = await db.create_pool(config.database_url, self.name)
-        bus = Bus(config.amqp_url, exchange=config.exchange, name=f"skyline-{self.name}")
+        bus = Bus(broker_url, exchange=config.exchange, name=f"skyline-{self.name}")
         tasks: list[asyncio.Task[None]] = []
         runner: web.AppRunner | None = None
         try:

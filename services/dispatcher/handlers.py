@@ -30,6 +30,9 @@ SCHEDULE_BATCH = 200
 
 
 async def on_build_request(msg: BuildRequestV1, ctx: Context) -> None:
+    # The bus checked who sent it (the routing key's principal); the body's owner is a claim.
+    if not matching.may_request_for(msg.requester, msg.owner, ctx.config.dispatcher.may_act_for):
+        raise Reject(f"{msg.requester} may not request builds for owner {msg.owner!r}")
     srpm = msg.srpm_name
     try:
         nvra = koji.parse_NVRA(srpm)

@@ -59,3 +59,13 @@ def assign(tasks: Iterable[TaskView], hosts: list[HostView]) -> list[tuple[TaskV
             host.free_slots -= 1
             leases.append((task, host))
     return leases
+
+
+def may_request_for(requester: str | None, owner: str, may_act_for: Iterable[str]) -> bool:
+    """A principal builds as itself, or for the owners config lets it act for
+    ("principal:owner" or "principal:*": a Koschei- or Packit-like tool)."""
+    if requester is None:
+        return False
+    return requester == owner or any(
+        rule in (f"{requester}:{owner}", f"{requester}:*") for rule in may_act_for
+    )

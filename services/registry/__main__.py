@@ -4,10 +4,16 @@ from pathlib import Path
 
 from skyline_messages import HostHeartbeatV1
 
-from services.common.service import Periodic, Service
+from services.common.service import Periodic, Runtime, Service
 
+from . import broker
 from .handlers import mark_silent_hosts_offline, on_heartbeat
 from .routes import ROUTES
+
+
+async def connect_broker_admin(runtime: Runtime) -> None:
+    runtime.state["broker_admin"] = broker.admin_for(runtime.config)
+
 
 SERVICE = Service(
     name="registry",
@@ -22,6 +28,7 @@ SERVICE = Service(
         )
     ],
     migrations=Path(__file__).parent / "migrations",
+    on_start=connect_broker_admin,
 )
 
 

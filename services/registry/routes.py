@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import hmac
 import json
 import logging
@@ -10,10 +11,12 @@ import logging
 import jsonschema
 from aiohttp import web
 
+from services.common.errors import Retry, SignatureError
 from services.common.http import error
 from services.common.service import RUNTIME
+from services.common.signing import verify_body
 
-from . import store
+from . import broker, store
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -39,34 +42,74 @@ def _check_token(request: web.Request, token: str) -> None:
 
 @routes.post("/api/v1/hosts")
 async def enrol(request: web.Request) -> web.Response:
-    """Enrol a host and its public key; re-enrolling with the same key updates its profile."""
+    """Enrol a host and its public key, or let it re-enrol (same key) with a new profile.
+
+    Every enrolment is signed with the host's private key (`signed_at`, `signature`, as a
+    heartbeat is): the public key is public, so naming it proves nothing. A signature older
+    than the newest one seen is a replay. The reply carries the host's broker credentials
+    (a new password each time), which only the holder of the key ever receives.
+    """
     runtime = request.app[RUNTIME]
     config = runtime.config.registry
     _check_token(request, config.enrol_token)
-    body = await _json_body(request)
-    trust = "core" if body.get("public_key") in config.core_keys else "untrusted"
-    message = store.HostEnrolledV1(body={**body, "trust": trust})
+    signed = await _json_body(request)
+    profile = {k: v for k, v in signed.items() if k not in ("signed_at", "signature")}
+    trust = "core" if profile.get("public_key") in config.core_keys else "untrusted"
+    message = store.HostEnrolledV1(body={**profile, "trust": trust})
     try:
         message.validate()
-        if len(base64.b64decode(body["public_key"], validate=True)) != 32:
+        if len(base64.b64decode(profile["public_key"], validate=True)) != 32:
             raise ValueError("an Ed25519 public key is 32 bytes")
     except (jsonschema.ValidationError, ValueError) as exc:
         raise error(400, f"invalid enrolment: {getattr(exc, 'message', exc)}") from None
+    signed_at = _proof_of_possession(signed, config.enrol_max_skew)
+    host = profile["host"]
     async with runtime.transaction() as ctx:
         # Serialise enrolments of one name so two racing hosts cannot both "create" it.
-        await ctx.conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", body["host"])
-        row = await store.get_host(ctx.conn, body["host"])
-        if row is not None and row["public_key"] != body["public_key"]:
-            raise error(409, f"host {body['host']} is enrolled with another key")
+        await ctx.conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", host)
+        row = await store.get_host(ctx.conn, host)
+        if row is not None and row["public_key"] != profile["public_key"]:
+            raise error(409, f"host {host} is enrolled with another key")
+        if row is not None and row["enrol_signed_at"] and signed_at <= row["enrol_signed_at"]:
+            raise error(403, "replayed enrolment: sign a new one (signed_at is not newer)")
+        if row is not None and row["state"] == "quarantined":
+            raise error(403, f"host {host} is quarantined; an admin must release it first")
         if row is None:
-            row = await store.insert_host(ctx.conn, message.body)
+            row = await store.insert_host(ctx.conn, message.body, signed_at)
             await ctx.publish(store.enrolled_message(row))
             log.info("enrolled %s (owner %s) as %s", row["host"], row["owner"], row["trust"])
             status = 201
         else:
-            row = await store.update_profile(ctx.conn, body)
+            row = await store.update_profile(ctx.conn, profile, signed_at)
             status = 200
-    return web.json_response(store.public_view(row), status=status)
+        reply = store.public_view(row)
+        admin = runtime.state.get("broker_admin")
+        if admin is not None:  # inside the transaction: no enrolment without its broker user
+            try:
+                reply["broker"] = await broker.issue_credentials(admin, host)
+            except Retry as exc:
+                raise error(503, str(exc)) from None
+    return web.json_response(reply, status=status)
+
+
+def _proof_of_possession(signed: dict, max_skew: float) -> datetime.datetime:
+    """The enrolment's signature time, once it is shown to be signed by its public key."""
+    if not isinstance(signed.get("signature"), str) or not isinstance(signed.get("signed_at"), str):
+        raise error(400, "an enrolment must be signed with the host's key (signed_at, signature)")
+    try:
+        verify_body(signed, signed["public_key"])
+    except SignatureError:
+        raise error(403, "the enrolment is not signed by the private half of public_key") from None
+    try:
+        signed_at = datetime.datetime.fromisoformat(signed["signed_at"])
+    except ValueError:
+        raise error(400, "signed_at is not an ISO 8601 time") from None
+    if signed_at.utcoffset() is None:
+        raise error(400, "signed_at needs a UTC offset")
+    skew = abs((datetime.datetime.now(datetime.UTC) - signed_at).total_seconds())
+    if skew > max_skew:
+        raise error(403, f"signed_at is {skew:.0f} s away from the registry's clock")
+    return signed_at
 
 
 @routes.get("/api/v1/hosts/{host}")

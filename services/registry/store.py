@@ -15,10 +15,12 @@ async def get_host(conn: asyncpg.Connection, host: str) -> asyncpg.Record | None
     return await conn.fetchrow("SELECT * FROM hosts WHERE host = $1", host)
 
 
-async def insert_host(conn: asyncpg.Connection, body: dict[str, Any]) -> asyncpg.Record:
+async def insert_host(
+    conn: asyncpg.Connection, body: dict[str, Any], signed_at: datetime.datetime
+) -> asyncpg.Record:
     return await conn.fetchrow(
         "INSERT INTO hosts (host, owner, public_key, arches, releases, cpus, memory_mb, disk_gb,"
-        " trust) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+        " trust, enrol_signed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
         body["host"],
         body["owner"],
         body["public_key"],
@@ -28,16 +30,20 @@ async def insert_host(conn: asyncpg.Connection, body: dict[str, Any]) -> asyncpg
         body.get("memory_mb"),
         body.get("disk_gb"),
         body["trust"],
+        signed_at,
     )
 
 
-async def update_profile(conn: asyncpg.Connection, body: dict[str, Any]) -> asyncpg.Record:
-    """A re-enrolling host (same key) may change its hardware profile, nothing else."""
+async def update_profile(
+    conn: asyncpg.Connection, body: dict[str, Any], signed_at: datetime.datetime
+) -> asyncpg.Record:
+    """A re-enrolling host (same key, signed) may change its hardware profile, nothing else."""
     return await conn.fetchrow(
-        "UPDATE hosts SET arches = $2, releases = $3, cpus = $4, memory_mb = $5, disk_gb = $6"
-        " WHERE host = $1 RETURNING *",
+        "UPDATE hosts SET arches = $2, releases = $3, cpus = $4, memory_mb = $5, disk_gb = $6,"
+        " enrol_signed_at = $7 WHERE host = $1 RETURNING *",
         body["host"],
         *(body.get(k) for k in PROFILE),
+        signed_at,
     )
 
 
@@ -68,6 +74,7 @@ async def mark_offline(conn: asyncpg.Connection, silent_for: float) -> list[asyn
 def public_view(row: asyncpg.Record) -> dict[str, Any]:
     """A host as the HTTP API shows it (keys are public; nothing here is secret)."""
     view = dict(row)
+    view.pop("enrol_signed_at", None)
     for key in ("last_heartbeat", "last_signed_at", "enrolled_at"):
         view[key] = view[key].isoformat() if view[key] else None
     return view

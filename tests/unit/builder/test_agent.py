@@ -61,6 +61,11 @@ class FakeBus:
         self.fail_finished = 0  # refuse this many TaskFinishedV1 publishes (broker away)
         self.consuming = False
         self.closed = False
+        self.credentials: tuple[str, str] | None = None
+        self.declared: list[bool] = []
+
+    def use_credentials(self, user: str, password: str) -> None:
+        self.credentials = (user, password)
 
     async def connect(self) -> None:
         pass
@@ -80,8 +85,15 @@ class FakeBus:
         self.published.append(msg)
 
     async def subscribe(
-        self, queue_name: str, routing_keys: Iterable[str], on_message: Any, *, prefetch: int
+        self,
+        queue_name: str,
+        routing_keys: Iterable[str],
+        on_message: Any,
+        *,
+        prefetch: int,
+        declare: bool,
     ) -> None:
+        self.declared.append(declare)
         self.subscriptions.append((queue_name, list(routing_keys), prefetch))
         self.handler = on_message
         self.consuming = True
@@ -103,6 +115,7 @@ class Services:
     keys: dict[str, str] = dataclasses.field(default_factory=dict)
     upload_signatures: list[dict[str, str]] = dataclasses.field(default_factory=list)
     srpm: bytes = SRPM
+    broker_credentials: bool = True
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -116,8 +129,11 @@ class Services:
         self.enrolments.append((profile, request.headers.get("Authorization")))
         status = self.enrol_status.pop(0) if self.enrol_status else 201
         if status < 300:
+            verify_body(profile, profile["public_key"])  # proof of possession, as the registry
             self.keys[profile["host"]] = profile["public_key"]
         body = {"error": "host name taken", "status": status} if status >= 400 else {"trust": "x"}
+        if status < 300 and self.broker_credentials:
+            body["broker"] = {"user": f"host-{profile['host']}", "password": "pw"}
         return web.json_response(body, status=status)
 
     async def get_srpm(self, request: web.Request) -> web.Response:
@@ -267,7 +283,11 @@ async def test_enrols_subscribes_and_heartbeats(tmp_path: Path, services: Servic
     assert profile["arches"] == ["noarch", "x86_64"] and profile["releases"] == ["f41"]
     assert profile["cpus"] >= 1 and profile["memory_mb"] > 0 and profile["disk_gb"] >= 0
     assert bus.subscriptions == [(f"skyline.builder.{HOST}", [f"skyline.task.leased.{HOST}"], 2)]
+    # The registry made the host's own broker user and queue: the agent connects as that user
+    # and consumes without declaring anything.
+    assert bus.credentials == (f"host-{HOST}", "pw") and bus.declared == [False]
     beat = bus.of(HostHeartbeatV1)[0]
+    assert beat.topic == f"skyline.host.heartbeat.{HOST}"
     assert beat.body["free_slots"] == 2 and beat.body["running"] == 0
     verify_body(beat.body, key)
     assert bus.closed
@@ -512,15 +532,21 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+ENROL_KEY = Ed25519PrivateKey.generate()
+
+
 def profile() -> client.HostProfile:
-    return client.HostProfile(HOST, "alice", "k" * 43 + "=", ["noarch"], ["f41"], 4, 8192, 100)
+    key = public_key_b64(ENROL_KEY)
+    return client.HostProfile(HOST, "alice", key, ["noarch"], ["f41"], 4, 8192, 100)
 
 
 async def test_enrol_conflict_tells_the_volunteer_what_to_do(services: Services) -> None:
     services.enrol_status = [409]
     async with aiohttp.ClientSession() as http:
         with pytest.raises(client.EnrolmentError) as err:
-            await client.enrol(http, services.url, profile(), key_file=Path("/w/host.key"))
+            await client.enrol(
+                http, services.url, profile(), key_file=Path("/w/host.key"), signing_key=ENROL_KEY
+            )
     text = str(err.value)
     assert "already has a host named 'builder-01'" in text
     assert "/w/host.key" in text and "--host" in text and "host name taken" in text
@@ -529,14 +555,23 @@ async def test_enrol_conflict_tells_the_volunteer_what_to_do(services: Services)
 async def test_enrol_retries_a_registry_that_is_starting(services: Services) -> None:
     services.enrol_status = [503, 502]
     async with aiohttp.ClientSession() as http:
-        reply = await client.enrol(http, services.url, profile(), base_delay=0.01)
-    assert reply == {"trust": "x"} and len(services.enrolments) == 3
+        reply = await client.enrol(
+            http, services.url, profile(), base_delay=0.01, signing_key=ENROL_KEY
+        )
+    assert reply["trust"] == "x" and len(services.enrolments) == 3
 
 
 async def test_enrol_gives_up_on_an_unreachable_registry() -> None:
     async with aiohttp.ClientSession() as http:
         with pytest.raises(client.EnrolmentError, match="gave up"):
-            await client.enrol(http, "http://127.0.0.1:9", profile(), deadline=0.2, base_delay=0.02)
+            await client.enrol(
+                http,
+                "http://127.0.0.1:9",
+                profile(),
+                deadline=0.2,
+                base_delay=0.02,
+                signing_key=ENROL_KEY,
+            )
 
 
 async def _upload(services: Services, path: Path, **kwargs: Any) -> None:
