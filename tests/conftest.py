@@ -1,9 +1,14 @@
 """Shared fixtures: real RabbitMQ and PostgreSQL on private loopback ports.
 
+Tests talk to the broker as the principals of services/common/principals.py (`broker`
+fixture: a service, a host, a packager, the monitor), never as the administrator, who only
+creates those users through the management API.
+
 The servers are started once per test session by the same code as `skyline local up`
 (services/common/localstack.py), in a temp dir outside pytest's own: pytest resets its base dir
 to mode 0700 whenever a session starts, which would lock the `postgres` user out.
-Set SKYLINE_TEST_AMQP_URL and SKYLINE_TEST_DATABASE_URL to use servers you run yourself instead.
+Set SKYLINE_TEST_AMQP_URL (an administrator's), SKYLINE_TEST_BROKER_API_URL (its management
+API) and SKYLINE_TEST_DATABASE_URL to use servers you run yourself instead.
 """
 
 from __future__ import annotations
@@ -15,26 +20,73 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from services.common.config import Config, load_config
+from services.common import principals
+from services.common.broker_admin import BrokerAdmin, new_password, vhost_of
+from services.common.config import Config, load_config, with_credentials
 from services.common.localstack import PostgreSQL, RabbitMQ
 
 
 @dataclasses.dataclass
 class Servers:
-    amqp_url: str
+    amqp_url: str  # the administrator's: for setting up principals only
     postgres: PostgreSQL | None
     database_url: str
+    broker_api_url: str = ""
+
+
+_PASSWORDS: dict[str, str] = {}
+
+
+class Broker:
+    """Makes broker users with exactly the permissions of a principal; returns their URLs."""
+
+    def __init__(self, servers: Servers) -> None:
+        parts = urlsplit(servers.amqp_url)
+        self.admin = BrokerAdmin(
+            servers.broker_api_url,
+            unquote(parts.username or ""),
+            unquote(parts.password or ""),
+            vhost=vhost_of(servers.amqp_url),
+        )
+        self.amqp_url = servers.amqp_url
+
+    async def user(self, name: str, perms: principals.Permissions) -> str:
+        # One password per user for the whole session: a second URL for the same principal
+        # must not lock out a process that still connects with the first.
+        password = _PASSWORDS.setdefault(name, new_password())
+        await self.admin.put_user(name, password, perms)
+        return with_credentials(self.amqp_url, name, password)
+
+    async def service(self, service: str) -> str:
+        perms = principals.service_permissions(service, self.admin.exchange)
+        return await self.user(principals.service_user(service), perms)
+
+    async def host(self, host: str) -> str:
+        """A host's user and its lease queue, as the registry makes them at enrolment."""
+        await self.admin.declare_host_queue(host)
+        perms = principals.host_permissions(host, self.admin.exchange)
+        return await self.user(principals.host_user(host), perms)
+
+    async def owner(self, owner: str) -> str:
+        perms = principals.owner_permissions(owner, self.admin.exchange)
+        return await self.user(principals.owner_user(owner), perms)
+
+    async def monitor(self) -> str:
+        perms = principals.monitor_permissions(self.admin.exchange)
+        return await self.user(principals.MONITOR_USER, perms)
 
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[Servers]:
     amqp = os.environ.get("SKYLINE_TEST_AMQP_URL")
     db = os.environ.get("SKYLINE_TEST_DATABASE_URL")
+    api = os.environ.get("SKYLINE_TEST_BROKER_API_URL", "")
     if amqp and db:
-        yield Servers(amqp, None, db)
+        yield Servers(amqp, None, db, api)
         return
     state = Path(tempfile.mkdtemp(prefix="skyline-servers-"))
     rabbitmq = RabbitMQ(state)
@@ -43,12 +95,19 @@ def servers() -> Iterator[Servers]:
     try:
         postgres.start()
         try:
-            yield Servers(rabbitmq.url, postgres, postgres.url)
+            yield Servers(rabbitmq.url, postgres, postgres.url, rabbitmq.management_url)
         finally:
             postgres.stop()
     finally:
         rabbitmq.stop()
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def broker(servers: Servers) -> Broker:
+    if not servers.broker_api_url:
+        pytest.skip("SKYLINE_TEST_BROKER_API_URL is not set: principals cannot be created")
+    return Broker(servers)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ registry and `skyline local up` hold (never a host, a packager or another servic
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
 import secrets
@@ -51,11 +52,12 @@ class BrokerAdmin:
         self, method: str, path: str, body: Any = None, *, missing_ok: bool = False
     ) -> Any:
         url = self.api_url.rstrip("/") + "/api/" + path
-        auth = aiohttp.BasicAuth(self.user, self.password)
+        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        headers = {"Authorization": f"Basic {token}"}
         try:
             async with (
-                aiohttp.ClientSession(timeout=TIMEOUT, auth=auth) as http,
-                http.request(method, url, json=body) as response,
+                aiohttp.ClientSession(timeout=TIMEOUT) as http,
+                http.request(method, url, json=body, headers=headers) as response,
             ):
                 if response.status == 404 and missing_ok:
                     return None

@@ -26,9 +26,11 @@ from fedora_messaging import message as fm
 from . import principals, telemetry
 from .broker_admin import queue_arguments
 from .config import with_credentials
-from .errors import Reject, describe, is_unavailable
+from .errors import ClipLongRecords, Reject, describe, is_unavailable
 
 log = logging.getLogger(__name__)
+# get_message() logs an invalid message's whole body at ERROR: a 4 MiB line per bad message.
+logging.getLogger("fedora_messaging.message").addFilter(ClipLongRecords())
 
 DEAD_LETTER_EXCHANGE = principals.DEAD_LETTER_EXCHANGE
 # How long a delivery is held and retried here while its handler raises Retry or the database

@@ -57,3 +57,18 @@ def is_unavailable(exc: BaseException) -> bool:
     import aiohttp
 
     return isinstance(exc, aiohttp.ClientConnectionError)
+
+
+class ClipLongRecords:
+    """A logging filter that cuts a record's text to LOG_TEXT_LIMIT characters:
+    fedora-messaging logs a message's whole body when it fails validation."""
+
+    def filter(self, record: object) -> bool:
+        import logging
+
+        assert isinstance(record, logging.LogRecord)
+        text = record.getMessage()
+        if len(text) > LOG_TEXT_LIMIT:
+            record.msg = text[:LOG_TEXT_LIMIT] + f"... ({len(text)} chars)"
+            record.args = None
+        return True

@@ -12,12 +12,16 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aio_pika
+import aiohttp
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedora_messaging import message as fm
 
 from services.cli.localsystem import LocalSystem
 from services.common.bus import from_amqp
+from services.common.config import with_credentials
 from services.common.rpmfiles import make_srpm
+from services.common.signing import public_key_b64, sign_body
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_SPEC = REPO / "examples" / "skyline-hello" / "skyline-hello.spec"
@@ -37,6 +41,37 @@ def system() -> Iterator[LocalSystem]:
     finally:
         local.down(progress=lambda line: None)
         shutil.rmtree(state, ignore_errors=True)
+
+
+@dataclasses.dataclass
+class Rogue:
+    """A host enrolled like any volunteer's (its own key and broker user), run by the test."""
+
+    host: str
+    key: Ed25519PrivateKey
+    amqp_url: str
+
+
+async def enrol_host(system: LocalSystem, host: str, **profile: object) -> Rogue:
+    """Enrol `host` through the registry's API, signed with a new key, as an agent does."""
+    key = Ed25519PrivateKey.generate()
+    body = {
+        "host": host,
+        "owner": "mallory",
+        "public_key": public_key_b64(key),
+        "arches": ["noarch", "x86_64"],
+        "releases": ["local"],
+        "cpus": 2,
+        **profile,
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{system.url('registry')}/api/v1/hosts", json=sign_body(body, key)) as reply,
+    ):
+        assert reply.status in (200, 201), await reply.text()
+        broker = (await reply.json())["broker"]
+    url = with_credentials(system.amqp_url, broker["user"], broker["password"])
+    return Rogue(host, key, url)
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +115,8 @@ async def open_tap(amqp_url: str) -> AsyncIterator[Tap]:
     """A Tap for as long as the context lasts (it dies with the broker: open a new one)."""
     connection = await aio_pika.connect(amqp_url)
     channel = await connection.channel()
-    queue = await channel.declare_queue(f"test-tap-{uuid.uuid4().hex}", exclusive=True)
+    # As the read-only monitor: its queues are named "skyline-monitor:..." (principals.py).
+    queue = await channel.declare_queue(f"skyline-monitor:tap-{uuid.uuid4().hex}", exclusive=True)
     await queue.bind("amq.topic", "skyline.#")
     seen = Tap([])
 
@@ -101,11 +137,11 @@ async def open_tap(amqp_url: str) -> AsyncIterator[Tap]:
 
 @pytest.fixture
 async def tap(system: LocalSystem) -> AsyncIterator[Tap]:
-    async with open_tap(system.rabbitmq.url) as seen:
+    async with open_tap(system.monitor_url) as seen:
         yield seen
 
 
 @pytest.fixture
 def new_tap(system: LocalSystem) -> Callable[[], contextlib.AbstractAsyncContextManager[Tap]]:
     """Opens further taps, e.g. after a broker restart closed the first one."""
-    return lambda: open_tap(system.rabbitmq.url)
+    return lambda: open_tap(system.monitor_url)

@@ -34,7 +34,7 @@ from skyline_messages import (
     TaskLeasedV1,
     TaskVerifiedV1,
 )
-from test_walking_skeleton import build_id_of, publish, request_body
+from test_walking_skeleton import build_id_of, publish, request_body, request_message
 
 from services.cli.localsystem import SERVICES, LocalSystem
 from services.common.config import load_config
@@ -44,7 +44,6 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "skyline-hello"
-OWNER = "alice"  # request_body's owner: scratch builds are stored under scratch/<owner>/
 SLOW_BUILD_SECONDS = 4  # how long the slow package's %build sleeps
 SETTLE_SECONDS = 2  # after completion: long enough for a duplicate announcement to show up
 
@@ -192,7 +191,7 @@ async def completed(tap: Any, build_id: int, timeout: float) -> None:
 
 
 async def start_build(system: LocalSystem, srpm: Path) -> tuple[BuildRequestV1, int]:
-    request = BuildRequestV1(body=await request_body(system, srpm, scratch=True))
+    request = request_message(system, await request_body(system, srpm, scratch=True))
     await publish(system, request)
     return request, await build_id_of(system, request)
 
@@ -224,7 +223,7 @@ async def assert_built_once(
 
     # Koji storage: the task's scratch folder holds each file once, and nothing else (no
     # second copy, no temporary file of an interrupted placement).
-    task_dir = system.koji_topdir / "scratch" / OWNER / f"task_{task['task_id']}"
+    task_dir = system.koji_topdir / "scratch" / system.owner / f"task_{task['task_id']}"
     assert sorted(p.name for p in task_dir.iterdir()) == names
     for f in files:
         path = system.koji_topdir / f["path"]
@@ -250,7 +249,7 @@ async def assert_built_once(
 
 
 async def test_dispatcher_crash_loses_no_request_and_no_result(system, example_srpm, tap):
-    request = BuildRequestV1(body=await request_body(system, example_srpm, scratch=True))
+    request = request_message(system, await request_body(system, example_srpm, scratch=True))
     try:
         await kill(system, "dispatcher")
         # Published while the dispatcher is dead: the request waits in its durable queue.
@@ -345,12 +344,11 @@ async def test_collector_down_while_verifier_checks_uploads_only_delays_the_buil
 
 async def dead_lettered(system: LocalSystem, queue: str) -> set[str]:
     """Message ids in `queue`'s dead-letter queue (left there: they are not acked)."""
-    connection = await aio_pika.connect(system.rabbitmq.url)
+    # Read as the service that owns the queue: nobody else may read it.
+    connection = await aio_pika.connect(system.url_of(f"skyline-{queue.split('.')[1]}"))
     try:
         channel = await connection.channel()
-        dead = await channel.declare_queue(
-            f"{queue}.dead", durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        dead = await channel.get_queue(f"{queue}.dead", ensure=False)
         ids = set()
         while (m := await dead.get(fail=False)) is not None:
             ids.add(m.message_id)
@@ -377,7 +375,7 @@ async def test_broker_restart_while_idle_then_builds_complete(system, example_sr
         # Nothing is restarted by hand: every service and builder must reconnect and consume
         # again by itself. Two builds at once, so that both builders are likely to get one.
         async with new_tap() as tap:
-            requests = [BuildRequestV1(body=body), BuildRequestV1(body=body)]
+            requests = [request_message(system, body), request_message(system, body)]
             for request in requests:
                 await publish(system, request)
             build_ids = [await build_id_of(system, r, timeout=90) for r in requests]

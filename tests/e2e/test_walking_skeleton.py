@@ -14,7 +14,7 @@ import aio_pika
 import aiohttp
 import koji
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from conftest import enrol_host
 from fedora_messaging import message as fm
 from skyline_messages import (
     BuildCompleteV1,
@@ -42,7 +42,13 @@ async def request_body(system: LocalSystem, srpm: Path, **extra: object) -> dict
     config = load_config(system.config_file)
     async with aiohttp.ClientSession() as http:
         url, digest = await upload_srpm(http, config, srpm)
-    return {"srpm_url": url, "srpm_sha256": digest, "arches": ["noarch"], "owner": "alice", **extra}
+    body = {"srpm_url": url, "srpm_sha256": digest, "arches": ["noarch"], "owner": system.owner}
+    return body | extra
+
+
+def request_message(system: LocalSystem, body: dict) -> BuildRequestV1:
+    """A request as the local packager sends it: on its own routing key."""
+    return BuildRequestV1(body=body, topic=BuildRequestV1.topic_for(system.owner))
 
 
 def stock_publish(system: LocalSystem, tmp_path: Path, *messages: fm.Message) -> None:
@@ -107,7 +113,7 @@ async def test_stock_request_ends_as_rpm_in_koji_storage(system, example_srpm, t
     try:
         # The stock consumer's queue exists once a probe message reaches it.
         await asyncio.sleep(3)
-        request = BuildRequestV1(body=await request_body(system, example_srpm))
+        request = request_message(system, await request_body(system, example_srpm))
         stock_publish(system, tmp_path, request)
 
         build_id = await build_id_of(system, request)
@@ -142,7 +148,7 @@ async def test_stock_request_ends_as_rpm_in_koji_storage(system, example_srpm, t
 
 async def test_two_builders_attest_the_same_result_digest(system, example_srpm, tap):
     body = await request_body(system, example_srpm, scratch=True)
-    requests = [BuildRequestV1(body=body), BuildRequestV1(body=body)]
+    requests = [request_message(system, body), request_message(system, body)]
     for request in requests:
         await publish(system, request)
     finished = [
@@ -158,8 +164,9 @@ async def test_two_builders_attest_the_same_result_digest(system, example_srpm, 
     assert rpm_digests[0] == rpm_digests[1]  # byte-identical RPMs from two hosts
 
 
-async def publish(system: LocalSystem, msg: fm.Message) -> None:
-    bus = Bus(system.rabbitmq.url)
+async def publish(system: LocalSystem, msg: fm.Message, amqp_url: str | None = None) -> None:
+    """Publish as the local packager (or as whoever `amqp_url` names)."""
+    bus = Bus(amqp_url or system.url_of(system.owner))
     await bus.connect()
     try:
         await bus.publish(msg)
@@ -168,7 +175,7 @@ async def publish(system: LocalSystem, msg: fm.Message) -> None:
 
 
 async def raw_publish(system: LocalSystem, body: bytes, schema: str = "skyline.build.request.v1"):
-    connection = await aio_pika.connect(system.rabbitmq.url)
+    connection = await aio_pika.connect(system.url_of(system.owner))
     try:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange("amq.topic", ensure=False)
@@ -180,7 +187,7 @@ async def raw_publish(system: LocalSystem, body: bytes, schema: str = "skyline.b
                 message_id=str(uuid.uuid4()),
                 headers={"fedora_messaging_schema": schema, "fedora_messaging_severity": 20},
             ),
-            routing_key="skyline.build.request",
+            routing_key=BuildRequestV1.topic_for(system.owner),
         )
     finally:
         await connection.close()
@@ -197,18 +204,17 @@ async def test_malformed_requests_are_dead_lettered_and_dispatcher_goes_on(
     ]
     for body in bad:
         await raw_publish(system, body)
-    request = BuildRequestV1(body=good)
+    request = request_message(system, good)
     await publish(system, request)
     build_id = await build_id_of(system, request)
     complete = await tap.wait(BuildCompleteV1, timeout=120, build_id=build_id)
-    assert complete.body["owner"] == "alice"
+    assert complete.body["owner"] == system.owner
 
-    connection = await aio_pika.connect(system.rabbitmq.url)
+    # Read as the dispatcher: only the service that owns a dead-letter queue may read it.
+    connection = await aio_pika.connect(system.url_of("skyline-dispatcher"))
     try:
         channel = await connection.channel()
-        dead = await channel.declare_queue(
-            "skyline.dispatcher.dead", durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        dead = await channel.get_queue("skyline.dispatcher.dead", ensure=False)
         bodies = []
         while (m := await dead.get(no_ack=True, fail=False)) is not None:
             bodies.append(m.body)
@@ -216,12 +222,14 @@ async def test_malformed_requests_are_dead_lettered_and_dispatcher_goes_on(
         await connection.close()
     assert sorted(bodies) == sorted(bad)
     log = (system.logs / "dispatcher.log").read_text()
-    assert "invalid message skyline.build.request" in log
+    assert f"dead-lettered {BuildRequestV1.topic_for(system.owner)}" in log
     assert "'sparc64' is not one of" in log
 
 
 async def test_forged_attestation_is_refused_and_nothing_is_stored(system, example_srpm, tap):
-    request = BuildRequestV1(body=await request_body(system, example_srpm, scratch=True))
+    """An enrolled volunteer attests to another host's lease: refused, nothing stored."""
+    rogue = await enrol_host(system, f"mallory-{uuid.uuid4().hex[:6]}")
+    request = request_message(system, await request_body(system, example_srpm, scratch=True))
     await publish(system, request)
     leased = await tap.wait(TaskLeasedV1, timeout=60, build_id=await build_id_of(system, request))
     forged_rpm = {"name": "skyline-hello-1.0-1.noarch.rpm", "size": 4, "sha256": "f" * 64}
@@ -235,11 +243,14 @@ async def test_forged_attestation_is_refused_and_nothing_is_stored(system, examp
         "env_digest": "0" * 64,
         "duration": 1.0,
     }
-    mallory = Ed25519PrivateKey.generate()  # a key the registry never enrolled
-    await publish(system, TaskFinishedV1(body=sign_body(body, mallory)))
+    body["host"] = rogue.host  # its broker user may only publish as itself
+    forged = TaskFinishedV1(
+        body=sign_body(body, rogue.key), topic=TaskFinishedV1.topic_for(rogue.host)
+    )
+    await publish(system, forged, rogue.amqp_url)
 
     refusal = await tap.wait(TaskMismatchV1, timeout=60, lease_id=leased.body["lease_id"])
-    assert refusal.body["reason"] == "bad_signature"
+    assert refusal.body["reason"] == "unknown_lease" and refusal.body["host"] == rogue.host
     # The honest host's build of the same lease still goes through; the forgery stored nothing.
     stored = await tap.wait(BuildStoredV1, timeout=120, task_id=leased.body["task_id"])
     assert all(f["sha256"] != "f" * 64 for f in stored.body["files"])
@@ -262,7 +273,7 @@ def broken_srpm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def test_failing_build_ends_as_build_failed_with_its_log_attested(system, broken_srpm, tap):
-    request = BuildRequestV1(body=await request_body(system, broken_srpm, scratch=True))
+    request = request_message(system, await request_body(system, broken_srpm, scratch=True))
     await publish(system, request)
     build_id = await build_id_of(system, request)
     failed = await tap.wait(BuildFailedV1, timeout=120, build_id=build_id)
