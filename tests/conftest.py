@@ -29,6 +29,8 @@ from services.common.broker_admin import BrokerAdmin, new_password, vhost_of
 from services.common.config import Config, load_config, with_credentials
 from services.common.localstack import PostgreSQL, RabbitMQ
 
+pytest_plugins = ["tests.system"]  # the whole system, for tests/e2e and tests/security
+
 
 @dataclasses.dataclass
 class Servers:

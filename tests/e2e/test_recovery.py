@@ -34,11 +34,11 @@ from skyline_messages import (
     TaskLeasedV1,
     TaskVerifiedV1,
 )
-from test_walking_skeleton import build_id_of, publish, request_body, request_message
 
 from services.cli.localsystem import SERVICES, LocalSystem
 from services.common.config import load_config
 from services.common.rpmfiles import make_srpm, sha256_file
+from tests.e2e.test_walking_skeleton import build_id_of, publish, request_body, request_message
 
 pytestmark = pytest.mark.e2e
 

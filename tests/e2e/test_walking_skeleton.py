@@ -14,7 +14,6 @@ import aio_pika
 import aiohttp
 import koji
 import pytest
-from conftest import enrol_host
 from fedora_messaging import message as fm
 from skyline_messages import (
     BuildCompleteV1,
@@ -32,6 +31,7 @@ from services.common.bus import Bus
 from services.common.config import load_config
 from services.common.rpmfiles import make_srpm, read_rpm_info, sha256_file
 from services.common.signing import sign_body
+from tests.system import enrol_host
 
 pytestmark = pytest.mark.e2e
 EXAMPLE_SPEC = Path(__file__).resolve().parents[2] / "examples/skyline-hello/skyline-hello.spec"

@@ -1,4 +1,5 @@
-"""The whole system, started as `skyline local up` starts it, with two local builders."""
+"""The whole system, started as `skyline local up` starts it, with two local builders: one per
+test session, shared by tests/e2e and tests/security (loaded by tests/conftest.py)."""
 
 from __future__ import annotations
 
