@@ -30,6 +30,8 @@ class RegistryConfig:
     listen: str = "127.0.0.1:8410"
     heartbeat_timeout: float = 120.0  # a host silent this long is offline
     enrol_token: str = ""  # when set, enrolment requires `Authorization: Bearer <token>`
+    # Guards the owner admin API (POST/DELETE /api/v1/owners) as a Bearer token; empty = disabled.
+    admin_token: str = ""
     # Public keys (base64) of the infrastructure's own builders: they enrol as "core".
     core_keys: list[str] = dataclasses.field(default_factory=list)
 

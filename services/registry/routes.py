@@ -13,7 +13,7 @@ from aiohttp import web
 from services.common.http import error
 from services.common.service import RUNTIME
 
-from . import store
+from . import owners_api, store
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -87,4 +87,4 @@ async def list_hosts(request: web.Request) -> web.Response:
     return web.json_response({"hosts": [store.public_view(r) for r in rows]})
 
 
-ROUTES = list(routes)
+ROUTES = [*routes, *owners_api.ROUTES]
