@@ -57,6 +57,13 @@ class CollectorConfig:
     staging_dir: str = "staging"
     max_upload_mb: int = 4096
     registry_url: str = "http://127.0.0.1:8410"  # where uploads' signing keys are looked up
+    # What one lease may stage in all (a big multi-package build such as texlive needs more).
+    max_files_per_lease: int = 500
+    max_lease_mb: int = 16384
+    host_uploads_per_minute: int = 600  # result uploads per host, in bursts of as many
+    # Per owner: source RPMs stored in any hour, and their bytes in any day.
+    source_uploads_per_hour: int = 60
+    source_mb_per_day: int = 10240
 
 
 @dataclasses.dataclass(frozen=True)
