@@ -185,7 +185,7 @@ async def add_source(
 async def lease_usage(conn: asyncpg.Connection, lease_id: uuid.UUID, besides: str) -> Usage:
     """The files a lease has staged other than `besides` (which an upload would replace)."""
     row = await conn.fetchrow(
-        "SELECT count(*) AS files, coalesce(sum(size), 0) AS bytes FROM staged_files"
+        "SELECT count(*) AS files, coalesce(sum(size), 0)::bigint AS bytes FROM staged_files"
         " WHERE lease_id = $1 AND name <> $2",
         lease_id,
         besides,
@@ -197,7 +197,7 @@ async def owner_source_usage(conn: asyncpg.Connection, owner: str) -> Usage:
     """The sources `owner` stored in the last hour (files) and their bytes in the last day."""
     row = await conn.fetchrow(
         "SELECT count(*) FILTER (WHERE created_at > now() - interval '1 hour') AS files,"
-        " coalesce(sum(size), 0) AS bytes FROM sources"
+        " coalesce(sum(size), 0)::bigint AS bytes FROM sources"
         " WHERE owner = $1 AND created_at > now() - interval '1 day'",
         owner,
     )

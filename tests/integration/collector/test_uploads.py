@@ -26,8 +26,9 @@ from skyline_messages import BuildStoredV1, TaskLeasedV1, TaskVerifiedV1
 
 from services.builder import client as builder_client
 from services.builder.rpmbuild import build
-from services.collector import cleanup, spool, storage
+from services.collector import cleanup, routes, spool, storage
 from services.collector.__main__ import SERVICE
+from services.collector.limits import RateLimiter
 from services.common import db, outbox
 from services.common.config import Config
 from services.common.errors import Reject
@@ -567,6 +568,15 @@ async def test_builder_client_waits_out_a_503(collector: Collector, tmp_path: Pa
     collector.registry.status = 200
     lease_id = await asyncio.wait_for(upload, 10)
     assert len(collector.registry.lookups) >= 3
+    assert _staged(collector, lease_id) == ["build.log"]
+
+
+async def test_builder_client_waits_out_a_429(collector: Collector, tmp_path: Path) -> None:
+    limiter = RateLimiter(1200)  # 20 a second
+    while limiter.take(HOST) == 0:  # the host has spent its burst
+        pass
+    collector.runtime.state[routes._RATE_KEY] = limiter
+    lease_id = await asyncio.wait_for(_builder_upload(collector, tmp_path, HOST_KEY), 10)
     assert _staged(collector, lease_id) == ["build.log"]
 
 
