@@ -275,8 +275,9 @@ async def upload(
     """PUT `path` to the collector under the lease, streamed, signed with the host's key.
 
     404 is retried with the rest: the collector learns about leases from the bus and may not
-    have seen this one yet; so is 503 (e.g. the collector cannot reach the registry for our
-    key). Any other 4xx, 401 and 403 included, is final and raised with the server's reason.
+    have seen this one yet; so are 429 (this host's upload rate) and 503 (e.g. the collector
+    cannot reach the registry for our key). Any other 4xx, 401, 403 and 413 (a lease's limits)
+    included, is final and raised with the server's reason.
     """
     url = (
         f"{collector_url.rstrip('/')}/api/v1/uploads/"
@@ -298,7 +299,7 @@ async def upload(
                     if resp.status < 300:
                         return
                     detail = await error_text(resp)
-                    if resp.status < 500 and resp.status != 404:
+                    if resp.status < 500 and resp.status not in (404, 429):
                         raise UploadError(
                             f"collector refused {path.name}: HTTP {resp.status}: {detail}"
                         )

@@ -78,8 +78,8 @@ class LocalSystem:
         return self.url_of(principals.MONITOR_USER)
 
     def provision(self) -> None:
-        """One broker user per service, the monitor and the local packager, each with only
-        its permissions (services/common/principals.py). Hosts get theirs from the registry."""
+        """One broker user per service and the monitor, each with only its permissions
+        (services/common/principals.py). Hosts and owners get theirs from the registry."""
         admin = BrokerAdmin(
             self.rabbitmq.management_url, self.rabbitmq.user, self.rabbitmq.password
         )
@@ -90,7 +90,6 @@ class LocalSystem:
                 for s in SERVICES
             },
             principals.MONITOR_USER: principals.monitor_permissions(exchange),
-            self.owner: principals.owner_permissions(self.owner, exchange),
         }
 
         async def put_all() -> None:
@@ -149,6 +148,7 @@ core_keys = {json.dumps(core_keys)}
 broker_api_url = "{self.rabbitmq.management_url}"
 broker_api_user = "{self.rabbitmq.user}"
 broker_api_password_file = "secrets/broker-admin"
+admin_token = "{self.secret("registry-admin-token")}"
 
 [dispatcher]
 listen = "127.0.0.1:{ports["dispatcher"]}"
@@ -172,6 +172,9 @@ collector_url = "{collector}"
 heartbeat_seconds = 3
 """
         )
+
+    def write_fm_configs(self) -> None:
+        """Configs for stock fedora-messaging tools (once the local packager exists)."""
         self._write_fm_config(
             self.fm_config_file, self.owner, ["skyline.build.#"], "the local packager"
         )
@@ -289,11 +292,34 @@ prefetch_count = 25
             self._wait(name, lambda n=name: _http_ok(f"{self.url(n)}/healthz"), timeout)
         self._wait("verifier", lambda: b"verifier ready" in self._log("verifier"), timeout)
         progress(f"services up: {', '.join(SERVICES)}")
+        self.ensure_owner()
+        self.write_fm_configs()
         for i in range(1, builders + 1):
             self.start_builder(f"local-builder-{i}")
         for host in self.builder_names()[:builders]:
             self._wait(host, lambda h=host: self.host_online(h), timeout)
         progress(f"{builders} builder(s) online")
+
+    def ensure_owner(self) -> None:
+        """The local packager, made through the registry's admin API like any owner: its
+        token (kept in secrets/<owner>) is also its broker password."""
+        path = self.secrets / self.owner
+        if path.exists():
+            return
+        request = urllib.request.Request(
+            f"{self.url('registry')}/api/v1/owners",
+            data=json.dumps({"name": self.owner}).encode(),
+            headers={
+                "Authorization": f"Bearer {self.secret('registry-admin-token')}",
+                "Content-Type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            token = json.load(reply)["token"]
+        self.secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
 
     def down(self, progress: Progress = print) -> None:
         for name in [*self.builder_names(), *reversed(SERVICES)]:

@@ -37,12 +37,21 @@ async def _raise_for(response: aiohttp.ClientResponse, what: str) -> None:
         raise SubmitError(f"{what} failed ({response.status}): {detail}")
 
 
-async def upload_srpm(http: aiohttp.ClientSession, config: Config, srpm: Path) -> tuple[str, str]:
-    """Put a local SRPM on the collector, which serves it to builders; returns (url, sha256)."""
+async def upload_srpm(
+    http: aiohttp.ClientSession, config: Config, srpm: Path, *, token: str
+) -> tuple[str, str]:
+    """Put a local SRPM on the collector, which serves it to builders; returns (url, sha256).
+
+    `token` is the owner's token (from the registry's admin): the collector takes sources
+    only from owners.
+    """
+    if not token:
+        raise SubmitError("uploading a source RPM needs an owner token (ask the admin for one)")
     digest = await asyncio.to_thread(sha256_file, srpm)
     url = f"{config.collector.public_url}/api/v1/sources/{digest}/{srpm.name}"
+    headers = {"Authorization": f"Bearer {token}"}
     with srpm.open("rb") as body:
-        async with http.put(url, data=body) as response:
+        async with http.put(url, data=body, headers=headers) as response:
             await _raise_for(response, f"uploading {srpm.name}")
             return (await response.json())["url"], digest
 
@@ -65,7 +74,7 @@ def _local_file(source: str) -> Path:
 
 
 async def resolve_source(
-    http: aiohttp.ClientSession, config: Config, source: str, say: Any
+    http: aiohttp.ClientSession, config: Config, source: str, say: Any, *, token: str = ""
 ) -> tuple[str, str]:
     if source.startswith(("http://", "https://")):
         return source, await digest_of_url(http, source)
@@ -76,7 +85,7 @@ async def resolve_source(
         say(f"built {path.name} from the spec")
     if not path.name.endswith(".src.rpm"):
         raise SubmitError(f"{source}: expected a .src.rpm, a .spec or an http(s) URL")
-    url, digest = await upload_srpm(http, config, path)
+    url, digest = await upload_srpm(http, config, path, token=token)
     say(f"uploaded {path.name} (sha256 {digest[:12]}…)")
     return url, digest
 
@@ -92,16 +101,20 @@ async def submit(
     wait: bool = True,
     timeout: float = 3600,
     say: Any = print,
+    token: str = "",
 ) -> dict[str, Any] | None:
     """Publish a build request; with `wait`, follow it and return the final build.
 
     It goes out as the configured broker user (amqp_user), on that principal's own routing
     key; `owner` defaults to that principal (another owner needs the dispatcher's
-    `may_act_for`).
+    `may_act_for`). `token` is the owner's token, sent with a local SRPM's upload; it defaults
+    to the broker user's password (amqp_password_file): an owner has one secret for both.
     """
     bus = Bus(config.broker_url(), exchange=config.exchange, name="skyline-cli")
+    if not token and config.amqp_user:
+        token = config.secret(config.amqp_password_file, "amqp_password_file")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as http:
-        srpm_url, digest = await resolve_source(http, config, source, say)
+        srpm_url, digest = await resolve_source(http, config, source, say, token=token)
         body: dict[str, Any] = {
             "srpm_url": srpm_url,
             "srpm_sha256": digest,

@@ -3,12 +3,19 @@
 PUT  /api/v1/uploads/{lease_id}/{name}   a result file, header X-Skyline-Sha256: <hex digest>,
                                          signed by the lease's host (auth.py)
 GET  /api/v1/uploads/{lease_id}          {"files": [{name, size, sha256}]}: what is staged
-PUT  /api/v1/sources/{sha256}/{name}     an N-V-R.src.rpm, stored by digest
+PUT  /api/v1/sources/{sha256}/{name}     an N-V-R.src.rpm, stored by digest, from an owner
+                                         (Authorization: Bearer <owner token>, owners.py)
 GET  /sources/{sha256}/{name}            download it
 
 An upload must be signed by the lease's host with its enrolled key (auth.py): 401 without
 the signing headers, 403 when they do not prove that host now, 503 when the registry cannot
 be asked for the key (the builder retries).
+
+Limits (config [collector], pure policy in limits.py): a lease holds at most
+max_files_per_lease files and max_lease_mb in all (413); a host sends at most
+host_uploads_per_minute uploads (429 with Retry-After); an owner stores at most
+source_uploads_per_hour sources and source_mb_per_day (429). A file name longer than the
+file system takes is a 400.
 
 While a lease is open, uploading a name again with other bytes replaces the staged file: a
 builder that resumes a lease rebuilds, and its build.log never comes out the same. That is
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import uuid
@@ -31,11 +39,12 @@ import uuid
 from aiohttp import web
 from skyline_messages.base import FILE_NAME
 
+from services.common.config import CollectorConfig
 from services.common.http import error
 from services.common.rpmfiles import RpmCheckError, check_rpm_digests, read_rpm_info
-from services.common.service import RUNTIME
+from services.common.service import RUNTIME, Runtime
 
-from . import auth, storage, store
+from . import auth, limits, owners, storage, store
 from .spool import spool
 
 log = logging.getLogger(__name__)
@@ -44,6 +53,8 @@ routes = web.RouteTableDef()
 SHA256_HEADER = "X-Skyline-Sha256"
 _FILE_NAME = re.compile(FILE_NAME["pattern"])
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+MB = 1024 * 1024
+_RATE_KEY = "host-upload-rate"
 
 
 def _name(request: web.Request) -> str:
@@ -67,7 +78,65 @@ def _sha256(value: str | None, what: str) -> str:
 
 
 def _limit(request: web.Request) -> int:
-    return request.app[RUNTIME].config.collector.max_upload_mb * 1024 * 1024
+    return request.app[RUNTIME].config.collector.max_upload_mb * MB
+
+
+def _check_rate(runtime: Runtime, host: str) -> None:
+    """429 when `host` sends uploads faster than host_uploads_per_minute."""
+    per_minute = runtime.config.collector.host_uploads_per_minute
+    limiter = runtime.state.get(_RATE_KEY)
+    if limiter is None:
+        limiter = runtime.state[_RATE_KEY] = limits.RateLimiter(per_minute)
+    wait = limiter.take(host)
+    if wait:
+        seconds = math.ceil(wait)
+        exc = error(
+            429,
+            f"host {host} sends more than {per_minute} uploads a minute"
+            f" (host_uploads_per_minute); retry in {seconds} s",
+        )
+        exc.headers["Retry-After"] = str(seconds)
+        raise exc
+
+
+def _lease_room(
+    config: CollectorConfig, lease_id: uuid.UUID, name: str, others: limits.Usage, size: int | None
+) -> int:
+    """The bytes `name` may have in the lease; 413 when it does not fit."""
+    try:
+        return limits.lease_room(
+            others,
+            max_files=config.max_files_per_lease,
+            max_bytes=config.max_lease_mb * MB,
+            size=size,
+        )
+    except limits.Refusal as exc:
+        log.warning("lease %s: refused the upload of %s: %s", lease_id, name, exc)
+        raise error(413, f"{name}: {exc}") from None
+
+
+def _source_room(
+    config: CollectorConfig, owner: str, recent: limits.Usage, size: int | None
+) -> int:
+    """The bytes `owner`'s next source may have; 429 when the owner's quota is spent."""
+    try:
+        return limits.source_room(
+            owner,
+            recent,
+            per_hour=config.source_uploads_per_hour,
+            bytes_per_day=config.source_mb_per_day * MB,
+            size=size,
+        )
+    except limits.Refusal as exc:
+        log.warning("refused a source upload: %s", exc)
+        raise error(429, str(exc)) from None
+
+
+def _capped(
+    limit: int, room: int, refusal: web.HTTPException
+) -> tuple[int, web.HTTPException | None]:
+    """The spool's byte limit, and what to answer past it when `room` (not `limit`) is the cap."""
+    return (room, refusal) if room < limit else (limit, None)
 
 
 def _file(name: str, size: int, sha256: str, status: int = 200) -> web.Response:
@@ -84,6 +153,7 @@ async def put_upload(request: web.Request) -> web.Response:
     async with runtime.pool.acquire() as conn:
         lease = await store.get_lease(conn, lease_id)
         staged = await store.staged_file(conn, lease_id, name)
+        others = await store.lease_usage(conn, lease_id, name)
     if lease is None:
         raise error(404, "unknown lease")
     # Checked without holding a connection: it may wait on the registry. The lease id and
@@ -96,19 +166,31 @@ async def put_upload(request: web.Request) -> web.Response:
         name=name,
         sha256=request.headers[SHA256_HEADER],
     )
+    _check_rate(runtime, creds.host)  # only once the host is proven: nobody spends its share
     if lease["state"] != "open" or lease["cleaned_at"] is not None:
         raise error(409, f"lease {lease_id} is {lease['state']} and takes no more uploads")
     if staged is not None and staged["sha256"] == expected:  # a retry: no need to read the body
         return _file(staged["name"], staged["size"], staged["sha256"])
+    config = runtime.config.collector
+    room = _lease_room(config, lease_id, name, others, request.content_length)
+    limit, too_large = _capped(
+        _limit(request),
+        room,
+        error(413, f"{name}: more than the {room} bytes left of the lease's total (max_lease_mb)"),
+    )
     folder = storage.staging_dir(runtime.config, lease_id)
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-    async with spool(request, folder, name, _limit(request)) as part:
+    async with spool(request, folder, name, limit, too_large=too_large) as part:
         if part.sha256 != expected:
             raise error(422, f"{name}: body has sha256 {part.sha256}, header says {expected}")
         async with runtime.transaction() as ctx:
+            # Parallel uploads to one lease all passed the check above: decide again, in turn.
+            await store.lock(ctx.conn, f"lease-uploads:{lease_id}")
             # FOR SHARE: a lease being stored is waited for, then found closed.
             if not await store.lease_takes_uploads(ctx.conn, lease_id):
                 raise error(409, f"lease {lease_id} was closed during the upload")
+            others = await store.lease_usage(ctx.conn, lease_id, name)
+            _lease_room(config, lease_id, name, others, part.size)
             previous = await store.stage_file(ctx.conn, lease_id, name, part.size, part.sha256)
             os.replace(part.path, folder / name)  # under the row lock taken by stage_file
             await asyncio.to_thread(storage.fsync_dir, folder)
@@ -145,6 +227,7 @@ async def put_source(request: web.Request) -> web.Response:
     sha256, name = _sha256(request.match_info["sha256"], "the path's digest"), _name(request)
     if not name.endswith(".src.rpm"):
         raise error(400, "a source upload must be an N-V-R.src.rpm")
+    owner = await owners.owner_of(request, runtime)
     folder = storage.sources_dir(runtime.config) / sha256
     url = f"{runtime.config.collector.public_url.rstrip('/')}/sources/{sha256}/{name}"
     reply = {"url": url, "sha256": sha256}
@@ -154,8 +237,17 @@ async def put_source(request: web.Request) -> web.Response:
         if known["name"] != name:
             raise error(409, f"this SRPM is stored as {known['name']}")
         return web.json_response(reply)
+    config = runtime.config.collector
+    async with runtime.pool.acquire() as conn:
+        recent = await store.owner_source_usage(conn, owner)
+    room = _source_room(config, owner, recent, request.content_length)
+    limit, too_large = _capped(
+        _limit(request),
+        room,
+        error(429, f"owner {owner} may upload {room} more bytes today (source_mb_per_day)"),
+    )
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-    async with spool(request, folder, name, _limit(request)) as part:
+    async with spool(request, folder, name, limit, too_large=too_large) as part:
         if part.sha256 != sha256:
             raise error(422, f"{name}: body has sha256 {part.sha256}, not {sha256}")
         try:
@@ -167,10 +259,13 @@ async def put_source(request: web.Request) -> web.Response:
         if info.arch != "src" or f"{info.nvr}.src.rpm" != name:
             raise error(422, f"{name} is not a source RPM named after its header ({info.nvr})")
         async with runtime.transaction() as ctx:
-            await store.add_source(ctx.conn, sha256, name, part.size)
+            # Parallel uploads of one owner all passed the check above: decide again, in turn.
+            await store.lock(ctx.conn, f"source-quota:{owner}")
+            _source_room(config, owner, await store.owner_source_usage(ctx.conn, owner), part.size)
+            await store.add_source(ctx.conn, sha256, name, part.size, owner)
             os.replace(part.path, folder / name)
             await asyncio.to_thread(storage.fsync_dir, folder)
-    log.info("stored source %s (%s)", name, sha256)
+    log.info("stored source %s (%s) from owner %s", name, sha256, owner)
     return web.json_response(reply, status=201)
 
 

@@ -28,16 +28,31 @@ class Spooled:
 
 @contextlib.asynccontextmanager
 async def spool(
-    request: web.Request, folder: Path, name: str, limit: int
+    request: web.Request,
+    folder: Path,
+    name: str,
+    limit: int,
+    *,
+    too_large: web.HTTPException | None = None,
 ) -> AsyncIterator[Spooled]:
-    """Write the body to a hidden part file in `folder`; it is removed on exit unless moved.
+    """Write the body to a hidden part file in `folder`, for the caller to move to `name`; the
+    part file is removed on exit unless moved.
 
-    Raises 413 as soon as the body passes `limit` bytes. The part name starts with "." and
-    has a random tail, so it never clashes with a real file name or a parallel upload.
+    Raises 400 when `name` is too long for the folder's file system, and 413 (or `too_large`)
+    as soon as the body passes `limit` bytes. The part name starts with "." and is short and
+    random, so it fits any file system and never clashes with a real file or a parallel upload.
     """
+    longest = await asyncio.to_thread(name_max, folder)
+    if len(name.encode()) > longest:
+        raise error(
+            400,
+            f"the file name is {len(name.encode())} bytes long; the collector's file system"
+            f" takes at most {longest}",
+        )
+    too_large = too_large or error(413, f"{name} is larger than the {limit} byte limit")
     if request.content_length is not None and request.content_length > limit:
-        raise error(413, f"{name} is larger than the {limit} byte limit")
-    part = folder / f".{name}.{secrets.token_hex(6)}.part"
+        raise too_large
+    part = folder / f".{secrets.token_hex(8)}.part"
     digest, size, buffer = hashlib.sha256(), 0, bytearray()
     out: BinaryIO = await asyncio.to_thread(open, part, "xb")
     try:
@@ -45,7 +60,7 @@ async def spool(
             async for chunk in request.content.iter_chunked(CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise error(413, f"{name} is larger than the {limit} byte limit")
+                    raise too_large
                 buffer += chunk
                 if len(buffer) >= CHUNK:
                     # Disk writes can stall under write-back pressure: keep them off the loop.
@@ -57,6 +72,14 @@ async def spool(
         yield Spooled(part, size, digest.hexdigest())
     finally:
         part.unlink(missing_ok=True)
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name (in bytes) the file system holding `folder` takes."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255  # POSIX systems' usual NAME_MAX
 
 
 def _write(out: BinaryIO, digest: Any, data: bytes, *, sync: bool = False) -> None:

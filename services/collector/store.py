@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from .limits import Usage
 from .storage import Result
 
 
@@ -168,10 +169,41 @@ async def get_source(conn: asyncpg.Connection, sha256: str) -> asyncpg.Record | 
     return await conn.fetchrow("SELECT * FROM sources WHERE sha256 = $1", sha256)
 
 
-async def add_source(conn: asyncpg.Connection, sha256: str, name: str, size: int) -> None:
+async def add_source(
+    conn: asyncpg.Connection, sha256: str, name: str, size: int, owner: str
+) -> None:
     await conn.execute(
-        "INSERT INTO sources (sha256, name, size) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        "INSERT INTO sources (sha256, name, size, owner) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT DO NOTHING",
         sha256,
         name,
         size,
+        owner,
     )
+
+
+async def lease_usage(conn: asyncpg.Connection, lease_id: uuid.UUID, besides: str) -> Usage:
+    """The files a lease has staged other than `besides` (which an upload would replace)."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS files, coalesce(sum(size), 0)::bigint AS bytes FROM staged_files"
+        " WHERE lease_id = $1 AND name <> $2",
+        lease_id,
+        besides,
+    )
+    return Usage(row["files"], row["bytes"])
+
+
+async def owner_source_usage(conn: asyncpg.Connection, owner: str) -> Usage:
+    """The sources `owner` stored in the last hour (files) and their bytes in the last day."""
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE created_at > now() - interval '1 hour') AS files,"
+        " coalesce(sum(size), 0)::bigint AS bytes FROM sources"
+        " WHERE owner = $1 AND created_at > now() - interval '1 day'",
+        owner,
+    )
+    return Usage(row["files"], row["bytes"])
+
+
+async def lock(conn: asyncpg.Connection, what: str) -> None:
+    """Serialise the transactions that check and use one limit (a lease's, an owner's)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", what)

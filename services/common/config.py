@@ -31,6 +31,8 @@ class RegistryConfig:
     listen: str = "127.0.0.1:8410"
     heartbeat_timeout: float = 120.0  # a host silent this long is offline
     enrol_token: str = ""  # when set, enrolment requires `Authorization: Bearer <token>`
+    # Guards the owner admin API (POST/DELETE /api/v1/owners) as a Bearer token; empty = disabled.
+    admin_token: str = ""
     # Public keys (base64) of the infrastructure's own builders: they enrol as "core".
     core_keys: list[str] = dataclasses.field(default_factory=list)
     # RabbitMQ's management API, where the registry creates each enrolled host's broker user
@@ -66,6 +68,13 @@ class CollectorConfig:
     staging_dir: str = "staging"
     max_upload_mb: int = 4096
     registry_url: str = "http://127.0.0.1:8410"  # where uploads' signing keys are looked up
+    # What one lease may stage in all (a big multi-package build such as texlive needs more).
+    max_files_per_lease: int = 500
+    max_lease_mb: int = 16384
+    host_uploads_per_minute: int = 600  # result uploads per host, in bursts of as many
+    # Per owner: source RPMs stored in any hour, and their bytes in any day.
+    source_uploads_per_hour: int = 60
+    source_mb_per_day: int = 10240
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,6 +35,7 @@ _STATUS_CLASSES: dict[int, type[web.HTTPException]] = {
     409: web.HTTPConflict,
     413: _PayloadTooLarge,
     422: web.HTTPUnprocessableEntity,
+    429: web.HTTPTooManyRequests,
     500: web.HTTPInternalServerError,
     503: web.HTTPServiceUnavailable,
 }

@@ -46,3 +46,20 @@ async def revoke_credentials(admin: BrokerAdmin, host: str) -> None:
         await admin.delete_user(principals.host_user(host))
     except BrokerAdminError as exc:
         raise Retry(f"cannot delete broker user of {host}: {exc}") from exc
+
+
+async def create_owner_user(admin: BrokerAdmin, owner: str, token: str) -> None:
+    """The packager's broker user: its password is its owner token (one secret for both the
+    broker and the HTTP APIs); it may publish only `skyline.build.request.<owner>`."""
+    try:
+        user = principals.owner_user(owner)
+        await admin.put_user(user, token, principals.owner_permissions(owner, admin.exchange))
+    except BrokerAdminError as exc:
+        raise Retry(f"cannot create broker user {owner}: {exc}") from exc
+
+
+async def delete_owner_user(admin: BrokerAdmin, owner: str) -> None:
+    try:
+        await admin.delete_user(principals.owner_user(owner))
+    except BrokerAdminError as exc:
+        raise Retry(f"cannot delete broker user {owner}: {exc}") from exc

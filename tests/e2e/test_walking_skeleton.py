@@ -41,7 +41,7 @@ FM_CLI = str(Path(sys.executable).parent / "fedora-messaging")
 async def request_body(system: LocalSystem, srpm: Path, **extra: object) -> dict:
     config = load_config(system.config_file)
     async with aiohttp.ClientSession() as http:
-        url, digest = await upload_srpm(http, config, srpm)
+        url, digest = await upload_srpm(http, config, srpm, token=system.secret(system.owner))
     body = {"srpm_url": url, "srpm_sha256": digest, "arches": ["noarch"], "owner": system.owner}
     return body | extra
 

@@ -12,6 +12,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import koji
@@ -25,8 +26,9 @@ from skyline_messages import BuildStoredV1, TaskLeasedV1, TaskVerifiedV1
 
 from services.builder import client as builder_client
 from services.builder.rpmbuild import build
-from services.collector import cleanup, storage
+from services.collector import cleanup, routes, spool, storage
 from services.collector.__main__ import SERVICE
+from services.collector.limits import RateLimiter
 from services.common import db, outbox
 from services.common.config import Config
 from services.common.errors import Reject
@@ -41,6 +43,9 @@ from services.common.rpmfiles import (
 )
 from services.common.service import RUNTIME, Runtime
 from services.common.signing import public_key_b64
+from services.common.testing import service_runtime
+from services.registry import owners as registry_owners
+from services.registry import owners_api
 
 pytestmark = pytest.mark.integration
 
@@ -64,18 +69,27 @@ class FakeBus:
 
 @dataclasses.dataclass
 class Registry:
-    """A stand-in for the registry's GET /api/v1/hosts/{host}: the collector's key source."""
+    """A stand-in for the registry's GET /api/v1/hosts/{host}: the collector's key source,
+    served next to the real registry's owner routes (whoami), which count their calls."""
 
     hosts: dict[str, dict[str, str]] = dataclasses.field(
         default_factory=lambda: {HOST: {"public_key": public_key_b64(HOST_KEY), "state": "online"}}
     )
     status: int = 200  # anything else: the registry is in trouble
     lookups: list[str] = dataclasses.field(default_factory=list)
+    whoami_calls: int = 0
 
-    def app(self) -> web.Application:
-        app = web.Application()
+    def app(self, runtime: Runtime) -> web.Application:
+        """`runtime` is a real registry's, for its owner routes."""
+        app = make_app(owners_api.ROUTES)
+        app[RUNTIME] = runtime
         app.router.add_get("/api/v1/hosts/{host}", self.get_host)
+        app.on_response_prepare.append(self._count)
         return app
+
+    async def _count(self, request: web.Request, response: web.StreamResponse) -> None:
+        if request.path == "/api/v1/owners/whoami":
+            self.whoami_calls += 1
 
     async def get_host(self, request: web.Request) -> web.Response:
         host = request.match_info["host"]
@@ -107,6 +121,26 @@ class Collector:
     runtime: Runtime
     client: TestClient
     registry: Registry
+    registry_runtime: Runtime  # the real registry's, for owners
+
+    def configure(self, **collector: Any) -> None:
+        config = self.runtime.config
+        self.runtime.config = dataclasses.replace(
+            config, collector=dataclasses.replace(config.collector, **collector)
+        )
+
+    async def new_owner(self, name: str = "alice") -> str:
+        """Make an owner in the real registry (as its admin API does); returns its token."""
+        async with self.registry_runtime.transaction() as ctx:
+            return await registry_owners.create(ctx.conn, name)
+
+    async def put_source(
+        self, srpm: Path, token: str | None, *, name: str | None = None, data: bytes | None = None
+    ) -> aiohttp.ClientResponse:
+        data = srpm.read_bytes() if data is None else data
+        url = f"/api/v1/sources/{hashlib.sha256(data).hexdigest()}/{name or srpm.name}"
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        return await self.client.put(url, data=data, headers=headers)
 
     @property
     def topdir(self) -> Path:
@@ -194,10 +228,16 @@ def built_elsewhere(
 
 
 @pytest.fixture
-async def collector(config: Config) -> AsyncIterator[Collector]:
+async def registry_runtime(config: Config) -> AsyncIterator[Runtime]:
+    async with service_runtime(config, "registry") as runtime:
+        yield runtime
+
+
+@pytest.fixture
+async def collector(config: Config, registry_runtime: Runtime) -> AsyncIterator[Collector]:
     schema = f"collector_{uuid.uuid4().hex[:8]}"  # unique, also on a shared test server
     registry = Registry()
-    registry_server = TestServer(registry.app())
+    registry_server = TestServer(registry.app(registry_runtime))
     await registry_server.start_server()
     config = dataclasses.replace(
         config,
@@ -218,7 +258,7 @@ async def collector(config: Config) -> AsyncIterator[Collector]:
             app = make_app(SERVICE.routes)
             app[RUNTIME] = runtime
             async with TestClient(TestServer(app)) as client:
-                yield Collector(runtime, client, registry)
+                yield Collector(runtime, client, registry, registry_runtime)
     finally:
         await pool.close()
         await registry_server.close()
@@ -531,6 +571,15 @@ async def test_builder_client_waits_out_a_503(collector: Collector, tmp_path: Pa
     assert _staged(collector, lease_id) == ["build.log"]
 
 
+async def test_builder_client_waits_out_a_429(collector: Collector, tmp_path: Path) -> None:
+    limiter = RateLimiter(1200)  # 20 a second
+    while limiter.take(HOST) == 0:  # the host has spent its burst
+        pass
+    collector.runtime.state[routes._RATE_KEY] = limiter
+    lease_id = await asyncio.wait_for(_builder_upload(collector, tmp_path, HOST_KEY), 10)
+    assert _staged(collector, lease_id) == ["build.log"]
+
+
 @pytest.mark.parametrize(
     ("raw", "status"),
     [
@@ -560,6 +609,132 @@ async def test_names_cannot_escape_the_staging_dir(
     assert resp.status == status, await resp.text()
     base = Path(collector.runtime.config.base_dir)
     assert [p for p in base.rglob("*") if p.is_file()] == []
+
+
+async def test_files_per_lease_are_limited(collector: Collector) -> None:
+    collector.configure(max_files_per_lease=3)
+    lease_id = await collector.lease()
+    for name in ("a.log", "b.log", "c.log"):
+        assert (await collector.upload(lease_id, name, name.encode())).status == 201
+    resp = await collector.upload(lease_id, "d.log", b"d")
+    assert resp.status == 413
+    assert (await resp.json())["error"] == (
+        "d.log: the lease holds 3 files already, the most a lease may hold"
+        " (max_files_per_lease = 3)"
+    )
+    assert _staged(collector, lease_id) == ["a.log", "b.log", "c.log"]
+    # Replacing a staged file adds none; another lease has its own count.
+    assert (await collector.upload(lease_id, "a.log", b"a again")).status == 200
+    assert (await collector.upload(await collector.lease(), "d.log", b"d")).status == 201
+
+
+async def test_parallel_uploads_cannot_overrun_the_file_limit(collector: Collector) -> None:
+    collector.configure(max_files_per_lease=2)
+    lease_id = await collector.lease()
+    names = [f"{i}.log" for i in range(6)]
+    answers = await asyncio.gather(*(collector.upload(lease_id, n, n.encode()) for n in names))
+    assert sorted(r.status for r in answers) == [201, 201, 413, 413, 413, 413]
+    assert len(_staged(collector, lease_id)) == 2  # and no part file left behind
+    staged = await collector.runtime.pool.fetchval("SELECT count(*) FROM staged_files")
+    assert staged == 2
+
+
+async def test_bytes_per_lease_are_limited(collector: Collector) -> None:
+    collector.configure(max_lease_mb=1)  # the fixture's max_upload_mb is 1 too
+    lease_id = await collector.lease()
+    kb = 1024
+    assert (await collector.upload(lease_id, "a.log", b"a" * 600 * kb)).status == 201
+    resp = await collector.upload(lease_id, "b.log", b"b" * 600 * kb)
+    assert resp.status == 413
+    left = 1024 * kb - 600 * kb
+    assert (await resp.json())["error"] == (
+        f"b.log: {600 * kb} bytes would take the lease past its {1024 * kb} byte total"
+        f" (max_lease_mb); {left} bytes are left"
+    )
+    # Streamed without a Content-Length: refused once the body passes what is left.
+    data = b"b" * 600 * kb
+
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 100 * kb):
+            yield data[i : i + 100 * kb]
+
+    digest = hashlib.sha256(data).hexdigest()
+    resp = await collector.client.put(
+        f"/api/v1/uploads/{lease_id}/b.log", data=body(), headers=signed(lease_id, "b.log", digest)
+    )
+    assert resp.status == 413
+    assert (await resp.json())["error"] == (
+        f"b.log: more than the {left} bytes left of the lease's total (max_lease_mb)"
+    )
+    assert _staged(collector, lease_id) == ["a.log"]
+    # What fits is taken, and a replaced file's old bytes do not count against its new ones.
+    assert (await collector.upload(lease_id, "b.log", b"b" * 400 * kb)).status == 201
+    assert (
+        await collector.upload(lease_id, "a.log", b"A" * 624 * kb)
+    ).status == 200  # exactly full
+    assert (await collector.upload(lease_id, "c.log", b"c")).status == 413
+
+
+async def test_host_upload_rate_is_limited(collector: Collector) -> None:
+    collector.configure(host_uploads_per_minute=3)
+    lease_id = await collector.lease()
+    # Forged requests are refused before the limit: they cannot spend the host's share.
+    for _ in range(5):
+        forged = signed(lease_id, "x.log", hashlib.sha256(b"x").hexdigest(), key=OTHER_KEY)
+        assert (await collector.upload(lease_id, "x.log", b"x", headers=forged)).status == 403
+    for name in ("a.log", "b.log", "c.log"):
+        assert (await collector.upload(lease_id, name, name.encode())).status == 201
+    resp = await collector.upload(lease_id, "d.log", b"d")
+    assert resp.status == 429
+    assert (await resp.json())["error"] == (
+        f"host {HOST} sends more than 3 uploads a minute (host_uploads_per_minute); retry in 20 s"
+    )
+    assert resp.headers["Retry-After"] == "20"
+    assert _staged(collector, lease_id) == ["a.log", "b.log", "c.log"]
+    # Another host has its own share.
+    collector.registry.hosts["builder2"] = {
+        "public_key": public_key_b64(OTHER_KEY),
+        "state": "online",
+    }
+    other = await collector.lease(host="builder2")
+    digest = hashlib.sha256(b"d").hexdigest()
+    headers = signed(other, "d.log", digest, key=OTHER_KEY, host="builder2")
+    assert (await collector.upload(other, "d.log", b"d", headers=headers)).status == 201
+
+
+@pytest.mark.parametrize("length", [240, 255])
+async def test_long_file_names_that_fit_are_staged(collector: Collector, length: int) -> None:
+    lease_id = await collector.lease()
+    name = "a" * (length - 4) + ".log"
+    resp = await collector.upload(lease_id, name, b"long")
+    assert resp.status == 201, await resp.text()
+    assert _staged(collector, lease_id) == [name]  # under its full name, no part file left
+
+
+async def test_file_names_too_long_for_the_file_system_are_a_400(
+    collector: Collector, built: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a file system with shorter names than the pattern allows (eCryptfs takes 143).
+    monkeypatch.setattr(spool, "name_max", lambda folder: 143)
+    lease_id = await collector.lease()
+    name = "a" * 140 + ".log"
+    resp = await collector.upload(lease_id, name, b"x")
+    assert resp.status == 400
+    assert (await resp.json())["error"] == (
+        "the file name is 144 bytes long; the collector's file system takes at most 143"
+    )
+    assert _staged(collector, lease_id) == []
+    assert await collector.runtime.pool.fetchval("SELECT count(*) FROM staged_files") == 0
+    # Longer than any file system takes: the name pattern refuses it first.
+    resp = await collector.upload(lease_id, "a" * 256, b"x")
+    assert resp.status == 400
+    assert (await resp.json())["error"].endswith("is not a valid file name")
+    # Sources too: an N-V-R.src.rpm name past the limit.
+    srpm = built[0]
+    token = await collector.new_owner("alice")
+    resp = await collector.put_source(srpm, token, name="x" * 140 + "-1-1.src.rpm")
+    assert resp.status == 400
+    assert "the collector's file system takes at most 143" in (await resp.json())["error"]
 
 
 async def upload_results(collector: Collector, lease_id: str, files: list[Path]) -> list[dict]:
@@ -730,10 +905,10 @@ async def test_source_upload_and_download(
     collector: Collector, built: tuple[Path, Path, Path]
 ) -> None:
     srpm, rpm_path, _ = built
+    token = await collector.new_owner("alice")
     data = srpm.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    url = f"/api/v1/sources/{digest}/{srpm.name}"
-    resp = await collector.client.put(url, data=data)
+    resp = await collector.put_source(srpm, token)
     assert resp.status == 201, await resp.text()
     assert await resp.json() == {
         "url": f"http://c/sources/{digest}/{srpm.name}",
@@ -742,7 +917,8 @@ async def test_source_upload_and_download(
     stored = storage.sources_dir(collector.runtime.config) / digest / srpm.name
     assert stored == collector.topdir / "work/skyline-sources" / digest / srpm.name
     assert stored.read_bytes() == data
-    assert (await collector.client.put(url, data=data)).status == 200  # idempotent
+    assert await source_owners(collector) == {digest: "alice"}
+    assert (await collector.put_source(srpm, token)).status == 200  # idempotent
 
     resp = await collector.client.get(f"/sources/{digest}/{srpm.name}")
     assert resp.status == 200
@@ -751,15 +927,143 @@ async def test_source_upload_and_download(
     assert (await collector.client.get(f"/sources/{'0' * 64}/{srpm.name}")).status == 404
 
     # Wrong digest, a binary RPM, a name that is not the header's, not an RPM at all.
-    bad = await collector.client.put(f"/api/v1/sources/{'0' * 64}/{srpm.name}", data=data)
+    headers = {"Authorization": f"Bearer {token}"}
+    bad = await collector.client.put(
+        f"/api/v1/sources/{'0' * 64}/{srpm.name}", data=data, headers=headers
+    )
     assert bad.status == 422
-    rpm_data = rpm_path.read_bytes()
-    rpm_digest = hashlib.sha256(rpm_data).hexdigest()
-    resp = await collector.client.put(f"/api/v1/sources/{rpm_digest}/{NVR}.src.rpm", data=rpm_data)
+    resp = await collector.put_source(rpm_path, token, name=f"{NVR}.src.rpm")
     assert resp.status == 422
-    resp = await collector.client.put(f"/api/v1/sources/{digest}/fake-1-1.src.rpm", data=data)
+    resp = await collector.put_source(srpm, token, name="fake-1-1.src.rpm")
     assert resp.status == 409  # these bytes are stored under their real name
-    junk = b"not an rpm"
-    junk_url = f"/api/v1/sources/{hashlib.sha256(junk).hexdigest()}/junk-1-1.src.rpm"
-    assert (await collector.client.put(junk_url, data=junk)).status == 422
-    assert (await collector.client.put(f"/api/v1/sources/{digest}/x.rpm", data=data)).status == 400
+    assert (
+        await collector.put_source(srpm, token, name="junk-1-1.src.rpm", data=b"no")
+    ).status == 422
+    assert (await collector.put_source(srpm, token, name="x.rpm")).status == 400
+    assert await source_owners(collector) == {digest: "alice"}
+
+
+async def source_owners(collector: Collector) -> dict[str, str]:
+    rows = await collector.runtime.pool.fetch("SELECT sha256, owner FROM sources")
+    return {r["sha256"]: r["owner"] for r in rows}
+
+
+def stored_sources(collector: Collector) -> list[str]:
+    folder = storage.sources_dir(collector.runtime.config)
+    return sorted(p.name for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+@pytest.fixture(scope="module")
+def srpms(built: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Four SRPMs of the example, each with other bytes (their recorded _topdir differs)."""
+    tmp = tmp_path_factory.mktemp("srpms")
+    made = [make_srpm(EXAMPLE_SPEC, tmp / str(i)) for i in range(4)]
+    assert len({sha256_file(p) for p in made}) == 4
+    return made
+
+
+@pytest.mark.parametrize(
+    "token",
+    [None, "", "x" * 43, "not a token at all", "y" * 500],
+    ids=["none", "empty", "unknown", "malformed", "huge"],
+)
+async def test_source_upload_needs_an_owner_token(
+    collector: Collector, srpms: list[Path], token: str | None
+) -> None:
+    await collector.new_owner("alice")
+    resp = await collector.put_source(srpms[0], token)
+    assert resp.status == 401
+    assert "token" in (await resp.json())["error"]
+    assert await source_owners(collector) == {}
+    assert stored_sources(collector) == []
+
+
+async def test_revoked_owner_cannot_upload(collector: Collector, srpms: list[Path]) -> None:
+    token = await collector.new_owner("alice")
+    async with collector.registry_runtime.transaction() as ctx:
+        assert await registry_owners.revoke(ctx.conn, "alice") is not None
+    resp = await collector.put_source(srpms[0], token)
+    assert resp.status == 401
+    assert await resp.json() == {"error": "unknown or revoked owner token", "status": 401}
+    assert stored_sources(collector) == []
+
+
+async def test_owner_token_is_checked_once_per_ttl(collector: Collector, srpms: list[Path]) -> None:
+    alice, bob = await collector.new_owner("alice"), await collector.new_owner("bob")
+    for srpm, token in [(srpms[0], alice), (srpms[1], alice), (srpms[2], bob)]:
+        resp = await collector.put_source(srpm, token)
+        assert resp.status == 201, await resp.text()
+    assert collector.registry.whoami_calls == 2  # one per token
+    assert sorted((await source_owners(collector)).values()) == ["alice", "alice", "bob"]
+
+
+async def test_source_upload_while_the_registry_is_down_is_a_503(
+    collector: Collector, srpms: list[Path]
+) -> None:
+    token = await collector.new_owner("alice")
+    collector.configure(registry_url="http://127.0.0.1:9")
+    resp = await collector.put_source(srpms[0], token)
+    assert resp.status == 503
+    assert "try again" in (await resp.json())["error"]
+    assert stored_sources(collector) == []
+
+
+async def test_owner_upload_count_per_hour_is_limited(
+    collector: Collector, srpms: list[Path]
+) -> None:
+    collector.configure(source_uploads_per_hour=2)
+    alice, bob = await collector.new_owner("alice"), await collector.new_owner("bob")
+    for srpm in srpms[:2]:
+        assert (await collector.put_source(srpm, alice)).status == 201
+    resp = await collector.put_source(srpms[2], alice)
+    assert resp.status == 429
+    assert (await resp.json())["error"] == (
+        "owner alice uploaded 2 sources in the last hour, the most allowed"
+        " (source_uploads_per_hour = 2); try again later"
+    )
+    assert stored_sources(collector) == [srpms[0].name, srpms[1].name]  # one per digest folder
+    assert (await collector.put_source(srpms[0], alice)).status == 200  # stored already: free
+    assert (await collector.put_source(srpms[3], bob)).status == 201  # bob's own quota
+    # An hour later alice may upload again.
+    await collector.runtime.pool.execute(
+        "UPDATE sources SET created_at = now() - interval '61 minutes' WHERE owner = 'alice'"
+    )
+    assert (await collector.put_source(srpms[2], alice)).status == 201
+
+
+async def test_owner_bytes_per_day_are_limited(collector: Collector, srpms: list[Path]) -> None:
+    collector.configure(source_mb_per_day=1)
+    token = await collector.new_owner("alice")
+    size = srpms[0].stat().st_size
+    # Earlier today alice stored all but a few bytes of her day's megabyte.
+    await collector.runtime.pool.execute(
+        "INSERT INTO sources (sha256, name, size, owner, created_at)"
+        " VALUES ($1, 'old-1-1.src.rpm', $2, 'alice', now() - interval '2 hours')",
+        "e" * 64,
+        1024 * 1024 - size + 1,
+    )
+    resp = await collector.put_source(srpms[0], token)
+    assert resp.status == 429
+    assert (await resp.json())["error"] == (
+        f"owner alice may upload {size - 1} more bytes today, not {size}"
+        " (source_mb_per_day = 1); try again later"
+    )
+    assert stored_sources(collector) == []
+    # Streamed without a Content-Length: refused once the body passes what is left.
+    data = srpms[0].read_bytes()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    url = f"/api/v1/sources/{hashlib.sha256(data).hexdigest()}/{srpms[0].name}"
+    resp = await collector.client.put(
+        url, data=body(), headers={"Authorization": f"Bearer {token}"}
+    )
+    assert resp.status == 429
+    assert "more bytes today" in (await resp.json())["error"]
+    assert stored_sources(collector) == []
+    # A day later those bytes no longer count.
+    await collector.runtime.pool.execute(
+        "UPDATE sources SET created_at = now() - interval '25 hours' WHERE owner = 'alice'"
+    )
+    assert (await collector.put_source(srpms[0], token)).status == 201
