@@ -87,7 +87,7 @@ async def staged_listing(conn: asyncpg.Connection, lease_id: uuid.UUID) -> list[
         "SELECT name, size, sha256, rpm FROM staged_files WHERE lease_id = $1 ORDER BY name",
         lease_id,
     )
-    return [{**dict(r), "rpm": json.loads(r["rpm"]) if r["rpm"] is not None else None} for r in rows]
+    return [{**dict(r), "rpm": None if r["rpm"] is None else json.loads(r["rpm"])} for r in rows]
 
 
 async def staged_file(

@@ -157,7 +157,7 @@ def test_check_rpm_arch_rules() -> None:
         storage.check_rpm(TASK, f"{NVR}.aarch64.rpm", info("aarch64"))
     storage.check_rpm(TASK, f"{NVR}.src.rpm", info("src", sourcerpm=None))
     other = RpmInfo("other", "1.0", "1", None, "src", None)
-    with pytest.raises(storage.Refused, match="source RPM of other-1.0-1"):
+    with pytest.raises(storage.Refused, match=r"source RPM of other-1\.0-1"):
         storage.check_rpm(TASK, "other-1.0-1.src.rpm", other)
     noarch_task = dataclasses.replace(TASK, arch="noarch")
     with pytest.raises(storage.Refused, match="is x86_64"):
