@@ -165,6 +165,9 @@ MISMATCH_REASONS = [
     "missing_upload",
     "digest_mismatch",
     "host_not_allowed",
+    "wrong_package",  # an RPM not built from the leased SRPM, or an SRPM other than the leased
+    "wrong_arch",  # a binary RPM neither of the task's arch nor noarch
+    "bad_rpm",  # an RPM that is not intact, or whose file name is not its header's N-V-R.A
 ]
 
 

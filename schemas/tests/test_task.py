@@ -90,7 +90,10 @@ def test_leased_topic_is_per_host():
         (TaskFinishedV1, "files.0.name", "skyline-hello-1.0-1.fc41.x86_64.rpm"),
         (TaskFinishedV1, "files.0.name", "python3-foo+bar_1.0~rc1^git.log"),
         (TaskFinishedV1, "files.0.name", "_x"),
-        (TaskMismatchV1, "reason", "host_not_allowed"),
+        *[
+            (TaskMismatchV1, "reason", r)
+            for r in ("host_not_allowed", "wrong_package", "wrong_arch", "bad_rpm")
+        ],
         *[(cls, "arch", a) for cls in (TaskLeasedV1, TaskStartedV1) for a in ("noarch", "s390x")],
     ],
     ids=param_id,
@@ -149,6 +152,7 @@ INVALID = [
     (TaskVerifiedV1, "status", "pending"),
     (TaskVerifiedV1, "result_digest", "A" * 64),
     (TaskMismatchV1, "reason", "because"),
+    (TaskMismatchV1, "reason", "wrong_version"),
     (TaskMismatchV1, "detail", "x" * 2001),
 ]
 

@@ -100,6 +100,7 @@ async def _store(
         owner=lease["owner"],
         nvr=lease["nvr"],
         scratch=lease["scratch"],
+        srpm_sha256=lease["srpm_sha256"],
     )
     staged = storage.staging_dir(config, lease["lease_id"])
     try:

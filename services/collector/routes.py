@@ -2,7 +2,10 @@
 
 PUT  /api/v1/uploads/{lease_id}/{name}   a result file, header X-Skyline-Sha256: <hex digest>,
                                          signed by the lease's host (auth.py)
-GET  /api/v1/uploads/{lease_id}          {"files": [{name, size, sha256}]}: what is staged
+GET  /api/v1/uploads/{lease_id}          {"files": [{name, size, sha256, rpm}]}: what is staged;
+                                         rpm is null for a log, else the RPM's header as read
+                                         on upload ({name, version, release, epoch, arch,
+                                         sourcerpm}) or {error} if it is not an intact RPM
 PUT  /api/v1/sources/{sha256}/{name}     an N-V-R.src.rpm, stored by digest, from an owner
                                          (Authorization: Bearer <owner token>, owners.py)
 GET  /sources/{sha256}/{name}            download it
@@ -183,6 +186,11 @@ async def put_upload(request: web.Request) -> web.Response:
     async with spool(request, folder, name, limit, too_large=too_large) as part:
         if part.sha256 != expected:
             raise error(422, f"{name}: body has sha256 {part.sha256}, header says {expected}")
+        # Read now, so the verifier can judge the package and arch from the listing. A broken
+        # RPM is still staged (recorded as such): the verifier then refuses it on the bus.
+        header = None
+        if name.endswith(".rpm"):
+            header = await asyncio.to_thread(storage.rpm_header, part.path, name)
         async with runtime.transaction() as ctx:
             # Parallel uploads to one lease all passed the check above: decide again, in turn.
             await store.lock(ctx.conn, f"lease-uploads:{lease_id}")
@@ -191,7 +199,9 @@ async def put_upload(request: web.Request) -> web.Response:
                 raise error(409, f"lease {lease_id} was closed during the upload")
             others = await store.lease_usage(ctx.conn, lease_id, name)
             _lease_room(config, lease_id, name, others, part.size)
-            previous = await store.stage_file(ctx.conn, lease_id, name, part.size, part.sha256)
+            previous = await store.stage_file(
+                ctx.conn, lease_id, name, part.size, part.sha256, header
+            )
             os.replace(part.path, folder / name)  # under the row lock taken by stage_file
             await asyncio.to_thread(storage.fsync_dir, folder)
     if previous is None:
@@ -216,8 +226,8 @@ async def list_uploads(request: web.Request) -> web.Response:
     async with runtime.pool.acquire() as conn:
         if await store.get_lease(conn, lease_id) is None:
             raise error(404, "unknown lease")
-        rows = await store.staged_files(conn, lease_id)
-    return web.json_response({"files": [dict(r) for r in rows]})
+        files = await store.staged_listing(conn, lease_id)
+    return web.json_response({"files": files})
 
 
 @routes.put("/api/v1/sources/{sha256}/{name}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -81,6 +82,15 @@ async def staged_files(conn: asyncpg.Connection, lease_id: uuid.UUID) -> list[as
     )
 
 
+async def staged_listing(conn: asyncpg.Connection, lease_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The staged files with each RPM's recorded header (None for logs)."""
+    rows = await conn.fetch(
+        "SELECT name, size, sha256, rpm FROM staged_files WHERE lease_id = $1 ORDER BY name",
+        lease_id,
+    )
+    return [{**dict(r), "rpm": None if r["rpm"] is None else json.loads(r["rpm"])} for r in rows]
+
+
 async def staged_file(
     conn: asyncpg.Connection, lease_id: uuid.UUID, name: str
 ) -> asyncpg.Record | None:
@@ -92,9 +102,15 @@ async def staged_file(
 
 
 async def stage_file(
-    conn: asyncpg.Connection, lease_id: uuid.UUID, name: str, size: int, sha256: str
+    conn: asyncpg.Connection,
+    lease_id: uuid.UUID,
+    name: str,
+    size: int,
+    sha256: str,
+    rpm: Mapping[str, Any] | None = None,
 ) -> asyncpg.Record | None:
-    """Record an upload, replacing an earlier one of the same name; return that earlier row.
+    """Record an upload (with its RPM header, if it is one), replacing an earlier one of the
+    same name; return that earlier row.
 
     The row stays locked until the transaction ends, so the caller can move the file in place
     before a parallel upload of the same name gets its turn: row and file end up agreeing.
@@ -105,13 +121,15 @@ async def stage_file(
         name,
     )
     await conn.execute(
-        "INSERT INTO staged_files (lease_id, name, size, sha256) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (lease_id, name) DO UPDATE"
-        " SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, uploaded_at = now()",
+        "INSERT INTO staged_files (lease_id, name, size, sha256, rpm)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT (lease_id, name) DO UPDATE"
+        " SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, rpm = EXCLUDED.rpm,"
+        " uploaded_at = now()",
         lease_id,
         name,
         size,
         sha256,
+        json.dumps(rpm) if rpm is not None else None,
     )
     return previous
 

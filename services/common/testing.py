@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+import subprocess
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +20,7 @@ from fedora_messaging import message as fm
 from . import db, outbox
 from .config import Config
 from .http import make_app
+from .rpmfiles import REPRODUCIBLE_MACROS, macro_args, make_srpm, tool_env
 from .service import RUNTIME, Runtime
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent
@@ -60,3 +62,87 @@ async def api_client(runtime: Runtime, routes: Sequence[web.RouteDef]) -> AsyncI
     app[RUNTIME] = runtime
     async with TestClient(TestServer(app)) as client:
         yield client
+
+
+_SPEC = """\
+Name:           {name}
+Version:        {version}
+Release:        {release}
+Summary:        Skyline test package
+License:        MIT
+{buildarch}
+%global debug_package %{{nil}}
+
+%description
+A package built by Skyline's tests.
+{packages}
+%install
+mkdir -p %{{buildroot}}/usr/share/{name}
+{installs}
+{files}
+%changelog
+* Mon Jan 01 2024 Skyline Tests <tests@example.invalid> - {version}-{release}
+- Test build
+"""
+
+
+def build_test_package(
+    out_dir: Path,
+    *,
+    name: str = "skyline-test",
+    version: str = "1.0",
+    release: str = "1",
+    arch: str = "noarch",
+    subpackages: Mapping[str, str] | None = None,
+) -> tuple[Path, list[Path]]:
+    """Build a tiny real package with rpmbuild: (its SRPM, its binary RPMs built for `arch`).
+
+    `subpackages` maps a subpackage suffix ("devel") to extra preamble lines for it ("" or,
+    say, "BuildArch: noarch", or "Version: 1.54\nRelease: 500" as perl's subpackages have).
+    Nothing is compiled, so any arch rpm knows can be targeted from any machine.
+    """
+    spec_dir = out_dir / "spec"
+    spec_dir.mkdir(parents=True)
+    subs = dict(subpackages or {})
+    packages = "".join(
+        f"%package {sub}\nSummary: {sub}\n{preamble}\n%description {sub}\n{sub}.\n\n"
+        for sub, preamble in subs.items()
+    )
+    installs = "\n".join(
+        f"echo {part} > %{{buildroot}}/usr/share/{name}/{part}" for part in ["main", *subs]
+    )
+    files = f"%files\n/usr/share/{name}/main\n" + "".join(
+        f"%files {sub}\n/usr/share/{name}/{sub}\n" for sub in subs
+    )
+    spec = spec_dir / f"{name}.spec"
+    spec.write_text(
+        _SPEC.format(
+            name=name,
+            version=version,
+            release=release,
+            buildarch="BuildArch:      noarch" if arch == "noarch" else "",
+            packages=packages,
+            installs=installs,
+            files=files,
+        )
+    )
+    srpm = make_srpm(spec, out_dir / "srpm")
+    top = out_dir / "rpmbuild"
+    target = [] if arch == "noarch" else ["--target", arch]
+    subprocess.run(
+        [
+            "rpmbuild",
+            "--rebuild",
+            "--nodeps",
+            "--define",
+            f"_topdir {top}",
+            *macro_args(REPRODUCIBLE_MACROS),
+            *target,
+            str(srpm),
+        ],
+        env={**tool_env(), "HOME": str(top)},
+        stdin=subprocess.DEVNULL,
+        check=True,
+        capture_output=True,
+    )
+    return srpm, sorted((top / "RPMS").rglob("*.rpm"))

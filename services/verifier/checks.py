@@ -52,3 +52,65 @@ def check_uploads(
     if extra:
         return ("digest_mismatch", f"uploaded but not attested: {', '.join(extra)}")
     return None
+
+
+# Most telling first: when several RPMs are wrong in different ways, the refusal names this one.
+PACKAGE_REASONS = ("wrong_package", "wrong_arch", "bad_rpm")
+
+
+def check_packages(
+    lease: Mapping[str, Any],
+    attested: Iterable[Mapping[str, Any]],
+    staged: Iterable[Mapping[str, Any]],
+) -> Refusal:
+    """Every attested RPM belongs to the leased build and arch, judged by its header.
+
+    The headers are the ones the collector read from the uploaded bytes (its listing's `rpm`);
+    run this after check_uploads, so they are the headers of the attested files. Koji's rule
+    decides the package: a binary RPM belongs to a build when its SOURCERPM is the build's
+    N-V-R.src.rpm. Its own name, version, release and epoch may differ (subpackages; perl's
+    and texlive's subpackages carry their own versions and releases).
+    """
+    headers = {f["name"]: f.get("rpm") for f in staged}
+    problems: dict[str, list[str]] = {}
+    for f in attested:
+        if f["name"].endswith(".rpm"):
+            refusal = _check_rpm(lease, f, headers.get(f["name"]))
+            if refusal is not None:
+                problems.setdefault(refusal[0], []).append(refusal[1])
+    for reason in PACKAGE_REASONS:
+        if reason in problems:
+            return (reason, "; ".join(problems[reason]))
+    return None
+
+
+def task_arches(arch: str) -> set[str]:
+    """The binary RPM arches a task of `arch` may produce."""
+    return {arch, "noarch"}
+
+
+def _check_rpm(lease: Mapping[str, Any], file: Mapping[str, Any], header: Any) -> Refusal:
+    name = file["name"]
+    if not isinstance(header, Mapping):
+        return ("bad_rpm", f"{name}: the collector read no RPM header from it")
+    if "error" in header:
+        return ("bad_rpm", f"{name} is not an intact RPM: {header['error']}")
+    if not all(isinstance(header.get(k), str) for k in ("name", "version", "release", "arch")):
+        return ("bad_rpm", f"{name}: its header lacks name, version, release or arch")
+    nvr, arch = f"{header['name']}-{header['version']}-{header['release']}", header["arch"]
+    srpm = f"{lease['nvr']}.src.rpm"
+    if arch == "src":
+        # Only the dispatched bytes may come back: another SRPM of the same N-V-R could carry
+        # any spec, and Koji would keep it as the build's source.
+        if nvr != lease["nvr"]:
+            return ("wrong_package", f"{name} is the source RPM of {nvr}, not {srpm}")
+        if file["sha256"] != lease["srpm_sha256"]:
+            return ("wrong_package", f"{name} is not the leased {srpm}: other bytes")
+    elif header.get("sourcerpm") != srpm:
+        return ("wrong_package", f"{name} was built from {header.get('sourcerpm')}, not {srpm}")
+    elif arch not in task_arches(lease["arch"]):
+        return ("wrong_arch", f"{name} is {arch}, but the task builds {lease['arch']}")
+    expected = f"{nvr}.{arch}.rpm"
+    if name != expected:
+        return ("bad_rpm", f"{name} is named unlike its header ({expected})")
+    return None

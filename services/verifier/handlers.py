@@ -69,6 +69,7 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
     if refusal is None and body["status"] == "succeeded":
         staged = await peers.staged_files(ctx.runtime.http, config.collector_url, body["lease_id"])
         refusal = checks.check_uploads(body["files"], staged)
+        refusal = refusal or checks.check_packages(dict(lease), body["files"], staged)
     if refusal is not None:
         return await refuse(ctx, body, *refusal, keep=holder)
 

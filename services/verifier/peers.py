@@ -31,5 +31,7 @@ async def enrolled_host(
 async def staged_files(
     http: aiohttp.ClientSession, collector_url: str, lease_id: str
 ) -> list[dict[str, Any]]:
+    """The lease's uploads: name, size, sha256 and `rpm`, the header the collector read from
+    an RPM's bytes (see the collector's routes.py); [] if the collector knows no such lease."""
     found = await _get_json(http, f"{collector_url}/api/v1/uploads/{lease_id}")
     return found["files"] if found else []

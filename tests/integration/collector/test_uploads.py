@@ -43,7 +43,7 @@ from services.common.rpmfiles import (
 )
 from services.common.service import RUNTIME, Runtime
 from services.common.signing import public_key_b64
-from services.common.testing import service_runtime
+from services.common.testing import build_test_package, service_runtime
 from services.registry import owners as registry_owners
 from services.registry import owners_api
 
@@ -277,7 +277,7 @@ async def test_upload_happy_path_and_listing(collector: Collector) -> None:
 
     resp = await collector.client.get(f"/api/v1/uploads/{lease_id}")
     assert await resp.json() == {
-        "files": [{"name": "build.log", "size": len(data), "sha256": digest}]
+        "files": [{"name": "build.log", "size": len(data), "sha256": digest, "rpm": None}]
     }
 
 
@@ -317,11 +317,48 @@ async def test_reupload_to_an_open_lease_is_idempotent_or_replaces(
     assert (staged / "build.log").read_bytes() == b"two"
     assert [p.name for p in staged.iterdir()] == ["build.log"]  # no part file left
     listing = await (await collector.client.get(f"/api/v1/uploads/{lease_id}")).json()
-    assert listing == {"files": [two]}
+    assert listing == {"files": [{**two, "rpm": None}]}
     # An attestation of the first bytes no longer matches what is staged: nothing is stored.
     one = {**two, "sha256": hashlib.sha256(b"one").hexdigest()}
     with pytest.raises(Reject, match="not uploaded as attested"):
         await SERVICE.handle(collector.runtime, verified(lease_id, [one]))
+
+
+async def test_listing_carries_each_rpms_header(
+    collector: Collector, built: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    # The verifier judges package and arch from these headers (services/verifier/checks.py).
+    _, rpm_path, log_path = built
+    lease_id = await collector.lease()
+    await upload_results(collector, lease_id, [rpm_path, log_path])
+    garbage = b"not an rpm\n" * 100
+    assert (await collector.upload(lease_id, "broken-1-1.noarch.rpm", garbage)).status == 201
+    listing = await (await collector.client.get(f"/api/v1/uploads/{lease_id}")).json()
+    files = {f["name"]: f for f in listing["files"]}
+    assert files[RPM_NAME]["rpm"] == {
+        "name": "skyline-hello",
+        "version": "1.0",
+        "release": "1",
+        "epoch": None,
+        "arch": "noarch",
+        "sourcerpm": f"{NVR}.src.rpm",
+    }
+    assert files["build.log"]["rpm"] is None
+    error = files["broken-1-1.noarch.rpm"]["rpm"]["error"]
+    assert error.startswith("rpmkeys -K failed for broken-1-1.noarch.rpm")
+    assert str(collector.runtime.config.base_dir) not in error  # no collector paths
+
+    # Replaced bytes get their own header: another package's RPM under the same name.
+    other_srpm, [other] = build_test_package(tmp_path / "other", name="other")
+    reply = await collector.upload(lease_id, RPM_NAME, other.read_bytes())
+    assert reply.status == 200, await reply.text()
+    listing = await (await collector.client.get(f"/api/v1/uploads/{lease_id}")).json()
+    [replaced] = [f for f in listing["files"] if f["name"] == RPM_NAME]
+    assert replaced["sha256"] == sha256_file(other)
+    assert (replaced["rpm"]["name"], replaced["rpm"]["sourcerpm"]) == (
+        "other",
+        other_srpm.name,
+    )
 
 
 async def test_parallel_replacements_leave_row_and_file_agreeing(collector: Collector) -> None:

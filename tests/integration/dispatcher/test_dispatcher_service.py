@@ -295,6 +295,20 @@ async def test_mismatch_requeues_and_fails_the_build_after_max_attempts(runtime,
     assert await new_messages(runtime, sent, status()) == []
 
 
+@pytest.mark.parametrize("reason", ["wrong_package", "wrong_arch", "bad_rpm"])
+async def test_result_of_another_package_or_arch_is_built_again(runtime, sent, reason) -> None:
+    # The verifier read the RPMs' headers: the task goes back to the queue at once, for the
+    # next host that asks, instead of waiting for its lease to expire.
+    lease = await lease_one(runtime, sent)
+    assert await new_messages(runtime, sent, mismatch(lease, reason)) == []
+    [task] = await task_rows(runtime)
+    assert (task["state"], task["host"], task["lease_id"]) == ("queued", None, None)
+    assert reason in task["reason"]
+    [again] = of_type(await new_messages(runtime, sent, status("core-2")), TaskLeasedV1)
+    assert again.body["host"] == "core-2"
+    assert again.body["lease_id"] != lease.body["lease_id"]
+
+
 @pytest.mark.parametrize("reason", ["bad_signature", "unknown_host"])
 async def test_forged_result_does_not_disturb_the_lease(runtime, sent, reason: str) -> None:
     lease = await lease_one(runtime, sent)

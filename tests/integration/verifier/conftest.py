@@ -41,6 +41,25 @@ class Peers:
     registry_status: int = 200  # anything else: the registry answers with that error
     collector_status: int = 200  # the same for the collector
     requests: list[str] = dataclasses.field(default_factory=list)
+    registry_url: str = ""  # where the stand-in registry listens (a real collector asks it too)
+
+    @staticmethod
+    def listed(file: dict[str, Any], sourcerpm: str | None) -> dict[str, Any]:
+        """An attested file as the collector's GET /api/v1/uploads/{lease_id} lists it once
+        uploaded: an RPM with the header its name implies (built from `sourcerpm`), a log with
+        none. test_real_collector.py holds this to what the real collector answers."""
+        name = file["name"]
+        if not name.endswith(".rpm"):
+            return {**file, "rpm": None}
+        nvr, arch = name.removesuffix(".rpm").rsplit(".", 1)
+        rpm_name, version, release = nvr.rsplit("-", 2)
+        header = {"name": rpm_name, "version": version, "release": release, "epoch": None}
+        source = None if arch == "src" else sourcerpm
+        return {**file, "rpm": {**header, "arch": arch, "sourcerpm": source}}
+
+    def stage(self, lease_id: str, *files: dict[str, Any], sourcerpm: str) -> None:
+        """The collector now lists `files` (attested entries) as uploaded for the lease."""
+        self.uploads[lease_id] = [self.listed(f, sourcerpm) for f in files]
 
     def host_view(self, host: str, public_key: str, *, state: str = "online") -> None:
         """Enrol a host as GET /api/v1/hosts/{host} shows it (registry.store.public_view)."""
@@ -98,12 +117,13 @@ async def peers(runtime: Runtime) -> AsyncIterator[Peers]:
     registry, collector = TestServer(registry_app), TestServer(collector_app)
     await registry.start_server()
     await collector.start_server()
+    peers.registry_url = str(registry.make_url("")).rstrip("/")
     config = runtime.config
     runtime.config = dataclasses.replace(
         config,
         verifier=dataclasses.replace(
             config.verifier,
-            registry_url=str(registry.make_url("")).rstrip("/"),
+            registry_url=peers.registry_url,
             collector_url=str(collector.make_url("")).rstrip("/"),
         ),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import socket
@@ -30,6 +31,7 @@ RPMS = [
     {"name": "skyline-hello-debuginfo-1.0-1.x86_64.rpm", "size": 2000, "sha256": "c" * 64},
 ]
 LOGS = [{"name": "build.log", "size": 300, "sha256": "d" * 64}]
+SRPM = f"{NVR}.src.rpm"
 
 
 def lease_message(host: str = "builder-1", task_id: int = 1, **changes: Any) -> TaskLeasedV1:
@@ -80,7 +82,7 @@ async def lease(runtime: Runtime, peers) -> TaskLeasedV1:
     peers.host_view("builder-1", public_key_b64(KEY))
     msg = lease_message()
     await SERVICE.handle(runtime, msg)
-    peers.uploads[msg.body["lease_id"]] = [*LOGS, *RPMS]
+    peers.stage(msg.body["lease_id"], *LOGS, *RPMS, sourcerpm=SRPM)
     return msg
 
 
@@ -148,7 +150,7 @@ async def test_failed_build_is_verified_without_asking_the_collector(
 
 async def test_forged_signature_is_refused_and_not_recorded(runtime, peers, sent, lease) -> None:
     await refusal(runtime, sent, attestation(lease, MALLORY_KEY), "bad_signature")
-    tampered = attestation(lease).body
+    tampered = copy.deepcopy(attestation(lease).body)  # not the shared RPMS entries
     tampered["files"][0]["sha256"] = "f" * 64
     await refusal(runtime, sent, TaskFinishedV1(body=tampered), "bad_signature")
     assert await attestations(runtime) == []
@@ -179,7 +181,7 @@ async def test_unknown_lease_is_refused(runtime, peers, sent) -> None:
     # Not recorded: had the lease simply not arrived yet, the host's attestation still counts.
     assert await attestations(runtime) == []
     await SERVICE.handle(runtime, never_leased)
-    peers.uploads[never_leased.body["lease_id"]] = RPMS + LOGS
+    peers.stage(never_leased.body["lease_id"], *RPMS, *LOGS, sourcerpm=SRPM)
     [verified] = await judge(runtime, sent, attestation(never_leased))
     assert type(verified) is TaskVerifiedV1
 
@@ -220,7 +222,7 @@ async def test_wrong_result_digest(runtime, peers, sent, lease) -> None:
 
 async def test_uploaded_digest_differs(runtime, peers, sent, lease) -> None:
     lease_id = lease.body["lease_id"]
-    peers.uploads[lease_id] = [{**RPMS[0], "sha256": "9" * 64}, RPMS[1], *LOGS]
+    peers.stage(lease_id, {**RPMS[0], "sha256": "9" * 64}, RPMS[1], *LOGS, sourcerpm=SRPM)
     refused = await refusal(runtime, sent, attestation(lease), "digest_mismatch")
     assert RPMS[0]["name"] in refused.body["detail"]
     [row] = await attestations(runtime)
@@ -228,7 +230,7 @@ async def test_uploaded_digest_differs(runtime, peers, sent, lease) -> None:
 
 
 async def test_upload_missing(runtime, peers, sent, lease) -> None:
-    peers.uploads[lease.body["lease_id"]] = [RPMS[0], *LOGS]
+    peers.stage(lease.body["lease_id"], RPMS[0], *LOGS, sourcerpm=SRPM)
     refused = await refusal(runtime, sent, attestation(lease), "missing_upload")
     assert RPMS[1]["name"] in refused.body["detail"]
 

@@ -129,7 +129,24 @@ def test_check_results_refuses_a_corrupt_rpm(staged: Path, tmp_path: Path) -> No
         storage.check_results(tmp_path / "koji", staged, TASK, attested(staged, RPM_NAME))
 
 
-def info(arch: str, sourcerpm: str = f"{NVR}.src.rpm") -> RpmInfo:
+def test_check_results_takes_back_only_the_leased_srpm(
+    built: Path, staged: Path, tmp_path: Path
+) -> None:
+    srpm = built.parent / "srpm" / f"{NVR}.src.rpm"
+    shutil.copyfile(srpm, staged / srpm.name)
+    files = attested(staged, RPM_NAME, srpm.name)
+    task = dataclasses.replace(TASK, srpm_sha256=sha256_file(srpm))
+    results = storage.check_results(tmp_path / "koji", staged, task, files)
+    assert (results[1].path, results[1].arch) == (
+        f"packages/skyline-hello/1.0/1/src/{srpm.name}",
+        "src",
+    )
+    for other in (dataclasses.replace(TASK, srpm_sha256="f" * 64), TASK):
+        with pytest.raises(storage.Refused, match="not the leased source RPM"):
+            storage.check_results(tmp_path / "koji", staged, other, files)
+
+
+def info(arch: str, sourcerpm: str | None = f"{NVR}.src.rpm") -> RpmInfo:
     return RpmInfo("skyline-hello", "1.0", "1", None, arch, sourcerpm)
 
 
@@ -138,8 +155,10 @@ def test_check_rpm_arch_rules() -> None:
     storage.check_rpm(TASK, RPM_NAME, info("noarch"))
     with pytest.raises(storage.Refused, match="is aarch64"):
         storage.check_rpm(TASK, f"{NVR}.aarch64.rpm", info("aarch64"))
-    with pytest.raises(storage.Refused, match="is src"):
-        storage.check_rpm(TASK, f"{NVR}.src.rpm", info("src", sourcerpm=f"{NVR}.src.rpm"))
+    storage.check_rpm(TASK, f"{NVR}.src.rpm", info("src", sourcerpm=None))
+    other = RpmInfo("other", "1.0", "1", None, "src", None)
+    with pytest.raises(storage.Refused, match=r"source RPM of other-1\.0-1"):
+        storage.check_rpm(TASK, "other-1.0-1.src.rpm", other)
     noarch_task = dataclasses.replace(TASK, arch="noarch")
     with pytest.raises(storage.Refused, match="is x86_64"):
         storage.check_rpm(noarch_task, f"{NVR}.x86_64.rpm", info("x86_64"))
