@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import uuid
 from typing import Any
 
+import aio_pika
+import aiormq
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from skyline_messages import HostEnrolledV1, HostHeartbeatV1, HostStatusV1
 
+from services.common.config import with_credentials
 from services.common.service import Runtime
 from services.common.signing import public_key_b64, sign_body
 from services.registry.__main__ import SERVICE
@@ -59,8 +63,22 @@ def configure(runtime: Runtime, **registry: Any) -> None:
     )
 
 
-async def enrol(client, body: dict, *, token: str | None = None, status: int = 201) -> dict:
+KEYS = {public_key_b64(k): k for k in (KEY, OTHER_KEY)}
+
+
+async def enrol(
+    client,
+    body: dict,
+    *,
+    token: str | None = None,
+    status: int = 201,
+    signed_by: Ed25519PrivateKey | None = None,
+) -> dict:
+    """POST an enrolment, signed (proof of possession) by the key it names, as agents do."""
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    key = signed_by or KEYS.get(body.get("public_key", ""))
+    if key is not None:
+        body = sign_body(body, key)
     response = await client.post("/api/v1/hosts", json=body, headers=headers)
     assert response.status == status, await response.text()
     return await response.json()
@@ -105,6 +123,70 @@ async def test_enrolling_a_taken_name_with_another_key_conflicts(client, runtime
     assert row["public_key"] == public_key_b64(KEY)
     assert list(row["arches"]) == ["noarch", "x86_64"]
     assert len(await sent()) == 1
+
+
+async def test_an_unsigned_enrolment_is_refused(client, runtime, sent) -> None:
+    response = await client.post("/api/v1/hosts", json=profile())
+    assert response.status == 400
+    assert "signed" in (await response.json())["error"]
+    assert await host_row(runtime) is None and await sent() == []
+
+
+async def test_re_enrolment_without_the_private_key_changes_nothing(client, runtime, sent) -> None:
+    """Anyone can read a host's public key from the registry: naming it proves nothing."""
+    await enrol(client, profile())
+    mallory = Ed25519PrivateKey.generate()
+    error = await enrol(client, profile(arches=["s390x"]), signed_by=mallory, status=403)
+    assert "not signed by the private half" in error["error"]
+    assert list((await host_row(runtime))["arches"]) == ["noarch", "x86_64"]
+    assert len(await sent()) == 1
+
+
+async def test_a_replayed_or_stale_enrolment_is_refused(client, runtime) -> None:
+    signed = sign_body(profile(arches=["aarch64"]), KEY)
+    assert (await client.post("/api/v1/hosts", json=signed)).status == 201
+    replay = await client.post("/api/v1/hosts", json=signed)
+    assert replay.status == 403 and "replayed" in (await replay.json())["error"]
+    stale = sign_body({**profile(arches=["s390x"]), "signed_at": iso(-3600)}, KEY)
+    response = await client.post("/api/v1/hosts", json=stale)
+    assert response.status == 403 and "clock" in (await response.json())["error"]
+    assert list((await host_row(runtime))["arches"]) == ["aarch64"]
+
+
+async def test_a_quarantined_host_cannot_re_enrol(client, runtime) -> None:
+    await enrol(client, profile())
+    await runtime.pool.execute("UPDATE hosts SET state = 'quarantined'")
+    error = await enrol(client, profile(), status=403)
+    assert "quarantined" in error["error"]
+
+
+async def ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    pass
+
+
+async def test_enrolment_makes_the_hosts_own_broker_user_and_lease_queue(
+    client, runtime, broker
+) -> None:
+    """The reply carries credentials that reach the host's lease queue and nothing else."""
+    runtime.state["broker_admin"] = broker.admin
+    host = f"h-{uuid.uuid4().hex[:8]}"
+    first = (await enrol(client, profile(host)))["broker"]
+    assert first["user"] == f"host-{host}" and first["queue"] == f"skyline.builder.{host}"
+    second = (await enrol(client, profile(host), status=200))["broker"]
+    assert second["password"] != first["password"]  # each enrolment rotates it
+    url = with_credentials(broker.amqp_url, second["user"], second["password"])
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(second["queue"], ensure=False)
+        await queue.consume(ignore)  # its own lease queue: allowed
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+            other = await (await connection.channel()).get_queue("skyline.dispatcher", ensure=False)
+            await other.consume(ignore)
+    finally:
+        await connection.close()
+    with pytest.raises(aiormq.exceptions.ProbableAuthenticationError):
+        await aio_pika.connect(with_credentials(broker.amqp_url, first["user"], first["password"]))
 
 
 async def test_enrol_token_is_enforced(client, runtime, sent) -> None:
