@@ -81,6 +81,7 @@ core_keys = {json.dumps(core_keys)}
 [dispatcher]
 listen = "127.0.0.1:{ports["dispatcher"]}"
 sweep_seconds = 5
+collector_url = "{collector}"
 {lease}
 [verifier]
 registry_url = "{registry}"

@@ -3,6 +3,9 @@
 PUT  /api/v1/uploads/{lease_id}/{name}   a result file, header X-Skyline-Sha256: <hex digest>,
                                          signed by the lease's host (auth.py)
 GET  /api/v1/uploads/{lease_id}          {"files": [{name, size, sha256}]}: what is staged
+GET  /api/v1/leases/{lease_id}           {"lease_id", "state", "files"}: the lease's state
+                                         (open, stored, failed, superseded) and the files
+                                         it stored, as build.stored lists them
 PUT  /api/v1/sources/{sha256}/{name}     an N-V-R.src.rpm, stored by digest
 GET  /sources/{sha256}/{name}            download it
 
@@ -136,6 +139,22 @@ async def list_uploads(request: web.Request) -> web.Response:
             raise error(404, "unknown lease")
         rows = await store.staged_files(conn, lease_id)
     return web.json_response({"files": [dict(r) for r in rows]})
+
+
+@routes.get("/api/v1/leases/{lease_id}")
+async def get_lease(request: web.Request) -> web.Response:
+    """Whether a lease's results were stored: the dispatcher asks at lease expiry, in case
+    the build.stored announcing them was lost."""
+    runtime = request.app[RUNTIME]
+    lease_id = _lease_id(request)
+    async with runtime.pool.acquire() as conn:
+        lease = await store.get_lease(conn, lease_id)
+        if lease is None:
+            raise error(404, "unknown lease")
+        files = await store.stored_files(conn, lease_id)
+    return web.json_response(
+        {"lease_id": str(lease_id), "state": lease["state"], "files": [dict(f) for f in files]}
+    )
 
 
 @routes.put("/api/v1/sources/{sha256}/{name}")
