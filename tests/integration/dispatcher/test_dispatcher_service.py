@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import itertools
 import json
@@ -534,3 +535,216 @@ async def test_verified_but_never_stored_task_is_requeued_at_lease_expiry(runtim
     [task] = await task_rows(runtime)
     assert (task["state"], task["lease_id"]) in {("queued", None), ("leased", task["lease_id"])}
     assert task["lease_id"] != uuid.UUID(lease.body["lease_id"])
+
+
+# Capacity: the dispatcher's own count, capped by what the host enrolled
+
+
+async def test_a_host_gets_no_more_leases_than_it_enrolled_slots(runtime, sent) -> None:
+    for _ in range(5):
+        await SERVICE.handle(runtime, request(arches=["x86_64"], scratch=True))
+    greedy = status("greedy", trust="untrusted", owner="mallory", free_slots=1024, max_slots=2)
+    leases = of_type(await new_messages(runtime, sent, greedy), TaskLeasedV1)
+    assert len(leases) == 2
+    # Heartbeats sent before the leases arrived, or lying, give back nothing still leased.
+    again = status("greedy", trust="untrusted", owner="mallory", free_slots=1024, max_slots=2)
+    assert await new_messages(runtime, sent, again) == []
+    assert await free_now(runtime, "greedy") == 0
+    # Once its result is verified the host is done with that build: the slot is free again.
+    await SERVICE.handle(runtime, verified(leases[0]))
+    assert await free_now(runtime, "greedy") == 1
+    later = status("greedy", trust="untrusted", owner="mallory", free_slots=1024, max_slots=2)
+    [new] = await new_messages(runtime, sent, later)
+    assert (type(new), new.body["host"]) == (TaskLeasedV1, "greedy")
+    assert await free_now(runtime, "greedy") == 0
+    assert len([t for t in await task_rows(runtime) if t["state"] == "queued"]) == 2
+
+
+async def test_a_finished_lease_gives_its_slot_back(runtime, sent) -> None:
+    for _ in range(3):
+        await SERVICE.handle(runtime, request(arches=["x86_64"]))
+    first, second = of_type(
+        await new_messages(runtime, sent, status(free_slots=2, max_slots=2)), TaskLeasedV1
+    )
+    await SERVICE.handle(runtime, verified(first))
+    await SERVICE.handle(runtime, stored(first))
+    # The host reports one build running and one slot free: the third task goes there.
+    [third] = await new_messages(runtime, sent, status(free_slots=1, running=1, max_slots=2))
+    assert third.body["task_id"] not in (first.body["task_id"], second.body["task_id"])
+
+
+async def test_a_status_from_an_older_registry_means_one_slot(runtime, sent) -> None:
+    for _ in range(3):
+        await SERVICE.handle(runtime, request(arches=["x86_64"]))
+    body = status(free_slots=5).body
+    old = HostStatusV1(body={k: v for k, v in body.items() if k not in ("running", "max_slots")})
+    assert len(of_type(await new_messages(runtime, sent, old), TaskLeasedV1)) == 1
+
+
+# A failure from one untrusted host is confirmed elsewhere
+
+
+def volunteer(host: str, owner: str, **changes: Any) -> HostStatusV1:
+    return status(host, trust="untrusted", owner=owner, **changes)
+
+
+async def failures_of(runtime: Runtime) -> list[dict[str, str]]:
+    return json.loads(await runtime.pool.fetchval("SELECT failures FROM tasks"))
+
+
+async def test_one_volunteers_failure_is_confirmed_by_another_owner(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(scratch=True))
+    [first] = await new_messages(runtime, sent, volunteer("alice-1", "alice"))
+    assert await new_messages(runtime, sent, verified(first, "failed")) == []
+    [task] = await task_rows(runtime)
+    assert (task["state"], task["host"]) == ("queued", None)
+    assert "to be confirmed" in task["reason"]
+    assert await failures_of(runtime) == [
+        {"host": "alice-1", "owner": "alice", "trust": "untrusted"}
+    ]
+    assert (await runtime.pool.fetchrow("SELECT * FROM builds"))["state"] == "building"
+    # Neither the same host nor another host of the same owner confirms it.
+    assert await new_messages(runtime, sent, volunteer("alice-1", "alice")) == []
+    assert await new_messages(runtime, sent, volunteer("alice-2", "alice", free_slots=9)) == []
+    [second] = await new_messages(runtime, sent, volunteer("bob-1", "bob"))
+    assert second.body["host"] == "bob-1"
+    [failed] = await new_messages(runtime, sent, verified(second, "failed"))
+    assert type(failed) is BuildFailedV1
+    assert failed.body["failed_arches"] == ["noarch"]
+    reason = failed.body["reason"]
+    assert reason.startswith("noarch build failed on ")
+    assert "alice-1 (owner alice, untrusted)" in reason and "bob-1 (owner bob" in reason
+    [task] = await task_rows(runtime)
+    assert task["state"] == "failed"
+    assert [f["host"] for f in await failures_of(runtime)] == ["alice-1", "bob-1"]
+
+
+async def test_a_volunteers_false_failure_does_not_fail_the_build(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(scratch=True))
+    [first] = await new_messages(runtime, sent, volunteer("mallory-1", "mallory"))
+    await SERVICE.handle(runtime, verified(first, "failed"))
+    [second] = await new_messages(runtime, sent, volunteer("bob-1", "bob"))
+    await SERVICE.handle(runtime, verified(second))
+    [complete] = await new_messages(runtime, sent, stored(second))
+    assert type(complete) is BuildCompleteV1
+    assert not of_type(await sent(), BuildFailedV1)
+
+
+async def test_a_core_hosts_failure_needs_no_confirmation(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(scratch=True))
+    [first] = await new_messages(runtime, sent, volunteer("alice-1", "alice"))
+    await SERVICE.handle(runtime, verified(first, "failed"))
+    [second] = await new_messages(runtime, sent, status("core-1"))
+    [failed] = await new_messages(runtime, sent, verified(second, "failed"))
+    assert type(failed) is BuildFailedV1
+    assert "core-1 (owner infra, core)" in failed.body["reason"]
+
+
+# Per-owner quota
+
+
+def set_quota(runtime: Runtime, limit: int) -> None:
+    config = runtime.config
+    runtime.config = dataclasses.replace(
+        config,
+        dispatcher=dataclasses.replace(config.dispatcher, max_active_builds_per_owner=limit),
+    )
+
+
+async def test_a_request_beyond_the_owners_quota_is_refused_with_the_reason(
+    runtime, sent, client
+) -> None:
+    set_quota(runtime, 2)
+    for _ in range(2):
+        await SERVICE.handle(runtime, request())
+    over = request()
+    [refused] = await new_messages(runtime, sent, over)
+    assert type(refused) is BuildFailedV1
+    assert refused.body["reason"] == "quota: owner alice already has 2 active builds (at most 2)"
+    # Not lost: the submitter finds the build by its request id, failed with the reason.
+    found = await (await client.get("/api/v1/builds", params={"request_id": over.id})).json()
+    [build] = found["builds"]
+    assert (build["state"], build["reason"]) == ("failed", refused.body["reason"])
+    assert [t["state"] for t in build["tasks"]] == ["failed"]
+    # Another owner is not held back, and nothing of the refused build is leased.
+    [queued] = await new_messages(runtime, sent, request(owner="bob"))
+    assert type(queued) is BuildQueuedV1
+    leased = of_type(await new_messages(runtime, sent, status(free_slots=8)), TaskLeasedV1)
+    assert build["build_id"] not in {m.body["build_id"] for m in leased}
+    assert len(leased) == 3
+    # Once one of alice's builds is over, she may ask again.
+    await runtime.pool.execute("UPDATE builds SET state = 'complete' WHERE id = 1")
+    assert type((await new_messages(runtime, sent, request()))[0]) is BuildQueuedV1
+
+
+async def test_concurrent_requests_of_one_owner_respect_the_quota(runtime, sent) -> None:
+    set_quota(runtime, 3)
+    await asyncio.gather(*(SERVICE.handle(runtime, request()) for _ in range(8)))
+    states = [r["state"] for r in await runtime.pool.fetch("SELECT state FROM builds")]
+    assert sorted(states) == ["building"] * 3 + ["failed"] * 5
+
+
+# A stored build whose announcement was lost
+
+
+def stored_files(lease: TaskLeasedV1) -> list[dict[str, Any]]:
+    return stored(lease).body["files"]
+
+
+async def expire_all(runtime: Runtime) -> None:
+    await runtime.pool.execute("UPDATE tasks SET lease_expires = now() - interval '1 second'")
+
+
+@pytest.mark.parametrize("verdict_seen", [True, False], ids=["verified", "verdict lost too"])
+async def test_expired_lease_the_collector_stored_completes_the_build(
+    runtime, sent, collector, verdict_seen: bool
+) -> None:
+    lease = await lease_one(runtime, sent)
+    if verdict_seen:
+        await SERVICE.handle(runtime, verified(lease))
+    collector.leases[lease.body["lease_id"]] = ("stored", stored_files(lease))
+    await expire_all(runtime)
+    before = len(await sent())
+    await handlers.requeue_expired_leases(runtime)
+    [complete] = (await sent())[before:]
+    assert type(complete) is BuildCompleteV1
+    assert complete.body["files"] == stored_files(lease)
+    assert collector.asked == [lease.body["lease_id"]]
+    [task] = await task_rows(runtime)
+    assert (task["state"], task["attempts"]) == ("stored", 1)
+    # The collector announces it again later: still one completion, nothing failed.
+    assert await new_messages(runtime, sent, stored(lease)) == []
+    await handlers.requeue_expired_leases(runtime)
+    assert len(await sent()) == before + 1
+
+
+async def test_expired_lease_is_not_requeued_while_the_collector_cannot_say(
+    runtime, sent, collector
+) -> None:
+    lease = await lease_one(runtime, sent)
+    await SERVICE.handle(runtime, verified(lease))
+    await runtime.pool.execute(
+        "UPDATE tasks SET lease_expires = now() - interval '1 second', attempts = $1",
+        handlers.MAX_ATTEMPTS,
+    )
+    collector.status = 503
+    before = len(await sent())
+    await handlers.requeue_expired_leases(runtime)
+    assert (await sent())[before:] == []
+    [task] = await task_rows(runtime)
+    assert (task["state"], str(task["lease_id"])) == ("verified", lease.body["lease_id"])
+    # Back, and it never stored the lease (say it refused the result): now it fails.
+    collector.status = 200
+    collector.leases[lease.body["lease_id"]] = ("open", [])
+    await handlers.requeue_expired_leases(runtime)
+    [failed] = (await sent())[before:]
+    assert type(failed) is BuildFailedV1
+    assert "expired" in failed.body["reason"]
+
+
+async def test_build_stored_for_an_unknown_task_is_ignored(runtime, sent) -> None:
+    lease = await lease_one(runtime, sent)
+    other = BuildStoredV1(body={**stored(lease).body, "build_id": 99})
+    assert await new_messages(runtime, sent, other) == []
+    [task] = await task_rows(runtime)
+    assert task["state"] == "leased"
