@@ -202,7 +202,7 @@ async def task_stored(ctx: Context, task: Any, files: list[dict[str, Any]]) -> N
         build = await store.finish_build(ctx.conn, task["build_id"], "complete")
         if build is None:
             return
-        files = [f for t in tasks for f in json.loads(t["files"])]
+        every_file = [f for t in tasks for f in json.loads(t["files"])]
         log.info("build %s of %s complete", build["id"], build["nvr"])
         await ctx.publish(
             BuildCompleteV1(
@@ -211,7 +211,7 @@ async def task_stored(ctx: Context, task: Any, files: list[dict[str, Any]]) -> N
                     "owner": build["owner"],
                     "nvr": build["nvr"],
                     "scratch": build["scratch"],
-                    "files": files,
+                    "files": every_file,
                 }
             )
         )
@@ -244,31 +244,31 @@ async def requeue_expired_leases(runtime: Runtime) -> None:
     """Leases whose host went silent go back to the queue (or fail after MAX_ATTEMPTS).
 
     Unless the collector stored the lease's results and its build.stored was lost: then the
-    task completes as if it had arrived. A task is never requeued while the collector cannot
-    say; it is asked again at the next sweep.
+    task completes as if it had arrived. No task is requeued while the collector cannot say;
+    the rest of the sweep waits for the next one (a collector that is down answers no lease).
     """
     async with runtime.transaction() as ctx:
         for task in await store.expired_leases(ctx.conn):
-            if await settled_by_collector(ctx, task):
-                continue
+            try:
+                if await stored_by_collector(ctx, task):
+                    continue
+            except Retry as exc:
+                log.warning(
+                    "expired leases wait: the collector cannot say if they were stored: %s", exc
+                )
+                break
             await requeue_or_fail(ctx, task, f"lease on {task['host']} expired")
         await schedule(ctx)
 
 
-async def settled_by_collector(ctx: Context, task: Any) -> bool:
-    """True if the task must not be requeued: the collector stored it, or cannot say yet.
+async def stored_by_collector(ctx: Context, task: Any) -> bool:
+    """If the collector stored this lease's results, complete the task and say so.
 
     Leased tasks are asked about too, not only verified ones: the dispatcher's task.verified
-    may have been lost as well as build.stored.
+    may have been lost as well as build.stored. Raises Retry when the collector cannot say.
     """
     lease_id = str(task["lease_id"])
-    try:
-        found = await collector.lease(
-            ctx.runtime.http, ctx.config.dispatcher.collector_url, lease_id
-        )
-    except Retry as exc:
-        log.warning("lease %s expired; has the collector stored it? %s", lease_id, exc)
-        return True
+    found = await collector.lease(ctx.runtime.http, ctx.config.dispatcher.collector_url, lease_id)
     if found is None or not found.stored:
         return False
     log.warning("lease %s expired but its results were stored: build.stored was lost", lease_id)

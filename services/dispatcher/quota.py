@@ -4,7 +4,8 @@ A request beyond the quota is refused, not held: the build is created (so the su
 it by its request id, with the reason) and failed at once with build.failed. Holding it queued
 instead would let one owner grow the dispatcher's queue without bound, which is what the quota
 is there to prevent, and would leave the submitter waiting without knowing why. The request is
-not lost: its refusal is announced, and the owner submits again once builds have finished.
+not lost: its refusal is announced (build.failed only, never build.queued), and the owner
+submits again once builds have finished.
 """
 
 from __future__ import annotations
