@@ -718,11 +718,12 @@ async def test_expired_lease_the_collector_stored_completes_the_build(
     assert len(await sent()) == before + 1
 
 
-async def test_expired_lease_is_not_requeued_while_the_collector_cannot_say(
+async def test_expired_leases_are_not_requeued_while_the_collector_cannot_say(
     runtime, sent, collector
 ) -> None:
-    lease = await lease_one(runtime, sent)
-    await SERVICE.handle(runtime, verified(lease))
+    await SERVICE.handle(runtime, request(arches=["noarch", "x86_64"]))
+    leases = of_type(await new_messages(runtime, sent, status(free_slots=2)), TaskLeasedV1)
+    await SERVICE.handle(runtime, verified(leases[0]))
     await runtime.pool.execute(
         "UPDATE tasks SET lease_expires = now() - interval '1 second', attempts = $1",
         handlers.MAX_ATTEMPTS,
@@ -731,15 +732,18 @@ async def test_expired_lease_is_not_requeued_while_the_collector_cannot_say(
     before = len(await sent())
     await handlers.requeue_expired_leases(runtime)
     assert (await sent())[before:] == []
-    [task] = await task_rows(runtime)
-    assert (task["state"], str(task["lease_id"])) == ("verified", lease.body["lease_id"])
-    # Back, and it never stored the lease (say it refused the result): now it fails.
+    assert len(collector.asked) == 1  # a collector that is down is not asked about each lease
+    tasks = await task_rows(runtime)
+    assert [t["state"] for t in tasks] == ["verified", "leased"]
+    assert [str(t["lease_id"]) for t in tasks] == [m.body["lease_id"] for m in leases]
+    # Back, and it never stored either lease (say it refused the result): now they fail.
     collector.status = 200
-    collector.leases[lease.body["lease_id"]] = ("open", [])
+    collector.leases[leases[0].body["lease_id"]] = ("open", [])
     await handlers.requeue_expired_leases(runtime)
     [failed] = (await sent())[before:]
     assert type(failed) is BuildFailedV1
     assert "expired" in failed.body["reason"]
+    assert {t["state"] for t in await task_rows(runtime)} == {"failed"}
 
 
 async def test_build_stored_for_an_unknown_task_is_ignored(runtime, sent) -> None:
