@@ -104,9 +104,22 @@ class HostStatusV1(_HostMessage):
             "arches": ARCHES,
             "releases": RELEASES,
             "free_slots": SLOTS,
+            # Builds the host is running (by its heartbeat), and the most it may ever run at
+            # once: its enrolled CPUs. The dispatcher counts its own open leases against these.
+            "running": SLOTS,
+            "max_slots": {"type": "integer", "minimum": 1, "maximum": SLOTS["maximum"]},
             "seen_at": TIMESTAMP,
         },
     )
+
+    @property
+    def running(self) -> int:
+        return self.body.get("running", 0)
+
+    @property
+    def max_slots(self) -> int:
+        """At most this many leases at once; 1 from a registry that does not say."""
+        return self.body.get("max_slots", 1)
 
     @property
     def summary(self) -> str:

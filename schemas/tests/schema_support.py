@@ -165,6 +165,8 @@ EXAMPLES: dict[type, dict[str, Any]] = {
         "arches": ["x86_64"],
         "releases": ["f41"],
         "free_slots": 0,
+        "running": 2,
+        "max_slots": 2,
         "seen_at": TS,
     },
     ThrottleEngagedV1: {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from schema_support import (
+    DROP,
     PUBKEY,
     SIG,
     assert_invalid,
@@ -114,9 +115,24 @@ INVALID = [
     (HostStatusV1, "trust", "Trusted"),
     (HostStatusV1, "free_slots", 2000),
     (HostStatusV1, "seen_at", 1700000000),
+    (HostStatusV1, "running", -1),
+    (HostStatusV1, "running", 1025),
+    (HostStatusV1, "max_slots", 0),
+    (HostStatusV1, "max_slots", 1025),
+    (HostStatusV1, "max_slots", 2.5),
+    (HostStatusV1, "max_slots", "4"),
 ]
 
 
 @pytest.mark.parametrize(("cls", "path", "value"), INVALID, ids=param_id)
 def test_invalid_body(cls, path, value):
     assert_invalid(cls, mutated(example(cls), path, value))
+
+
+def test_status_slots_properties():
+    msg = HostStatusV1(body=mutated(example(HostStatusV1), "max_slots", 16))
+    assert (msg.running, msg.max_slots) == (2, 16)
+    # From a registry that does not say: nothing running, and one lease at a time.
+    body = mutated(mutated(example(HostStatusV1), "running", DROP), "max_slots", DROP)
+    bare = HostStatusV1(body=body)
+    assert (bare.running, bare.max_slots) == (0, 1)

@@ -153,6 +153,7 @@ admin_token = "{self.secret("registry-admin-token")}"
 [dispatcher]
 listen = "127.0.0.1:{ports["dispatcher"]}"
 sweep_seconds = 5
+collector_url = "{collector}"
 {lease}
 [verifier]
 registry_url = "{registry}"

@@ -47,8 +47,14 @@ async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
         if lease["state"] == "open":
             await store.set_state(ctx.conn, lease_id, "failed")
         return
-    if lease["state"] in ("stored", "superseded"):
-        log.info("lease %s is %s already; nothing to do", lease_id, lease["state"])
+    if lease["state"] == "stored":
+        # Told again: its first build.stored may have been lost. Announce the same again.
+        log.info("lease %s is stored already; announcing it again", lease_id)
+        stored = await store.stored_files(ctx.conn, lease_id)
+        await ctx.publish(stored_message(lease, _in_order(stored, body["files"])))
+        return
+    if lease["state"] == "superseded":
+        log.info("lease %s is superseded already; nothing to do", lease_id)
         return
     if lease["state"] != "open" or lease["cleaned_at"] is not None:
         raise Reject(f"lease {lease_id} is {lease['state']} and its uploads are gone")
@@ -61,19 +67,29 @@ async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
     results = await _store(ctx, lease, body["files"])
     await store.record_stored(ctx.conn, lease_id, results)
     log.info("lease %s: stored %d file(s) of %s", lease_id, len(results), lease["nvr"])
-    await ctx.publish(
-        BuildStoredV1(
-            body={
-                "build_id": lease["build_id"],
-                "task_id": lease["task_id"],
-                "owner": lease["owner"],
-                "nvr": lease["nvr"],
-                "arch": lease["arch"],
-                "host": lease["host"],
-                "files": [r.entry() for r in results],
-            }
-        )
+    await ctx.publish(stored_message(lease, [r.entry() for r in results]))
+
+
+def stored_message(lease: asyncpg.Record, files: list[dict[str, Any]]) -> BuildStoredV1:
+    return BuildStoredV1(
+        body={
+            "build_id": lease["build_id"],
+            "task_id": lease["task_id"],
+            "owner": lease["owner"],
+            "nvr": lease["nvr"],
+            "arch": lease["arch"],
+            "host": lease["host"],
+            "files": files,
+        }
     )
+
+
+def _in_order(
+    stored: list[asyncpg.Record], attested: list[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Stored files in the attested order, as the first build.stored listed them."""
+    position = {f["name"]: i for i, f in enumerate(attested)}
+    return [dict(r) for r in sorted(stored, key=lambda r: position.get(r["name"], len(position)))]
 
 
 async def _check_staged(

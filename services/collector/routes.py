@@ -6,6 +6,9 @@ GET  /api/v1/uploads/{lease_id}          {"files": [{name, size, sha256, rpm}]}:
                                          rpm is null for a log, else the RPM's header as read
                                          on upload ({name, version, release, epoch, arch,
                                          sourcerpm}) or {error} if it is not an intact RPM
+GET  /api/v1/leases/{lease_id}           {"lease_id", "state", "files"}: the lease's state
+                                         (open, stored, failed, superseded) and the files
+                                         it stored, as build.stored lists them
 PUT  /api/v1/sources/{sha256}/{name}     an N-V-R.src.rpm, stored by digest, from an owner
                                          (Authorization: Bearer <owner token>, owners.py)
 GET  /sources/{sha256}/{name}            download it
@@ -228,6 +231,22 @@ async def list_uploads(request: web.Request) -> web.Response:
             raise error(404, "unknown lease")
         files = await store.staged_listing(conn, lease_id)
     return web.json_response({"files": files})
+
+
+@routes.get("/api/v1/leases/{lease_id}")
+async def get_lease(request: web.Request) -> web.Response:
+    """Whether a lease's results were stored: the dispatcher asks at lease expiry, in case
+    the build.stored announcing them was lost."""
+    runtime = request.app[RUNTIME]
+    lease_id = _lease_id(request)
+    async with runtime.pool.acquire() as conn:
+        lease = await store.get_lease(conn, lease_id)
+        if lease is None:
+            raise error(404, "unknown lease")
+        files = await store.stored_files(conn, lease_id)
+    return web.json_response(
+        {"lease_id": str(lease_id), "state": lease["state"], "files": [dict(f) for f in files]}
+    )
 
 
 @routes.put("/api/v1/sources/{sha256}/{name}")

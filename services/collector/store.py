@@ -91,6 +91,14 @@ async def staged_listing(conn: asyncpg.Connection, lease_id: uuid.UUID) -> list[
     return [{**dict(r), "rpm": None if r["rpm"] is None else json.loads(r["rpm"])} for r in rows]
 
 
+async def stored_files(conn: asyncpg.Connection, lease_id: uuid.UUID) -> list[asyncpg.Record]:
+    """What the lease put into Koji storage, as BuildStoredV1 lists it."""
+    return await conn.fetch(
+        "SELECT name, path, sha256, size, arch FROM stored_files WHERE lease_id = $1 ORDER BY name",
+        lease_id,
+    )
+
+
 async def staged_file(
     conn: asyncpg.Connection, lease_id: uuid.UUID, name: str
 ) -> asyncpg.Record | None:

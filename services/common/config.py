@@ -52,6 +52,10 @@ class DispatcherConfig:
     # "principal:*" (a Koschei- or Packit-like tool); anyone else builds as itself.
     may_act_for: list[str] = dataclasses.field(default_factory=list)
     sweep_seconds: float = 15.0  # how often expired leases are requeued
+    # Asked at lease expiry whether the lease's results were stored (its build.stored lost).
+    collector_url: str = "http://127.0.0.1:8412"
+    # Builds one owner may have in progress; a request beyond it fails at once (quota.py).
+    max_active_builds_per_owner: int = 500
 
 
 @dataclasses.dataclass(frozen=True)

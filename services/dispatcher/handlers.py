@@ -19,10 +19,10 @@ from skyline_messages import (
     TaskVerifiedV1,
 )
 
-from services.common.errors import Reject
+from services.common.errors import Reject, Retry
 from services.common.service import Context, Runtime
 
-from . import matching, store
+from . import collector, failures, matching, quota, store
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3  # a task refused or lost this many times fails its build
@@ -45,6 +45,8 @@ async def on_build_request(msg: BuildRequestV1, ctx: Context) -> None:
     if build is None:
         log.info("request %s was already queued", msg.id)
         return
+    if await refuse_over_quota(ctx, build):
+        return
     tasks = await store.build_tasks(ctx.conn, build["id"])
     log.info("queued build %s of %s for %s", build["id"], nvr, ", ".join(msg.body["arches"]))
     await ctx.publish(
@@ -62,8 +64,19 @@ async def on_build_request(msg: BuildRequestV1, ctx: Context) -> None:
     await schedule(ctx)
 
 
+async def refuse_over_quota(ctx: Context, build: Any) -> bool:
+    """Fail a new build at once if its owner has too many in progress (see quota.py)."""
+    owner = build["owner"]
+    active = await store.active_builds(ctx.conn, owner, besides=build["id"])
+    reason = quota.refusal(owner, active, ctx.config.dispatcher.max_active_builds_per_owner)
+    if reason is None:
+        return False
+    await fail_build(ctx, build["id"], reason)
+    return True
+
+
 async def on_host_status(msg: HostStatusV1, ctx: Context) -> None:
-    await store.upsert_host(ctx.conn, msg.body)
+    await store.upsert_host(ctx.conn, msg)
     if msg.body["state"] == "online" and msg.body["free_slots"] > 0:
         await schedule(ctx)
 
@@ -108,10 +121,37 @@ async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
         log.warning("verified result for stale lease %s ignored", msg.body["lease_id"])
         return
     if msg.body["status"] == "failed":
-        await store.set_task(ctx.conn, task["id"], "failed", reason="the build failed")
-        await fail_build(ctx, task["build_id"], f"{task['arch']} build failed on {task['host']}")
+        await task_failed(ctx, task)
         return
     await store.set_task(ctx.conn, task["id"], "verified", result_digest=msg.body["result_digest"])
+
+
+async def task_failed(ctx: Context, task: Any) -> None:
+    """A host's verified failure: fail the build once confirmed, else build it elsewhere."""
+    host = await store.get_host(ctx.conn, task["host"])
+    # Every leased host has a row; without one, trust it least (its owner is unknown).
+    failure = failures.Failure(
+        task["host"], host["owner"] if host else "", host["trust"] if host else "untrusted"
+    )
+    seen = [*failures.parse(task["failures"]), failure]
+    what = f"{task['arch']} build failed on {failures.describe(seen)}"
+    entries = [f.entry() for f in seen]
+    if failures.confirmed(seen):
+        await store.set_task(ctx.conn, task["id"], "failed", reason=what, failures=entries)
+        await fail_build(ctx, task["build_id"], what)
+        return
+    build = await store.get_build(ctx.conn, task["build_id"])
+    if build is not None and build["state"] != "building":
+        await store.set_task(
+            ctx.conn, task["id"], "failed", reason=f"{what}; build over", failures=entries
+        )
+        return
+    # Not counted against MAX_ATTEMPTS: bounded anyway, as a second owner's failure confirms.
+    log.warning("task %s: %s; to be confirmed on a host of another owner", task["id"], what)
+    await store.requeue(
+        ctx.conn, task["id"], f"{what}; to be confirmed by another owner", failures=entries
+    )
+    await schedule(ctx)
 
 
 async def on_task_mismatch(msg: TaskMismatchV1, ctx: Context) -> None:
@@ -139,14 +179,33 @@ async def on_task_mismatch(msg: TaskMismatchV1, ctx: Context) -> None:
 
 
 async def on_build_stored(msg: BuildStoredV1, ctx: Context) -> None:
-    task_id = msg.body["task_id"]
-    await store.set_task(ctx.conn, task_id, "stored", files=msg.body["files"])
-    tasks = await store.build_tasks(ctx.conn, msg.body["build_id"])
+    task = await store.lock_task(ctx.conn, msg.body["task_id"])
+    if task is None or task["build_id"] != msg.body["build_id"]:
+        log.warning(
+            "build.stored for unknown task %s of build %s ignored",
+            msg.body["task_id"],
+            msg.body["build_id"],
+        )
+        return
+    await task_stored(ctx, task, msg.body["files"])
+
+
+async def task_stored(ctx: Context, task: Any, files: list[dict[str, Any]]) -> None:
+    """The task's results are in Koji storage: the build completes when it was the last one.
+
+    Idempotent: the collector may announce a stored lease again (its first build.stored lost),
+    and the expiry sweep may learn it from the collector's API first.
+    """
+    if task["state"] == "stored":
+        log.info("task %s was stored already; announcement ignored", task["id"])
+        return
+    await store.set_task(ctx.conn, task["id"], "stored", files=files)
+    tasks = await store.build_tasks(ctx.conn, task["build_id"])
     if all(t["state"] == "stored" for t in tasks):
-        build = await store.finish_build(ctx.conn, msg.body["build_id"], "complete")
+        build = await store.finish_build(ctx.conn, task["build_id"], "complete")
         if build is None:
             return
-        files = [f for t in tasks for f in json.loads(t["files"])]
+        every_file = [f for t in tasks for f in json.loads(t["files"])]
         log.info("build %s of %s complete", build["id"], build["nvr"])
         await ctx.publish(
             BuildCompleteV1(
@@ -155,7 +214,7 @@ async def on_build_stored(msg: BuildStoredV1, ctx: Context) -> None:
                     "owner": build["owner"],
                     "nvr": build["nvr"],
                     "scratch": build["scratch"],
-                    "files": files,
+                    "files": every_file,
                 }
             )
         )
@@ -185,11 +244,39 @@ async def fail_build(ctx: Context, build_id: int, reason: str) -> None:
 
 
 async def requeue_expired_leases(runtime: Runtime) -> None:
-    """Leases whose host went silent go back to the queue (or fail after MAX_ATTEMPTS)."""
+    """Leases whose host went silent go back to the queue (or fail after MAX_ATTEMPTS).
+
+    Unless the collector stored the lease's results and its build.stored was lost: then the
+    task completes as if it had arrived. No task is requeued while the collector cannot say;
+    the rest of the sweep waits for the next one (a collector that is down answers no lease).
+    """
     async with runtime.transaction() as ctx:
         for task in await store.expired_leases(ctx.conn):
+            try:
+                if await stored_by_collector(ctx, task):
+                    continue
+            except Retry as exc:
+                log.warning(
+                    "expired leases wait: the collector cannot say if they were stored: %s", exc
+                )
+                break
             await requeue_or_fail(ctx, task, f"lease on {task['host']} expired")
         await schedule(ctx)
+
+
+async def stored_by_collector(ctx: Context, task: Any) -> bool:
+    """If the collector stored this lease's results, complete the task and say so.
+
+    Leased tasks are asked about too, not only verified ones: the dispatcher's task.verified
+    may have been lost as well as build.stored. Raises Retry when the collector cannot say.
+    """
+    lease_id = str(task["lease_id"])
+    found = await collector.lease(ctx.runtime.http, ctx.config.dispatcher.collector_url, lease_id)
+    if found is None or not found.stored:
+        return False
+    log.warning("lease %s expired but its results were stored: build.stored was lost", lease_id)
+    await task_stored(ctx, task, found.files)
+    return True
 
 
 async def requeue_or_fail(ctx: Context, task: Any, reason: str) -> None:

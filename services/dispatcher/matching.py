@@ -1,9 +1,13 @@
 """Which host may build which task: pure policy, no I/O.
 
 Rules: the host is online with a free slot; it builds the task's architecture (hosts advertise
-"noarch" to take noarch tasks); it offers the requested release, if one was requested; and
+"noarch" to take noarch tasks); it offers the requested release, if one was requested;
 official (non-scratch) builds go only to core hosts, the infrastructure's own, because a
-volunteer's result counts only after independent agreement (see the verifier).
+volunteer's result counts only after independent agreement (see the verifier); and a task
+that failed on a host goes neither to that host nor to any host of the same owner (its
+failure is being confirmed: see failures.py).
+
+Free slots are the dispatcher's own count (free_slots()), never a heartbeat's word alone.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ class HostView:
     arches: frozenset[str]
     releases: frozenset[str]
     free_slots: int
+    owner: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +33,22 @@ class TaskView:
     arch: str
     release: str | None
     scratch: bool
+    # Hosts that reported the task failed, and their owners: not asked again.
+    failed_hosts: frozenset[str] = frozenset()
+    failed_owners: frozenset[str] = frozenset()
+
+
+def free_slots(advertised_free: int, running: int, max_slots: int, open_leases: int) -> int:
+    """How many more leases a host may take now.
+
+    The host's own capacity (free + running, by its last heartbeat) is capped by what it
+    enrolled (max_slots), and the dispatcher's open leases on it are taken off that: a
+    heartbeat sent before a lease arrived, or one that lies, never gives back a slot the
+    dispatcher still counts as leased. The host may still say it is full (advertised_free),
+    e.g. while it stops.
+    """
+    capacity = min(advertised_free + running, max_slots)
+    return max(0, min(advertised_free, capacity - open_leases))
 
 
 def can_build(host: HostView, task: TaskView) -> bool:
@@ -36,6 +57,8 @@ def can_build(host: HostView, task: TaskView) -> bool:
         and task.arch in host.arches
         and (task.release is None or task.release in host.releases)
         and (task.scratch or host.trust == "core")
+        and host.host not in task.failed_hosts
+        and host.owner not in task.failed_owners
     )
 
 

@@ -7,8 +7,12 @@ import uuid
 from typing import Any
 
 import asyncpg
+from skyline_messages import HostStatusV1
 
+from . import failures, matching
 from .matching import HostView, TaskView
+
+JSON_COLUMNS = ("files", "failures")
 
 
 async def create_build(
@@ -44,13 +48,15 @@ async def get_build(conn: asyncpg.Connection, build_id: int) -> asyncpg.Record |
     return await conn.fetchrow("SELECT * FROM builds WHERE id = $1", build_id)
 
 
-async def upsert_host(conn: asyncpg.Connection, b: dict[str, Any]) -> None:
+async def upsert_host(conn: asyncpg.Connection, msg: HostStatusV1) -> None:
+    b = msg.body
     await conn.execute(
-        "INSERT INTO hosts (host, owner, state, trust, arches, releases, free_slots, seen_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::timestamptz)"
+        "INSERT INTO hosts (host, owner, state, trust, arches, releases, free_slots, running,"
+        " max_slots, seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::timestamptz)"
         " ON CONFLICT (host) DO UPDATE SET owner = $2, state = $3, trust = $4, arches = $5,"
-        " releases = $6, free_slots = $7, seen_at = $8::text::timestamptz"
-        " WHERE hosts.seen_at <= $8::text::timestamptz",  # never go back to an older status
+        " releases = $6, free_slots = $7, running = $8, max_slots = $9,"
+        " seen_at = $10::text::timestamptz"
+        " WHERE hosts.seen_at <= $10::text::timestamptz",  # never go back to an older status
         b["host"],
         b["owner"],
         b["state"],
@@ -58,39 +64,79 @@ async def upsert_host(conn: asyncpg.Connection, b: dict[str, Any]) -> None:
         b["arches"],
         b["releases"],
         b["free_slots"],
+        msg.running,
+        msg.max_slots,
         b["seen_at"],
     )
 
 
+async def get_host(conn: asyncpg.Connection, host: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM hosts WHERE host = $1", host)
+
+
 async def lock_available_hosts(conn: asyncpg.Connection) -> list[HostView]:
-    """Online hosts with a free slot, locked so two dispatchers never fill one slot twice."""
+    """Online hosts with a free slot, locked so two dispatchers never fill one slot twice.
+
+    Free slots are counted from the dispatcher's own open leases, in a statement of its own
+    run after the locks are held: a concurrent schedule that leased on one of these hosts
+    committed before we got its lock, so this statement sees its leases.
+    """
     rows = await conn.fetch(
         "SELECT * FROM hosts WHERE state = 'online' AND free_slots > 0"
         " ORDER BY host FOR UPDATE SKIP LOCKED"
     )
-    return [
+    if not rows:
+        return []
+    counts = await conn.fetch(
+        "SELECT host, count(*) AS n FROM tasks WHERE state = 'leased' AND host = ANY($1::text[])"
+        " GROUP BY host",
+        [r["host"] for r in rows],
+    )
+    open_leases = {c["host"]: c["n"] for c in counts}
+    hosts = [
         HostView(
-            r["host"], r["trust"], frozenset(r["arches"]), frozenset(r["releases"]), r["free_slots"]
+            r["host"],
+            r["trust"],
+            frozenset(r["arches"]),
+            frozenset(r["releases"]),
+            matching.free_slots(
+                r["free_slots"], r["running"], r["max_slots"], open_leases.get(r["host"], 0)
+            ),
+            owner=r["owner"],
         )
         for r in rows
     ]
+    return [h for h in hosts if h.free_slots > 0]
 
 
 async def lock_queued_tasks(conn: asyncpg.Connection, limit: int) -> list[TaskView]:
     rows = await conn.fetch(
-        "SELECT t.id, t.arch, b.release, b.scratch FROM tasks t JOIN builds b ON b.id = t.build_id"
+        "SELECT t.id, t.arch, t.failures, b.release, b.scratch"
+        " FROM tasks t JOIN builds b ON b.id = t.build_id"
         " WHERE t.state = 'queued' ORDER BY t.priority DESC, t.id LIMIT $1"
         " FOR UPDATE OF t SKIP LOCKED",
         limit,
     )
-    return [TaskView(r["id"], r["arch"], r["release"], r["scratch"]) for r in rows]
+    views = []
+    for r in rows:
+        failed = failures.parse(r["failures"])
+        views.append(
+            TaskView(
+                r["id"],
+                r["arch"],
+                r["release"],
+                r["scratch"],
+                failed_hosts=frozenset(f.host for f in failed),
+                failed_owners=frozenset(f.owner for f in failed),
+            )
+        )
+    return views
 
 
 async def lease(
     conn: asyncpg.Connection, task_id: int, host: str, lease_seconds: int
 ) -> asyncpg.Record:
     """Lease a task to a host; returns the task joined with its build for the lease message."""
-    await conn.execute("UPDATE hosts SET free_slots = free_slots - 1 WHERE host = $1", host)
     return await conn.fetchrow(
         "UPDATE tasks t SET state = 'leased', host = $2, lease_id = $3, attempts = attempts + 1,"
         " lease_expires = now() + make_interval(secs => $4), updated_at = now()"
@@ -108,10 +154,15 @@ async def task_by_lease(conn: asyncpg.Connection, lease_id: str) -> asyncpg.Reco
     return await conn.fetchrow("SELECT * FROM tasks WHERE lease_id = $1::uuid FOR UPDATE", lease_id)
 
 
+async def lock_task(conn: asyncpg.Connection, task_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM tasks WHERE id = $1 FOR UPDATE", task_id)
+
+
 async def set_task(conn: asyncpg.Connection, task_id: int, state: str, **fields: Any) -> None:
     columns = {"state": state, **fields}
-    if "files" in columns:
-        columns["files"] = json.dumps(columns["files"])
+    for name in JSON_COLUMNS:
+        if name in columns:
+            columns[name] = json.dumps(columns[name])
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(columns, start=2))
     await conn.execute(
         f"UPDATE tasks SET {assignments}, updated_at = now() WHERE id = $1",
@@ -120,9 +171,16 @@ async def set_task(conn: asyncpg.Connection, task_id: int, state: str, **fields:
     )
 
 
-async def requeue(conn: asyncpg.Connection, task_id: int, reason: str) -> None:
+async def requeue(conn: asyncpg.Connection, task_id: int, reason: str, **fields: Any) -> None:
     await set_task(
-        conn, task_id, "queued", host=None, lease_id=None, lease_expires=None, reason=reason
+        conn,
+        task_id,
+        "queued",
+        host=None,
+        lease_id=None,
+        lease_expires=None,
+        reason=reason,
+        **fields,
     )
 
 
@@ -158,4 +216,18 @@ async def finish_build(
         build_id,
         state,
         reason,
+    )
+
+
+async def active_builds(conn: asyncpg.Connection, owner: str, *, besides: int) -> int:
+    """How many builds `owner` has in progress, other than build `besides`.
+
+    An advisory lock per owner, held to the end of the transaction, makes concurrent requests
+    of one owner count one after the other (each sees the builds the others committed).
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"quota:{owner}")
+    return await conn.fetchval(
+        "SELECT count(*) FROM builds WHERE owner = $1 AND state = 'building' AND id <> $2",
+        owner,
+        besides,
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 from skyline_messages import HostEnrolledV1, HostStatusV1
+from skyline_messages.host import SLOTS
 
 PROFILE = ("arches", "releases", "cpus", "memory_mb", "disk_gb")
 
@@ -86,7 +87,14 @@ def enrolled_message(row: asyncpg.Record) -> HostEnrolledV1:
 
 
 def status_message(row: asyncpg.Record) -> HostStatusV1:
+    """The host's status; its slots capped by what it enrolled (one per CPU, 1 if unknown).
+
+    A heartbeat is the host's own word: without the cap, a host could claim 1,024 free slots
+    and win every lease. The dispatcher also counts its own open leases against max_slots.
+    """
     seen = row["last_heartbeat"] or row["enrolled_at"]
+    max_slots = min(row["cpus"] or 1, SLOTS["maximum"])
+    online = row["state"] == "online"
     return HostStatusV1(
         body={
             "host": row["host"],
@@ -95,7 +103,9 @@ def status_message(row: asyncpg.Record) -> HostStatusV1:
             "trust": row["trust"],
             "arches": list(row["arches"]),
             "releases": list(row["releases"]),
-            "free_slots": row["free_slots"] if row["state"] == "online" else 0,
+            "free_slots": min(row["free_slots"], max_slots) if online else 0,
+            "running": min(row["running"], max_slots) if online else 0,
+            "max_slots": max_slots,
             "seen_at": seen.isoformat(),
         }
     )

@@ -845,11 +845,21 @@ async def test_verified_results_are_stored_where_koji_expects_them(
     }
     assert await collector.stored_rows() == 2
 
-    # Redelivery: the same message, then a new copy of it: nothing stored or published twice.
-    await SERVICE.handle(collector.runtime, verified(lease_id, files))
+    # The lease API says so, with the files as build.stored listed them.
+    resp = await collector.client.get(f"/api/v1/leases/{lease_id}")
+    assert resp.status == 200
+    answer = await resp.json()
+    assert (answer["lease_id"], answer["state"]) == (lease_id, "stored")
+    assert {f["name"]: f for f in answer["files"]} == {f["name"]: f for f in msg.body["files"]}
+
+    # Told again (a new message): the same announcement again, in case the first was lost;
+    # nothing is stored twice.
     again = verified(lease_id, files)
     await SERVICE.handle(collector.runtime, again)
-    assert len(await collector.outbox()) == 1
+    assert [m["body"] for m in await collector.outbox()] == [msg.body] * 2
+    # A redelivery of that message (same id) is skipped.
+    await SERVICE.handle(collector.runtime, fm.load_message(json.loads(fm.dumps(again))))
+    assert len(await collector.outbox()) == 2
     assert await collector.stored_rows() == 2
 
     # The lease takes no more uploads, and the sweep removes its staging folder.
@@ -927,6 +937,22 @@ async def test_noarch_subpackage_of_a_sibling_task_is_kept(
     ]
     kept = collector.topdir / f"packages/skyline-hello/1.0/1/noarch/{RPM_NAME}"
     assert sha256_file(kept) == sha256_file(rpm_path)
+
+
+async def test_lease_api_says_what_became_of_a_lease(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    assert (await collector.upload(lease_id, "build.log", b"x")).status == 201
+    resp = await collector.client.get(f"/api/v1/leases/{lease_id}")
+    # Staged uploads are not stored files.
+    assert await resp.json() == {"lease_id": lease_id, "state": "open", "files": []}
+    failed = TaskVerifiedV1(body={**verified(lease_id, []).body, "status": "failed"})
+    await SERVICE.handle(collector.runtime, failed)
+    resp = await collector.client.get(f"/api/v1/leases/{lease_id.upper()}")
+    assert await resp.json() == {"lease_id": lease_id, "state": "failed", "files": []}
+    unknown = await collector.client.get(f"/api/v1/leases/{uuid.uuid4()}")
+    assert (unknown.status, (await unknown.json())["error"]) == (404, "unknown lease")
+    bad = await collector.client.get("/api/v1/leases/not-a-uuid")
+    assert (bad.status, (await bad.json())["error"]) == (400, "the lease id is not a UUID")
 
 
 async def test_failed_task_closes_the_lease(collector: Collector) -> None:

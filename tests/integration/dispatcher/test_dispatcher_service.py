@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import itertools
 import json
@@ -49,18 +50,23 @@ def status(
     releases: tuple[str, ...] = ("f40",),
     free_slots: int = 1,
     state: str = "online",
+    owner: str = "infra",
+    running: int = 0,
+    max_slots: int = 8,
 ) -> HostStatusV1:
     # Every status is newer than the one before (the dispatcher never goes back in time).
     seen = START + datetime.timedelta(seconds=next(_clock))
     return HostStatusV1(
         body={
             "host": host,
-            "owner": "infra",
+            "owner": owner,
             "state": state,
             "trust": trust,
             "arches": list(arches),
             "releases": list(releases),
             "free_slots": free_slots,
+            "running": running,
+            "max_slots": max_slots,
             "seen_at": seen.isoformat(),
         }
     )
@@ -132,6 +138,13 @@ async def new_messages(runtime: Runtime, sent, msg: fm.Message) -> list[fm.Messa
     return (await sent())[before:]
 
 
+async def free_now(runtime: Runtime, host: str = "core-1") -> int:
+    """How many more leases the dispatcher would give `host` now."""
+    async with runtime.transaction() as ctx:
+        hosts = await store.lock_available_hosts(ctx.conn)
+    return next((h.free_slots for h in hosts if h.host == host), 0)
+
+
 # Requests
 
 
@@ -201,8 +214,7 @@ async def test_online_core_host_gets_a_lease_on_its_own_topic(runtime, sent) -> 
     expires = datetime.datetime.fromisoformat(b["lease_expires"])
     assert expires > datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=50)
     assert (task["state"], task["host"], task["attempts"]) == ("leased", "core-1", 1)
-    host = await runtime.pool.fetchrow("SELECT * FROM hosts WHERE host = 'core-1'")
-    assert host["free_slots"] == 0
+    assert await free_now(runtime) == 0
 
 
 async def test_request_is_leased_at_once_when_a_host_is_waiting(runtime, sent) -> None:
@@ -277,6 +289,7 @@ async def test_mismatch_requeues_and_fails_the_build_after_max_attempts(runtime,
     for attempt in range(1, handlers.MAX_ATTEMPTS + 1):
         [lease] = await new_messages(runtime, sent, status())
         lease_ids.add(lease.body["lease_id"])
+        await SERVICE.handle(runtime, status(free_slots=0, running=1))  # busy with it
         new = await new_messages(runtime, sent, mismatch(lease, "digest_mismatch"))
         [task] = await task_rows(runtime)
         assert task["attempts"] == attempt
@@ -432,19 +445,20 @@ async def test_expired_leases_are_requeued_and_leased_again(runtime, sent) -> No
     await SERVICE.handle(runtime, request(arches=["noarch", "x86_64"]))
     leases = of_type(await new_messages(runtime, sent, status(free_slots=2)), TaskLeasedV1)
     expired, kept = leases
+    await SERVICE.handle(runtime, status(free_slots=0, running=2))
     await runtime.pool.execute(
         "UPDATE tasks SET lease_expires = now() - interval '1 second' WHERE lease_id = $1::uuid",
         expired.body["lease_id"],
     )
     before = len(await sent())
     await handlers.requeue_expired_leases(runtime)
-    assert len(await sent()) == before  # the host has no free slot left: nothing to lease
+    assert len(await sent()) == before  # the host says it has no free slot: nothing to lease
     tasks = {t["id"]: t for t in await task_rows(runtime)}
     gone = tasks[expired.body["task_id"]]
     assert (gone["state"], gone["lease_id"], gone["attempts"]) == ("queued", None, 1)
     assert "expired" in gone["reason"]
     assert tasks[kept.body["task_id"]]["state"] == "leased"
-    [again] = await new_messages(runtime, sent, status(free_slots=1))
+    [again] = await new_messages(runtime, sent, status(free_slots=1, running=1))
     assert again.body["task_id"] == expired.body["task_id"]
     assert again.body["lease_id"] != expired.body["lease_id"]
     # The old lease's verdict is stale now.
@@ -490,7 +504,7 @@ async def test_unexpired_leases_are_left_alone(runtime, sent) -> None:
 
 async def add_host(runtime: Runtime, msg: HostStatusV1) -> None:
     async with runtime.transaction() as ctx:
-        await store.upsert_host(ctx.conn, msg.body)
+        await store.upsert_host(ctx.conn, msg)
 
 
 async def concurrent_schedules(runtime: Runtime) -> list[int]:
@@ -513,7 +527,7 @@ async def test_two_concurrent_schedules_fill_one_slot_once(runtime, sent) -> Non
     assert sorted(await concurrent_schedules(runtime)) == [0, 1]
     assert len(of_type(await sent(), TaskLeasedV1)) == 1
     assert [t["state"] for t in await task_rows(runtime)].count("leased") == 1
-    assert await runtime.pool.fetchval("SELECT free_slots FROM hosts") == 0
+    assert await free_now(runtime) == 0
 
 
 async def test_two_concurrent_schedules_never_lease_a_task_twice(runtime, sent) -> None:
@@ -535,3 +549,220 @@ async def test_verified_but_never_stored_task_is_requeued_at_lease_expiry(runtim
     [task] = await task_rows(runtime)
     assert (task["state"], task["lease_id"]) in {("queued", None), ("leased", task["lease_id"])}
     assert task["lease_id"] != uuid.UUID(lease.body["lease_id"])
+
+
+# Capacity: the dispatcher's own count, capped by what the host enrolled
+
+
+async def test_a_host_gets_no_more_leases_than_it_enrolled_slots(runtime, sent) -> None:
+    for _ in range(5):
+        await SERVICE.handle(runtime, request(arches=["x86_64"], scratch=True))
+    greedy = status("greedy", trust="untrusted", owner="mallory", free_slots=1024, max_slots=2)
+    leases = of_type(await new_messages(runtime, sent, greedy), TaskLeasedV1)
+    assert len(leases) == 2
+    # Heartbeats sent before the leases arrived, or lying, give back nothing still leased.
+    again = status("greedy", trust="untrusted", owner="mallory", free_slots=1024, max_slots=2)
+    assert await new_messages(runtime, sent, again) == []
+    assert await free_now(runtime, "greedy") == 0
+    # Once its result is verified the host is done with that build: the slot is free again.
+    await SERVICE.handle(runtime, verified(leases[0]))
+    assert await free_now(runtime, "greedy") == 1
+    later = status("greedy", trust="untrusted", owner="mallory", free_slots=1024, max_slots=2)
+    [new] = await new_messages(runtime, sent, later)
+    assert (type(new), new.body["host"]) == (TaskLeasedV1, "greedy")
+    assert await free_now(runtime, "greedy") == 0
+    assert len([t for t in await task_rows(runtime) if t["state"] == "queued"]) == 2
+
+
+async def test_a_finished_lease_gives_its_slot_back(runtime, sent) -> None:
+    for _ in range(3):
+        await SERVICE.handle(runtime, request(arches=["x86_64"]))
+    first, second = of_type(
+        await new_messages(runtime, sent, status(free_slots=2, max_slots=2)), TaskLeasedV1
+    )
+    await SERVICE.handle(runtime, verified(first))
+    await SERVICE.handle(runtime, stored(first))
+    # The host reports one build running and one slot free: the third task goes there.
+    [third] = await new_messages(runtime, sent, status(free_slots=1, running=1, max_slots=2))
+    assert third.body["task_id"] not in (first.body["task_id"], second.body["task_id"])
+
+
+async def test_a_status_from_an_older_registry_means_one_slot(runtime, sent) -> None:
+    for _ in range(3):
+        await SERVICE.handle(runtime, request(arches=["x86_64"]))
+    body = status(free_slots=5).body
+    old = HostStatusV1(body={k: v for k, v in body.items() if k not in ("running", "max_slots")})
+    assert len(of_type(await new_messages(runtime, sent, old), TaskLeasedV1)) == 1
+
+
+# A failure from one untrusted host is confirmed elsewhere
+
+
+def volunteer(host: str, owner: str, **changes: Any) -> HostStatusV1:
+    return status(host, trust="untrusted", owner=owner, **changes)
+
+
+async def failures_of(runtime: Runtime) -> list[dict[str, str]]:
+    return json.loads(await runtime.pool.fetchval("SELECT failures FROM tasks"))
+
+
+async def test_one_volunteers_failure_is_confirmed_by_another_owner(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(scratch=True))
+    [first] = await new_messages(runtime, sent, volunteer("alice-1", "alice"))
+    assert await new_messages(runtime, sent, verified(first, "failed")) == []
+    [task] = await task_rows(runtime)
+    assert (task["state"], task["host"]) == ("queued", None)
+    assert "to be confirmed" in task["reason"]
+    assert await failures_of(runtime) == [
+        {"host": "alice-1", "owner": "alice", "trust": "untrusted"}
+    ]
+    assert (await runtime.pool.fetchrow("SELECT * FROM builds"))["state"] == "building"
+    # Neither the same host nor another host of the same owner confirms it.
+    assert await new_messages(runtime, sent, volunteer("alice-1", "alice")) == []
+    assert await new_messages(runtime, sent, volunteer("alice-2", "alice", free_slots=9)) == []
+    [second] = await new_messages(runtime, sent, volunteer("bob-1", "bob"))
+    assert second.body["host"] == "bob-1"
+    [failed] = await new_messages(runtime, sent, verified(second, "failed"))
+    assert type(failed) is BuildFailedV1
+    assert failed.body["failed_arches"] == ["noarch"]
+    reason = failed.body["reason"]
+    assert reason.startswith("noarch build failed on ")
+    assert "alice-1 (owner alice, untrusted)" in reason and "bob-1 (owner bob" in reason
+    [task] = await task_rows(runtime)
+    assert task["state"] == "failed"
+    assert [f["host"] for f in await failures_of(runtime)] == ["alice-1", "bob-1"]
+
+
+async def test_a_volunteers_false_failure_does_not_fail_the_build(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(scratch=True))
+    [first] = await new_messages(runtime, sent, volunteer("mallory-1", "mallory"))
+    await SERVICE.handle(runtime, verified(first, "failed"))
+    [second] = await new_messages(runtime, sent, volunteer("bob-1", "bob"))
+    await SERVICE.handle(runtime, verified(second))
+    [complete] = await new_messages(runtime, sent, stored(second))
+    assert type(complete) is BuildCompleteV1
+    assert not of_type(await sent(), BuildFailedV1)
+
+
+async def test_a_core_hosts_failure_needs_no_confirmation(runtime, sent) -> None:
+    await SERVICE.handle(runtime, request(scratch=True))
+    [first] = await new_messages(runtime, sent, volunteer("alice-1", "alice"))
+    await SERVICE.handle(runtime, verified(first, "failed"))
+    [second] = await new_messages(runtime, sent, status("core-1"))
+    [failed] = await new_messages(runtime, sent, verified(second, "failed"))
+    assert type(failed) is BuildFailedV1
+    assert "core-1 (owner infra, core)" in failed.body["reason"]
+
+
+# Per-owner quota
+
+
+def set_quota(runtime: Runtime, limit: int) -> None:
+    config = runtime.config
+    runtime.config = dataclasses.replace(
+        config,
+        dispatcher=dataclasses.replace(config.dispatcher, max_active_builds_per_owner=limit),
+    )
+
+
+async def test_a_request_beyond_the_owners_quota_is_refused_with_the_reason(
+    runtime, sent, client
+) -> None:
+    set_quota(runtime, 2)
+    for _ in range(2):
+        await SERVICE.handle(runtime, request())
+    over = request()
+    [refused] = await new_messages(runtime, sent, over)
+    assert type(refused) is BuildFailedV1
+    assert refused.body["reason"] == "quota: owner alice already has 2 active builds (at most 2)"
+    # Not lost: the submitter finds the build by its request id, failed with the reason.
+    found = await (await client.get("/api/v1/builds", params={"request_id": over.id})).json()
+    [build] = found["builds"]
+    assert (build["state"], build["reason"]) == ("failed", refused.body["reason"])
+    assert [t["state"] for t in build["tasks"]] == ["failed"]
+    # Another owner is not held back, and nothing of the refused build is leased.
+    [queued] = await new_messages(runtime, sent, request(owner="bob"))
+    assert type(queued) is BuildQueuedV1
+    leased = of_type(await new_messages(runtime, sent, status(free_slots=8)), TaskLeasedV1)
+    assert build["build_id"] not in {m.body["build_id"] for m in leased}
+    assert len(leased) == 3
+    # Once one of alice's builds is over, she may ask again.
+    await runtime.pool.execute("UPDATE builds SET state = 'complete' WHERE id = 1")
+    assert type((await new_messages(runtime, sent, request()))[0]) is BuildQueuedV1
+
+
+async def test_concurrent_requests_of_one_owner_respect_the_quota(runtime, sent) -> None:
+    set_quota(runtime, 3)
+    await asyncio.gather(*(SERVICE.handle(runtime, request()) for _ in range(8)))
+    states = [r["state"] for r in await runtime.pool.fetch("SELECT state FROM builds")]
+    assert sorted(states) == ["building"] * 3 + ["failed"] * 5
+
+
+# A stored build whose announcement was lost
+
+
+def stored_files(lease: TaskLeasedV1) -> list[dict[str, Any]]:
+    return stored(lease).body["files"]
+
+
+async def expire_all(runtime: Runtime) -> None:
+    await runtime.pool.execute("UPDATE tasks SET lease_expires = now() - interval '1 second'")
+
+
+@pytest.mark.parametrize("verdict_seen", [True, False], ids=["verified", "verdict lost too"])
+async def test_expired_lease_the_collector_stored_completes_the_build(
+    runtime, sent, collector, verdict_seen: bool
+) -> None:
+    lease = await lease_one(runtime, sent)
+    if verdict_seen:
+        await SERVICE.handle(runtime, verified(lease))
+    collector.leases[lease.body["lease_id"]] = ("stored", stored_files(lease))
+    await expire_all(runtime)
+    before = len(await sent())
+    await handlers.requeue_expired_leases(runtime)
+    [complete] = (await sent())[before:]
+    assert type(complete) is BuildCompleteV1
+    assert complete.body["files"] == stored_files(lease)
+    assert collector.asked == [lease.body["lease_id"]]
+    [task] = await task_rows(runtime)
+    assert (task["state"], task["attempts"]) == ("stored", 1)
+    # The collector announces it again later: still one completion, nothing failed.
+    assert await new_messages(runtime, sent, stored(lease)) == []
+    await handlers.requeue_expired_leases(runtime)
+    assert len(await sent()) == before + 1
+
+
+async def test_expired_leases_are_not_requeued_while_the_collector_cannot_say(
+    runtime, sent, collector
+) -> None:
+    await SERVICE.handle(runtime, request(arches=["noarch", "x86_64"]))
+    leases = of_type(await new_messages(runtime, sent, status(free_slots=2)), TaskLeasedV1)
+    await SERVICE.handle(runtime, verified(leases[0]))
+    await runtime.pool.execute(
+        "UPDATE tasks SET lease_expires = now() - interval '1 second', attempts = $1",
+        handlers.MAX_ATTEMPTS,
+    )
+    collector.status = 503
+    before = len(await sent())
+    await handlers.requeue_expired_leases(runtime)
+    assert (await sent())[before:] == []
+    assert len(collector.asked) == 1  # a collector that is down is not asked about each lease
+    tasks = await task_rows(runtime)
+    assert [t["state"] for t in tasks] == ["verified", "leased"]
+    assert [str(t["lease_id"]) for t in tasks] == [m.body["lease_id"] for m in leases]
+    # Back, and it never stored either lease (say it refused the result): now they fail.
+    collector.status = 200
+    collector.leases[leases[0].body["lease_id"]] = ("open", [])
+    await handlers.requeue_expired_leases(runtime)
+    [failed] = (await sent())[before:]
+    assert type(failed) is BuildFailedV1
+    assert "expired" in failed.body["reason"]
+    assert {t["state"] for t in await task_rows(runtime)} == {"failed"}
+
+
+async def test_build_stored_for_an_unknown_task_is_ignored(runtime, sent) -> None:
+    lease = await lease_one(runtime, sent)
+    other = BuildStoredV1(body={**stored(lease).body, "build_id": 99})
+    assert await new_messages(runtime, sent, other) == []
+    [task] = await task_rows(runtime)
+    assert task["state"] == "leased"

@@ -389,3 +389,19 @@ async def test_silent_hosts_go_offline(client, runtime, sent) -> None:
     # A fresh heartbeat brings the host back.
     await SERVICE.handle(runtime, heartbeat())
     assert (await host_row(runtime, "builder-1"))["state"] == "online"
+
+
+async def test_status_slots_are_capped_by_the_enrolled_cpus(client, runtime, sent) -> None:
+    await enrol(client, profile(cpus=2))
+    no_cpus = profile("builder-2", OTHER_KEY)
+    del no_cpus["cpus"]
+    await enrol(client, no_cpus)
+    await SERVICE.handle(runtime, heartbeat(free_slots=1024))
+    await SERVICE.handle(runtime, heartbeat("builder-2", OTHER_KEY, free_slots=8))
+    statuses = {m.body["host"]: m.body for m in await sent() if isinstance(m, HostStatusV1)}
+    # A host's heartbeat is its own word: what it enrolled (one slot per CPU) caps it.
+    first = statuses["builder-1"]
+    assert (first["free_slots"], first["running"], first["max_slots"]) == (2, 1, 2)
+    # A host that did not say how many CPUs it has gets one slot.
+    second = statuses["builder-2"]
+    assert (second["free_slots"], second["running"], second["max_slots"]) == (1, 1, 1)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from services.dispatcher.matching import HostView, TaskView, assign, can_build, pick_host
+from services.dispatcher.matching import (
+    HostView,
+    TaskView,
+    assign,
+    can_build,
+    free_slots,
+    pick_host,
+)
 
 
 def host(
@@ -14,14 +21,28 @@ def host(
     arches: tuple[str, ...] = ("noarch", "x86_64"),
     releases: tuple[str, ...] = ("f40",),
     slots: int = 1,
+    owner: str = "infra",
 ) -> HostView:
-    return HostView(name, trust, frozenset(arches), frozenset(releases), slots)
+    return HostView(name, trust, frozenset(arches), frozenset(releases), slots, owner=owner)
 
 
 def task(
-    task_id: int = 1, *, arch: str = "x86_64", release: str | None = None, scratch: bool = False
+    task_id: int = 1,
+    *,
+    arch: str = "x86_64",
+    release: str | None = None,
+    scratch: bool = False,
+    failed_hosts: tuple[str, ...] = (),
+    failed_owners: tuple[str, ...] = (),
 ) -> TaskView:
-    return TaskView(task_id, arch, release, scratch)
+    return TaskView(
+        task_id,
+        arch,
+        release,
+        scratch,
+        failed_hosts=frozenset(failed_hosts),
+        failed_owners=frozenset(failed_owners),
+    )
 
 
 @pytest.mark.parametrize(
@@ -137,3 +158,45 @@ def test_assign_is_deterministic() -> None:
         return [(t.task_id, h.host) for t, h in assign([task(i) for i in range(1, 7)], hosts)]
 
     assert run() == run()
+
+
+def test_a_failed_task_goes_to_neither_that_host_nor_its_owner() -> None:
+    failed = task(scratch=True, failed_hosts=("a1",), failed_owners=("alice",))
+    alices = [host("a1", owner="alice", slots=9), host("a2", owner="alice", slots=9)]
+    assert not any(can_build(h, failed) for h in alices)
+    bobs = host("b1", trust="untrusted", owner="bob")
+    assert pick_host(failed, [*alices, bobs]) is bobs
+    assert assign([failed], alices) == []
+
+
+# Free slots: the dispatcher's own count
+
+
+@pytest.mark.parametrize(
+    ("advertised", "running", "max_slots", "open_leases", "free"),
+    [
+        (2, 0, 16, 0, 2),  # the host's own limit (free + running) below its CPUs
+        (1024, 0, 4, 0, 4),  # a host claiming 1,024 slots gets what it enrolled
+        (1024, 0, 4, 3, 1),
+        (2, 0, 2, 2, 0),  # heartbeat sent before the two leases arrived: nothing given back
+        (2, 0, 2, 1, 1),
+        (0, 2, 2, 2, 0),  # both leases running
+        (1, 1, 2, 1, 1),  # one finished and stored, one running
+        (1, 1, 2, 2, 0),  # one finished but not yet stored: still counted as leased
+        (0, 2, 4, 1, 0),  # the host says it is full (say, stopping): believed
+        (3, 0, 4, 6, 0),  # never negative
+        (0, 0, 1, 0, 0),
+    ],
+)
+def test_free_slots(advertised: int, running: int, max_slots: int, open_leases: int, free: int):
+    assert free_slots(advertised, running, max_slots, open_leases) == free
+
+
+def test_a_heartbeat_never_gives_back_a_leased_slot() -> None:
+    # Whatever a host says, its open leases plus what it may take never exceed its CPUs.
+    for advertised in range(0, 20):
+        for running in range(0, 20):
+            for open_leases in range(0, 6):
+                free = free_slots(advertised, running, 4, open_leases)
+                assert 0 <= free <= advertised
+                assert free + open_leases <= 4 or free == 0
