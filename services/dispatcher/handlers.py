@@ -174,6 +174,8 @@ async def on_task_mismatch(msg: TaskMismatchV1, ctx: Context) -> None:
             task["host"],
         )
         return
+    # The refused host does not get this task again: the next try is another host's.
+    await store.refuse_host(ctx.conn, task["id"], task["host"])
     await requeue_or_fail(ctx, task, f"result from {task['host']} refused: {msg.body['reason']}")
     await schedule(ctx)
 

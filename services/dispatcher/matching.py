@@ -33,7 +33,8 @@ class TaskView:
     arch: str
     release: str | None
     scratch: bool
-    # Hosts that reported the task failed, and their owners: not asked again.
+    # Hosts that reported the task failed or whose result was refused, and the owners of
+    # those that failed it: not asked again.
     failed_hosts: frozenset[str] = frozenset()
     failed_owners: frozenset[str] = frozenset()
 

@@ -111,7 +111,7 @@ async def lock_available_hosts(conn: asyncpg.Connection) -> list[HostView]:
 
 async def lock_queued_tasks(conn: asyncpg.Connection, limit: int) -> list[TaskView]:
     rows = await conn.fetch(
-        "SELECT t.id, t.arch, t.failures, b.release, b.scratch"
+        "SELECT t.id, t.arch, t.failures, t.refused_hosts, b.release, b.scratch"
         " FROM tasks t JOIN builds b ON b.id = t.build_id"
         " WHERE t.state = 'queued' ORDER BY t.priority DESC, t.id LIMIT $1"
         " FOR UPDATE OF t SKIP LOCKED",
@@ -126,7 +126,7 @@ async def lock_queued_tasks(conn: asyncpg.Connection, limit: int) -> list[TaskVi
                 r["arch"],
                 r["release"],
                 r["scratch"],
-                failed_hosts=frozenset(f.host for f in failed),
+                failed_hosts=frozenset(f.host for f in failed) | set(r["refused_hosts"]),
                 failed_owners=frozenset(f.owner for f in failed),
             )
         )
@@ -168,6 +168,14 @@ async def set_task(conn: asyncpg.Connection, task_id: int, state: str, **fields:
         f"UPDATE tasks SET {assignments}, updated_at = now() WHERE id = $1",
         task_id,
         *columns.values(),
+    )
+
+
+async def refuse_host(conn: asyncpg.Connection, task_id: int, host: str) -> None:
+    await conn.execute(
+        "UPDATE tasks SET refused_hosts = array_append(refused_hosts, $2) WHERE id = $1",
+        task_id,
+        host,
     )
 
 

@@ -24,6 +24,7 @@ from skyline_messages import (
     TaskVerifiedV1,
 )
 
+from services.common.errors import Reject
 from services.common.service import Runtime
 from services.dispatcher import handlers, store
 from services.dispatcher.__main__ import SERVICE
@@ -36,10 +37,11 @@ _clock = itertools.count()
 START = datetime.datetime.now(datetime.UTC)
 
 
-def request(**changes: Any) -> BuildRequestV1:
+def request(sender: str | None = None, **changes: Any) -> BuildRequestV1:
+    """A request as `sender` (default: its owner) publishes it, on its own routing key."""
     body = {"srpm_url": SRPM_URL, "srpm_sha256": "a" * 64, "arches": ["noarch"], "owner": "alice"}
     body.update(changes)
-    return BuildRequestV1(body=body)
+    return BuildRequestV1(body=body, topic=BuildRequestV1.topic_for(sender or body["owner"]))
 
 
 def status(
@@ -184,6 +186,27 @@ async def test_the_same_request_twice_is_one_build(runtime, sent) -> None:
     assert len(of_type(await sent(), BuildQueuedV1)) == 1
 
 
+async def test_a_request_for_another_owner_is_refused(runtime, sent) -> None:
+    """The owner is the authenticated sender (the routing key the broker let it use)."""
+    with pytest.raises(Reject, match="mallory may not request builds for owner 'alice'"):
+        await SERVICE.handle(runtime, request(sender="mallory"))
+    with pytest.raises(Reject):
+        await SERVICE.handle(runtime, BuildRequestV1(body=request().body))  # names nobody
+    assert await task_rows(runtime) == [] and await sent() == []
+
+
+async def test_a_tool_may_act_for_owners_it_is_configured_for(runtime, sent) -> None:
+    runtime.config = dataclasses.replace(
+        runtime.config,
+        dispatcher=dataclasses.replace(runtime.config.dispatcher, may_act_for=["koschei:*"]),
+    )
+    await SERVICE.handle(runtime, request(sender="koschei", owner="bob"))
+    [queued] = await sent()
+    assert queued.body["owner"] == "bob"
+    with pytest.raises(Reject):
+        await SERVICE.handle(runtime, request(sender="packit", owner="bob"))
+
+
 async def test_build_is_visible_over_http(client, runtime) -> None:
     msg = request(arches=["noarch", "x86_64"])
     await SERVICE.handle(runtime, msg)
@@ -287,9 +310,10 @@ async def test_mismatch_requeues_and_fails_the_build_after_max_attempts(runtime,
     await SERVICE.handle(runtime, request(arches=["x86_64"]))
     lease_ids = set()
     for attempt in range(1, handlers.MAX_ATTEMPTS + 1):
-        [lease] = await new_messages(runtime, sent, status())
+        host = f"core-{attempt}"  # a refused host is not given the task again
+        [lease] = await new_messages(runtime, sent, status(host))
         lease_ids.add(lease.body["lease_id"])
-        await SERVICE.handle(runtime, status(free_slots=0, running=1))  # busy with it
+        await SERVICE.handle(runtime, status(host, free_slots=0, running=1))  # busy with it
         new = await new_messages(runtime, sent, mismatch(lease, "digest_mismatch"))
         [task] = await task_rows(runtime)
         assert task["attempts"] == attempt
@@ -311,9 +335,13 @@ async def test_mismatch_requeues_and_fails_the_build_after_max_attempts(runtime,
 @pytest.mark.parametrize("reason", ["wrong_package", "wrong_arch", "bad_rpm"])
 async def test_result_of_another_package_or_arch_is_built_again(runtime, sent, reason) -> None:
     # The verifier read the RPMs' headers: the task goes back to the queue at once, for the
-    # next host that asks, instead of waiting for its lease to expire.
+    # next host that asks (never the refused one), instead of waiting for its lease to expire.
     lease = await lease_one(runtime, sent)
     assert await new_messages(runtime, sent, mismatch(lease, reason)) == []
+    assert (
+        of_type(await new_messages(runtime, sent, status("core-1", free_slots=2)), TaskLeasedV1)
+        == []
+    )
     [task] = await task_rows(runtime)
     assert (task["state"], task["host"], task["lease_id"]) == ("queued", None, None)
     assert reason in task["reason"]
