@@ -3,6 +3,7 @@ queue, nothing else: RabbitMQ itself refuses every other publish and queue opera
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 import aio_pika
@@ -64,7 +65,10 @@ async def test_host_cannot_publish_another_party_topic_or_forge_user_id(system, 
 
     # The sender's name is checked by the broker too: nobody can claim to be a service.
     own = f"skyline.host.heartbeat.{rogue.host}"
-    for url, key in ((rogue.amqp_url, own), (system.url_of(system.owner), f"{BuildRequestV1.topic}.{system.owner}")):
+    for url, key in (
+        (rogue.amqp_url, own),
+        (system.url_of(system.owner), f"{BuildRequestV1.topic}.{system.owner}"),
+    ):
         forged = raw({"host": rogue.host}, schema=schema_of(key), user_id="skyline-dispatcher")
         ids.add(forged.message_id)
         refusal = await refused_publish(url, key, forged)
@@ -104,7 +108,7 @@ async def test_host_cannot_declare_bind_consume_or_purge_queues(system):
 
     async def consume_honest(ch):
         queue = await ch.get_queue(principals.host_queue(HONEST), ensure=False)
-        await queue.consume(lambda m: None)
+        await queue.consume(ignore)
 
     async def get_honest(ch):
         queue = await ch.get_queue(principals.host_queue(HONEST), ensure=False)
@@ -146,6 +150,10 @@ async def test_host_cannot_declare_bind_consume_or_purge_queues(system):
     assert await bindings_of(system, own) == {own, f"skyline.task.leased.{rogue.host}"}
 
 
+async def ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    pass
+
+
 async def try_own_purge(url: str, queue: str) -> None:
     connection = await aio_pika.connect(url)
     try:
@@ -159,7 +167,8 @@ async def bindings_of(system, queue: str) -> set[str]:
     """The routing keys `queue` is bound with (the default exchange's binding is its name)."""
     rabbit = system.rabbitmq
     url = f"{rabbit.management_url}/api/queues/%2F/{queue}/bindings"
-    auth = aiohttp.BasicAuth(rabbit.user, rabbit.password)
-    async with aiohttp.ClientSession(auth=auth) as http, http.get(url) as response:
+    token = base64.b64encode(f"{rabbit.user}:{rabbit.password}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}"}
+    async with aiohttp.ClientSession(headers=headers) as http, http.get(url) as response:
         assert response.status == 200, await response.text()
         return {b["routing_key"] for b in await response.json()}

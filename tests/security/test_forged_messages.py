@@ -25,7 +25,6 @@ from tests.security.attack import (
     encoded,
     get_json,
     host_view,
-    raw,
     refused_publish,
     request_body,
     stored_digests,
@@ -166,5 +165,8 @@ async def test_request_for_another_owner_is_refused(system, example_srpm, tap):
     await build_id_of(system, own)
     await tap.wait(BuildQueuedV1, timeout=60, owner=system.owner)
     assert not tap.of(BuildQueuedV1, owner=victim)
-    assert not [m for m in tap.messages if isinstance(m, BuildRequestV1) and m.owner == victim
-                and m.id != claimed.id]
+    assert not [
+        m
+        for m in tap.messages
+        if isinstance(m, BuildRequestV1) and m.owner == victim and m.id != claimed.id
+    ]
