@@ -27,12 +27,13 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
-def _check_admin(request: web.Request) -> None:
+def check_admin(request: web.Request) -> None:
+    """Admin calls need `Authorization: Bearer <[registry] admin_token>`."""
     admin_token = request.app[RUNTIME].config.registry.admin_token
     if not admin_token:
         raise error(
             403,
-            "the owner admin API is disabled: set [registry] admin_token "
+            "the registry's admin API is disabled: set [registry] admin_token "
             "(or SKYLINE_REGISTRY_ADMIN_TOKEN) to enable it",
         )
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -60,7 +61,7 @@ async def _owner_name(request: web.Request) -> str:
 @routes.post("/api/v1/owners")
 async def create_owner(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    _check_admin(request)
+    check_admin(request)
     name = await _owner_name(request)
     try:
         principals.owner_user(name)
@@ -85,7 +86,7 @@ async def create_owner(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/owners/{name}")
 async def revoke_owner(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    _check_admin(request)
+    check_admin(request)
     name = request.match_info["name"]
     async with runtime.transaction() as ctx:
         row = await owners.revoke(ctx.conn, name)

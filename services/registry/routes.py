@@ -112,6 +112,39 @@ def _proof_of_possession(signed: dict, max_skew: float) -> datetime.datetime:
     return signed_at
 
 
+@routes.post("/api/v1/hosts/{host}/quarantine")
+async def quarantine(request: web.Request) -> web.Response:
+    """Admin: stop a host at once. Its broker user is deleted (its connections closed), so it
+    can neither publish nor read its leases; the dispatcher stops leasing to it."""
+    owners_api.check_admin(request)
+    return await _set_state(request, "quarantined")
+
+
+@routes.post("/api/v1/hosts/{host}/release")
+async def release(request: web.Request) -> web.Response:
+    """Admin: let a quarantined host back; it gets new broker credentials when it enrols."""
+    owners_api.check_admin(request)
+    return await _set_state(request, "offline")
+
+
+async def _set_state(request: web.Request, state: str) -> web.Response:
+    runtime = request.app[RUNTIME]
+    host = request.match_info["host"]
+    async with runtime.transaction() as ctx:
+        row = await store.set_state(ctx.conn, host, state)
+        if row is None:
+            raise error(404, f"no host named {host!r} is enrolled")
+        admin = runtime.state.get("broker_admin")
+        if state == "quarantined" and admin is not None:
+            try:  # in the transaction: a host is never marked quarantined but still connected
+                await broker.revoke_credentials(admin, host)
+            except Retry as exc:
+                raise error(503, str(exc)) from None
+        await ctx.publish(store.status_message(row))
+    log.warning("host %s is now %s", host, state)
+    return web.json_response(store.public_view(row))
+
+
 @routes.get("/api/v1/hosts/{host}")
 async def get_host(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]

@@ -64,6 +64,13 @@ async def record_heartbeat(
     )
 
 
+async def set_state(conn: asyncpg.Connection, host: str, state: str) -> asyncpg.Record | None:
+    """An admin's decision: quarantine or release (to offline until its next heartbeat)."""
+    return await conn.fetchrow(
+        "UPDATE hosts SET state = $2, free_slots = 0 WHERE host = $1 RETURNING *", host, state
+    )
+
+
 async def mark_offline(conn: asyncpg.Connection, silent_for: float) -> list[asyncpg.Record]:
     return await conn.fetch(
         "UPDATE hosts SET state = 'offline', free_slots = 0 WHERE state = 'online'"

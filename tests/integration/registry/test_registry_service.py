@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import uuid
@@ -405,3 +406,35 @@ async def test_status_slots_are_capped_by_the_enrolled_cpus(client, runtime, sen
     # A host that did not say how many CPUs it has gets one slot.
     second = statuses["builder-2"]
     assert (second["free_slots"], second["running"], second["max_slots"]) == (1, 1, 1)
+
+
+async def test_quarantine_deletes_the_hosts_broker_user_and_release_lets_it_enrol(
+    client, runtime, sent, broker
+) -> None:
+    runtime.state["broker_admin"] = broker.admin
+    configure(runtime, admin_token="adm1n")
+    host = f"q-{uuid.uuid4().hex[:8]}"
+    creds = (await enrol(client, profile(host)))["broker"]
+    url = with_credentials(broker.amqp_url, creds["user"], creds["password"])
+    connection = await aio_pika.connect(url)
+    cut_off = asyncio.Event()
+    connection.close_callbacks.add(lambda *args: cut_off.set())
+    admin = {"Authorization": "Bearer adm1n"}
+    assert (await client.post(f"/api/v1/hosts/{host}/quarantine")).status == 401
+    assert (await client.post("/api/v1/hosts/nobody/quarantine", headers=admin)).status == 404
+    response = await client.post(f"/api/v1/hosts/{host}/quarantine", headers=admin)
+    assert response.status == 200 and (await response.json())["state"] == "quarantined"
+    status_sent = [m for m in await sent() if isinstance(m, HostStatusV1)]
+    assert status_sent[-1].body["state"] == "quarantined"
+    # Its connection is closed now, and its credentials no longer open one.
+    await asyncio.wait_for(cut_off.wait(), 15)
+    with pytest.raises(aiormq.exceptions.ProbableAuthenticationError):
+        await aio_pika.connect(url)
+    assert "quarantined" in (await enrol(client, profile(host), status=403))["error"]
+    released = await client.post(f"/api/v1/hosts/{host}/release", headers=admin)
+    assert (await released.json())["state"] == "offline"
+    again = (await enrol(client, profile(host), status=200))["broker"]
+    connection = await aio_pika.connect(
+        with_credentials(broker.amqp_url, again["user"], again["password"])
+    )
+    await connection.close()
