@@ -11,7 +11,7 @@ from aiohttp import web
 from services.common.http import error
 from services.common.service import RUNTIME
 
-from . import store
+from . import matching, store
 
 routes = web.RouteTableDef()
 
@@ -78,10 +78,30 @@ async def queue(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     async with runtime.pool.acquire() as conn:
         tasks = await conn.fetch("SELECT state, count(*) AS n FROM tasks GROUP BY state")
-        hosts = await conn.fetch("SELECT host, state, trust, free_slots FROM hosts ORDER BY host")
+        hosts = await conn.fetch(
+            "SELECT h.host, h.state, h.trust, h.free_slots, h.running, h.max_slots,"
+            " (SELECT count(*) FROM tasks t WHERE t.host = h.host AND t.state = 'leased')"
+            " AS open_leases FROM hosts h ORDER BY h.host"
+        )
     return web.json_response(
-        {"tasks": {r["state"]: r["n"] for r in tasks}, "hosts": [dict(h) for h in hosts]}
+        {"tasks": {r["state"]: r["n"] for r in tasks}, "hosts": [_capacity(h) for h in hosts]}
     )
+
+
+def _capacity(row: Any) -> dict[str, Any]:
+    """A host as the dispatcher counts it: what it advertised, and what it may still take."""
+    free = matching.free_slots(
+        row["free_slots"], row["running"], row["max_slots"], row["open_leases"]
+    )
+    return {
+        "host": row["host"],
+        "state": row["state"],
+        "trust": row["trust"],
+        "advertised_free_slots": row["free_slots"],
+        "max_slots": row["max_slots"],
+        "open_leases": row["open_leases"],
+        "free_slots": free if row["state"] == "online" else 0,
+    }
 
 
 ROUTES = list(routes)

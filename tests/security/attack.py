@@ -138,7 +138,7 @@ async def wait_for_log(system: LocalSystem, service: str, text: str, timeout: fl
 async def request_body(system: LocalSystem, srpm: Path, **extra: object) -> dict[str, Any]:
     config = load_config(system.config_file)
     async with aiohttp.ClientSession() as http:
-        url, digest = await upload_srpm(http, config, srpm)
+        url, digest = await upload_srpm(http, config, srpm, token=system.secret(system.owner))
     body = {"srpm_url": url, "srpm_sha256": digest, "arches": ["noarch"], "owner": system.owner}
     return body | extra
 
