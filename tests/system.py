@@ -24,7 +24,7 @@ from services.common.config import with_credentials
 from services.common.rpmfiles import make_srpm
 from services.common.signing import public_key_b64, sign_body
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_SPEC = REPO / "examples" / "skyline-hello" / "skyline-hello.spec"
 # Short leases, so that tests/e2e/test_recovery.py sees a dead builder's lease expire and be
 # requeued within seconds (the default is an hour); every build here takes a few seconds.
