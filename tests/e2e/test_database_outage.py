@@ -4,6 +4,9 @@ PostgreSQL (the system's own private cluster) is stopped for 30 s while requests
 stored-notifications are in flight, and further requests are published during the outage.
 Once it is back, every build completes exactly once, each file is stored once, and no
 dead-letter queue holds a valid message: a database that is down is never a message's fault.
+The session's leases last 20 s (tests/system.py), less than the outage: a lease whose upload
+waited for the collector may expire and its task be built again, so the test asserts one
+completion and one stored copy per build, not one lease.
 """
 
 from __future__ import annotations
