@@ -12,7 +12,11 @@ from pathlib import Path
 
 import asyncpg
 
+from .errors import BriefWhenUnavailable
+
 log = logging.getLogger(__name__)
+# While PostgreSQL is down, the pool retries its connection floor with a traceback each time.
+logging.getLogger("asyncpg.pool").addFilter(BriefWhenUnavailable())
 
 # Tables every service with a database has: the ids of messages it has processed (so
 # redelivered messages are ignored) and the outbox of messages to publish after a commit.

@@ -72,3 +72,21 @@ class ClipLongRecords:
             record.msg = text[:LOG_TEXT_LIMIT] + f"... ({len(text)} chars)"
             record.args = None
         return True
+
+
+class BriefWhenUnavailable:
+    """A logging filter that replaces the traceback of a record about an outage (the database
+    or a peer down, see is_unavailable) with its one-line reason: asyncpg's pool logs one every
+    few seconds while PostgreSQL is down."""
+
+    def filter(self, record: object) -> bool:
+        import logging
+
+        assert isinstance(record, logging.LogRecord)
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_unavailable(exc):
+            record.msg = f"{record.getMessage()}: {describe(exc)}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True

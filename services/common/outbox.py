@@ -17,6 +17,7 @@ from fedora_messaging import message as fm
 
 from . import telemetry
 from .bus import Bus
+from .errors import describe, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,10 @@ class Relay:
             self._wake.clear()
             try:
                 await self.flush()
-            except (asyncpg.PostgresError, OSError, ConnectionError) as exc:
-                log.warning("outbox flush failed, will retry: %s", exc)
-            except Exception:
-                log.exception("outbox flush failed, will retry")
+            except Exception as exc:
+                # The database or the broker being down (asyncpg's InterfaceError included,
+                # which is no PostgresError) is expected: no traceback every interval.
+                if is_unavailable(exc):
+                    log.warning("outbox flush failed, will retry: %s", describe(exc))
+                else:
+                    log.exception("outbox flush failed, will retry")

@@ -30,7 +30,7 @@ from fedora_messaging import message as fm
 from . import db, outbox, telemetry
 from .bus import Bus
 from .config import Config, load_config, masked
-from .errors import Reject
+from .errors import Reject, describe, is_unavailable
 from .http import make_app, serve
 
 log = logging.getLogger(__name__)
@@ -176,8 +176,11 @@ async def _every(periodic: Periodic, runtime: Runtime) -> None:
             await periodic.job(runtime)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("periodic job %s failed", periodic.name)
+        except Exception as exc:
+            if is_unavailable(exc):  # the database or a peer is down: the next run retries
+                log.warning("periodic job %s skipped: %s", periodic.name, describe(exc))
+            else:
+                log.exception("periodic job %s failed", periodic.name)
 
 
 def _stop_on_signals() -> asyncio.Event:
