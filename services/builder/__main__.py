@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from services.common import telemetry
 from services.common.config import Config, load_config
@@ -47,7 +48,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def with_overrides(config: Config, args: argparse.Namespace) -> Config:
     """Apply the command-line conveniences on top of the file and environment."""
-    changes: dict[str, str] = {}
+    changes: dict[str, Any] = {}
     if args.host:
         changes["host"] = args.host
     if args.owner:

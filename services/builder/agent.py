@@ -132,8 +132,9 @@ class Agent:
                 signing_key=self._signing_key(),
             )
             log.info("enrolled %s as %s", self.host, reply.get("trust", "enrolled"))
-            registry_made_queue = isinstance(credentials := reply.get("broker"), dict)
-            if registry_made_queue:
+            credentials = reply.get("broker")
+            registry_made_queue = isinstance(credentials, dict)
+            if isinstance(credentials, dict):
                 # This host's own broker user: it may publish only its own topics and read
                 # only its lease queue, which the registry made for it.
                 self.bus.use_credentials(str(credentials["user"]), str(credentials["password"]))
@@ -256,7 +257,7 @@ class Agent:
         """Accept a lease: journal it and start it; return at once so the delivery is acked."""
         if not isinstance(msg, TaskLeasedV1):
             raise Reject(f"{type(msg).__name__} does not belong on a builder's lease queue")
-        lease = msg.body
+        lease = dict(msg.body)
         lease_id = lease["lease_id"]
         if lease["host"] != self.host:
             log.warning(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -290,7 +291,7 @@ prefetch_count = 25
         for name in SERVICES:
             self.start_service(name)
         for name in ("registry", "dispatcher", "collector"):
-            self._wait(name, lambda n=name: _http_ok(f"{self.url(n)}/healthz"), timeout)
+            self._wait(name, functools.partial(_http_ok, f"{self.url(name)}/healthz"), timeout)
         self._wait("verifier", lambda: b"verifier ready" in self._log("verifier"), timeout)
         progress(f"services up: {', '.join(SERVICES)}")
         self.ensure_owner()
@@ -298,7 +299,7 @@ prefetch_count = 25
         for i in range(1, builders + 1):
             self.start_builder(f"local-builder-{i}")
         for host in self.builder_names()[:builders]:
-            self._wait(host, lambda h=host: self.host_online(h), timeout)
+            self._wait(host, functools.partial(self.host_online, host), timeout)
         progress(f"{builders} builder(s) online")
 
     def ensure_owner(self) -> None:

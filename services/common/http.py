@@ -62,7 +62,7 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def make_app(routes: Sequence[web.RouteDef]) -> web.Application:
+def make_app(routes: Sequence[web.AbstractRouteDef]) -> web.Application:
     app = web.Application(middlewares=[_error_boundary], client_max_size=1024**2)
     app.add_routes([web.get("/healthz", _health), *routes])
     return app

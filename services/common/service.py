@@ -88,7 +88,7 @@ class Periodic:
 class Service:
     name: str
     handlers: Mapping[type[fm.Message], Handler] = dataclasses.field(default_factory=dict)
-    routes: Sequence[web.RouteDef] = ()
+    routes: Sequence[web.AbstractRouteDef] = ()
     listen: Callable[[Config], str] | None = None
     periodic: Sequence[Periodic] = ()
     migrations: Path | None = None

@@ -56,7 +56,9 @@ async def outbox_messages(runtime: Runtime) -> list[fm.Message]:
 
 
 @contextlib.asynccontextmanager
-async def api_client(runtime: Runtime, routes: Sequence[web.RouteDef]) -> AsyncIterator[TestClient]:
+async def api_client(
+    runtime: Runtime, routes: Sequence[web.AbstractRouteDef]
+) -> AsyncIterator[TestClient]:
     """An HTTP client for the service's routes, served on a loopback port."""
     app = make_app(routes)
     app[RUNTIME] = runtime

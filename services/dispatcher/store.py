@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -16,7 +17,7 @@ JSON_COLUMNS = ("files", "failures")
 
 
 async def create_build(
-    conn: asyncpg.Connection, request_id: str, nvr: str, body: dict[str, Any]
+    conn: asyncpg.Connection, request_id: str, nvr: str, body: Mapping[str, Any]
 ) -> asyncpg.Record | None:
     """A new build with one queued task per arch; None if this request was already taken."""
     build = await conn.fetchrow(

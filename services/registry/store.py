@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 from skyline_messages import HostEnrolledV1, HostStatusV1
 from skyline_messages.host import SLOTS
+
+MAX_SLOTS: int = SLOTS["maximum"]  # type: ignore[assignment]  # the schema's own bound
 
 PROFILE = ("arches", "releases", "cpus", "memory_mb", "disk_gb")
 
@@ -17,7 +20,7 @@ async def get_host(conn: asyncpg.Connection, host: str) -> asyncpg.Record | None
 
 
 async def insert_host(
-    conn: asyncpg.Connection, body: dict[str, Any], signed_at: datetime.datetime
+    conn: asyncpg.Connection, body: Mapping[str, Any], signed_at: datetime.datetime
 ) -> asyncpg.Record:
     return await conn.fetchrow(
         "INSERT INTO hosts (host, owner, public_key, arches, releases, cpus, memory_mb, disk_gb,"
@@ -100,7 +103,7 @@ def status_message(row: asyncpg.Record) -> HostStatusV1:
     and win every lease. The dispatcher also counts its own open leases against max_slots.
     """
     seen = row["last_heartbeat"] or row["enrolled_at"]
-    max_slots = min(row["cpus"] or 1, SLOTS["maximum"])
+    max_slots = min(int(row["cpus"] or 1), MAX_SLOTS)
     online = row["state"] == "online"
     return HostStatusV1(
         body={

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from skyline_messages import TaskFinishedV1, TaskLeasedV1, TaskMismatchV1, TaskVerifiedV1
 
@@ -96,7 +98,9 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
     return None
 
 
-async def refuse(ctx: Context, body: dict, reason: str, detail: str, *, keep: bool = True) -> None:
+async def refuse(
+    ctx: Context, body: Mapping[str, Any], reason: str, detail: str, *, keep: bool = True
+) -> None:
     """Publish the refusal. Only authenticated attestations are recorded: a forgery must not
     occupy the lease's one attestation slot and lock the honest host out."""
     log.error(
@@ -123,7 +127,9 @@ async def refuse(ctx: Context, body: dict, reason: str, detail: str, *, keep: bo
     )
 
 
-async def record(ctx: Context, body: dict, verdict: str, detail: str | None = None) -> None:
+async def record(
+    ctx: Context, body: Mapping[str, Any], verdict: str, detail: str | None = None
+) -> None:
     await ctx.conn.execute(
         "INSERT INTO attestations (lease_id, host, status, result_digest, env_digest, signature,"
         " verdict, detail, body) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
