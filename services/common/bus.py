@@ -178,7 +178,9 @@ class Bus:
         if declare:
             queue = await self._declare_queue(channel, queue_name, routing_keys, delivery_limit)
         else:
-            queue = await channel.get_queue(queue_name, ensure=False)
+            # A passive declare: it needs no configure permission, and the robust channel
+            # remembers the queue, so consuming resumes after the broker restarts.
+            queue = await channel.get_queue(queue_name, ensure=True)
 
         async def deliver(incoming: AbstractIncomingMessage) -> None:
             await self._deliver(queue_name, incoming, on_message)

@@ -179,7 +179,7 @@ async def test_enrolment_makes_the_hosts_own_broker_user_and_lease_queue(
     connection = await aio_pika.connect(url)
     try:
         channel = await connection.channel()
-        queue = await channel.get_queue(second["queue"], ensure=False)
+        queue = await channel.get_queue(second["queue"])  # passive: no configure permission
         await queue.consume(ignore)  # its own lease queue: allowed
         with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
             other = await (await connection.channel()).get_queue("skyline.dispatcher", ensure=False)
