@@ -16,6 +16,7 @@ import aiohttp
 
 from services.common.errors import SkylineError
 from services.common.service import Runtime
+from services.common.ttlcache import TtlCache
 
 TTL = 60.0
 # A builder waits on this lookup before its upload starts; better a quick 503 and a retry
@@ -48,21 +49,11 @@ class HostKeys:
     ) -> None:
         self.http = http
         self.registry_url = registry_url.rstrip("/")
-        self.ttl = ttl
-        self.clock = clock
-        self._cache: dict[str, tuple[float, HostKey | None]] = {}
+        self._cache: TtlCache[str, HostKey | None] = TtlCache(ttl, MAX_ENTRIES, clock)
 
     async def get(self, host: str) -> HostKey | None:
         """The host's enrolled key and state; raises RegistryUnavailable if it cannot tell."""
-        now = self.clock()
-        cached = self._cache.get(host)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        found = await self._fetch(host)
-        if len(self._cache) >= MAX_ENTRIES:
-            self._cache = {h: e for h, e in self._cache.items() if e[0] > now}
-        self._cache[host] = (now + self.ttl, found)
-        return found
+        return await self._cache.get(host, lambda: self._fetch(host))
 
     async def _fetch(self, host: str) -> HostKey | None:
         url = f"{self.registry_url}/api/v1/hosts/{quote(host, safe='')}"

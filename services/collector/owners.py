@@ -17,6 +17,7 @@ from aiohttp import web
 from services.common.http import error
 from services.common.service import Runtime
 from services.common.tokens import bearer, token_sha256
+from services.common.ttlcache import TtlCache
 
 from .hostkeys import LOOKUP_TIMEOUT, RegistryUnavailable
 
@@ -42,23 +43,11 @@ class OwnerTokens:
     ) -> None:
         self.http = http
         self.url = f"{registry_url.rstrip('/')}/api/v1/owners/whoami"
-        self.ttl = ttl
-        self.clock = clock
-        self._cache: dict[str, tuple[float, str | None]] = {}
+        self._cache: TtlCache[str, str | None] = TtlCache(ttl, MAX_ENTRIES, clock)
 
     async def owner(self, token: str) -> str | None:
         """The owner of `token`; raises RegistryUnavailable if the registry cannot tell."""
-        key, now = token_sha256(token), self.clock()
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        found = await self._whoami(token)
-        if len(self._cache) >= MAX_ENTRIES:
-            self._cache = {k: e for k, e in self._cache.items() if e[0] > now}
-            if len(self._cache) >= MAX_ENTRIES:  # all fresh (a flood of bad tokens): start over
-                self._cache.clear()
-        self._cache[key] = (now + self.ttl, found)
-        return found
+        return await self._cache.get(token_sha256(token), lambda: self._whoami(token))
 
     async def _whoami(self, token: str) -> str | None:
         headers = {"Authorization": f"Bearer {token}"}
