@@ -6,12 +6,13 @@ from skyline_messages import HostHeartbeatV1
 
 from services.common.service import Periodic, Service
 
-from .handlers import mark_silent_hosts_offline, on_heartbeat
+from .handlers import mark_silent_hosts_offline, on_heartbeat, on_heartbeats
 from .routes import ROUTES
 
 SERVICE = Service(
     name="registry",
     handlers={HostHeartbeatV1: on_heartbeat},
+    batched={HostHeartbeatV1: on_heartbeats},  # on the bus: many heartbeats per transaction
     routes=ROUTES,
     listen=lambda config: config.registry.listen,
     periodic=[

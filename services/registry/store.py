@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 from skyline_messages import HostEnrolledV1, HostStatusV1
 
 PROFILE = ("arches", "releases", "cpus", "memory_mb", "disk_gb")
+BOOKKEEPING = ("status_published", "status_published_at")  # the registry's own, not shown
 
 
 async def get_host(conn: asyncpg.Connection, host: str) -> asyncpg.Record | None:
@@ -57,6 +60,65 @@ async def record_heartbeat(
     )
 
 
+async def hosts_for_heartbeats(
+    conn: asyncpg.Connection, hosts: Sequence[str]
+) -> dict[str, asyncpg.Record]:
+    rows = await conn.fetch(
+        "SELECT host, public_key, last_signed_at FROM hosts WHERE host = ANY($1::text[])",
+        list(hosts),
+    )
+    return {r["host"]: r for r in rows}
+
+
+async def record_heartbeats(
+    conn: asyncpg.Connection, beats: Sequence[tuple[str, int, int, datetime.datetime]]
+) -> list[asyncpg.Record]:
+    """`record_heartbeat` for many hosts (host, free_slots, running, signed_at) in one statement.
+
+    Hosts go in name order, so two batches lock their rows in the same order.
+    """
+    beats = sorted(beats)
+    return await conn.fetch(
+        "UPDATE hosts h SET free_slots = v.free_slots, running = v.running,"
+        " last_signed_at = v.signed_at, last_heartbeat = now(),"
+        " state = CASE WHEN h.state = 'quarantined' THEN h.state ELSE 'online' END"
+        " FROM unnest($1::text[], $2::int[], $3::int[], $4::timestamptz[])"
+        " AS v(host, free_slots, running, signed_at)"
+        " WHERE h.host = v.host AND (h.last_signed_at IS NULL OR h.last_signed_at < v.signed_at)"
+        " RETURNING h.*",
+        [b[0] for b in beats],
+        [b[1] for b in beats],
+        [b[2] for b in beats],
+        [b[3] for b in beats],
+    )
+
+
+def status_due(row: asyncpg.Record, status: HostStatusV1, refresh: float) -> bool:
+    """Whether `status` must be published: what consumers use changed, or a refresh is due."""
+    if row["status_published"] is None or row["status_published_at"] is None:
+        return True
+    if json.loads(row["status_published"]) != status_fields(status):
+        return True
+    age = datetime.datetime.now(datetime.UTC) - row["status_published_at"]
+    return age.total_seconds() >= refresh
+
+
+def status_fields(status: HostStatusV1) -> dict[str, Any]:
+    """What consumers of a status act on: all of it but the time it was seen."""
+    return {k: v for k, v in status.body.items() if k != "seen_at"}
+
+
+async def record_published(conn: asyncpg.Connection, statuses: Sequence[HostStatusV1]) -> None:
+    if not statuses:
+        return
+    await conn.execute(
+        "UPDATE hosts h SET status_published = v.fields::jsonb, status_published_at = now()"
+        " FROM unnest($1::text[], $2::text[]) AS v(host, fields) WHERE h.host = v.host",
+        [s.body["host"] for s in statuses],
+        [json.dumps(status_fields(s)) for s in statuses],
+    )
+
+
 async def mark_offline(conn: asyncpg.Connection, silent_for: float) -> list[asyncpg.Record]:
     return await conn.fetch(
         "UPDATE hosts SET state = 'offline', free_slots = 0 WHERE state = 'online'"
@@ -67,7 +129,7 @@ async def mark_offline(conn: asyncpg.Connection, silent_for: float) -> list[asyn
 
 def public_view(row: asyncpg.Record) -> dict[str, Any]:
     """A host as the HTTP API shows it (keys are public; nothing here is secret)."""
-    view = dict(row)
+    view = {k: v for k, v in row.items() if k not in BOOKKEEPING}
     for key in ("last_heartbeat", "last_signed_at", "enrolled_at"):
         view[key] = view[key].isoformat() if view[key] else None
     return view
