@@ -53,7 +53,8 @@ class Batcher:
         self.handler = handler
         self.size = max(1, size)
         self.wait = wait
-        self._slots = asyncio.Semaphore(max(1, concurrency))
+        self.concurrency = max(1, concurrency)
+        self._running = 0
         self._pending: list[tuple[Any, asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._suspects: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -70,20 +71,32 @@ class Batcher:
         else:
             self._pending.append((msg, future))
             if len(self._pending) >= self.size:
-                self._launch()
+                self._kick()
             elif self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(self.wait, self._launch)
+                self._timer = asyncio.get_running_loop().call_later(self.wait, self._expired)
         await future
 
-    def _launch(self) -> None:
-        if self._timer is not None:
+    def _expired(self) -> None:
+        self._timer = None
+        self._kick(force=True)
+
+    def _kick(self, force: bool = False) -> None:
+        """Start batches while a slot is free: full ones, or any when `force`d.
+
+        Deliveries that arrive while every slot is busy wait for a slot and then go together
+        (group commit): under load batches grow toward `size` without waiting for the timer.
+        """
+        while self._pending and self._running < self.concurrency:
+            if len(self._pending) < self.size and not force:
+                break
+            items, self._pending = self._pending[: self.size], self._pending[self.size :]
+            self._start(items)
+        if not self._pending and self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        items, self._pending = self._pending, []
-        if items:
-            self._start(items)
 
     def _start(self, items: list[tuple[Any, asyncio.Future[None]]]) -> None:
+        self._running += 1
         task = asyncio.create_task(self._run(items))
         self._tasks.add(task)  # keep a reference until it is done
         task.add_done_callback(self._tasks.discard)
@@ -91,8 +104,7 @@ class Batcher:
     async def _run(self, items: list[tuple[Any, asyncio.Future[None]]]) -> None:
         error: BaseException | None = None
         try:
-            async with self._slots:
-                await self._commit([msg for msg, _ in items])
+            await self._commit([msg for msg, _ in items])
         except Retry as exc:
             error = exc
         except BaseException as exc:  # CancelledError too: every waiter must hear of it
@@ -103,6 +115,9 @@ class Batcher:
                 log.warning("batch of %d failed, each will be handled alone: %r", len(items), exc)
                 if isinstance(exc, Reject):
                     error = BatchFailed(f"batch rejected: {exc}")
+        finally:
+            self._running -= 1
+            self._kick(force=True)  # what waited for this slot goes now
         for _, future in items:
             if future.done():
                 continue  # its delivery was cancelled (shutdown): it is redelivered

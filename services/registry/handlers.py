@@ -50,11 +50,7 @@ async def on_heartbeats(msgs: Sequence[HostHeartbeatV1], ctx: Context) -> None:
     if len(updated) < len(beats):
         log.warning("%d stale or replayed heartbeat(s) dropped", len(beats) - len(updated))
     refresh = ctx.config.registry.status_refresh
-    due = []
-    for row in updated:
-        status = store.status_message(row)
-        if store.status_due(row, status, refresh):
-            due.append(status)
+    due = [store.status_message(row) for row in updated if store.status_due(row, refresh)]
     if due:
         await ctx.publish_many(due)
         await store.record_published(ctx.conn, due)

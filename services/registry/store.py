@@ -93,19 +93,19 @@ async def record_heartbeats(
     )
 
 
-def status_due(row: asyncpg.Record, status: HostStatusV1, refresh: float) -> bool:
-    """Whether `status` must be published: what consumers use changed, or a refresh is due."""
+def status_due(row: asyncpg.Record, refresh: float) -> bool:
+    """Whether `row`'s status must be published: what consumers use changed, or a refresh is due."""
     if row["status_published"] is None or row["status_published_at"] is None:
         return True
-    if json.loads(row["status_published"]) != status_fields(status):
+    if json.loads(row["status_published"]) != status_fields(status_body(row)):
         return True
     age = datetime.datetime.now(datetime.UTC) - row["status_published_at"]
     return age.total_seconds() >= refresh
 
 
-def status_fields(status: HostStatusV1) -> dict[str, Any]:
+def status_fields(body: dict[str, Any]) -> dict[str, Any]:
     """What consumers of a status act on: all of it but the time it was seen."""
-    return {k: v for k, v in status.body.items() if k != "seen_at"}
+    return {k: v for k, v in body.items() if k != "seen_at"}
 
 
 async def record_published(conn: asyncpg.Connection, statuses: Sequence[HostStatusV1]) -> None:
@@ -115,7 +115,7 @@ async def record_published(conn: asyncpg.Connection, statuses: Sequence[HostStat
         "UPDATE hosts h SET status_published = v.fields::jsonb, status_published_at = now()"
         " FROM unnest($1::text[], $2::text[]) AS v(host, fields) WHERE h.host = v.host",
         [s.body["host"] for s in statuses],
-        [json.dumps(status_fields(s)) for s in statuses],
+        [json.dumps(status_fields(s.body)) for s in statuses],
     )
 
 
@@ -141,16 +141,18 @@ def enrolled_message(row: asyncpg.Record) -> HostEnrolledV1:
 
 
 def status_message(row: asyncpg.Record) -> HostStatusV1:
+    return HostStatusV1(body=status_body(row))
+
+
+def status_body(row: Any) -> dict[str, Any]:
     seen = row["last_heartbeat"] or row["enrolled_at"]
-    return HostStatusV1(
-        body={
-            "host": row["host"],
-            "owner": row["owner"],
-            "state": row["state"],
-            "trust": row["trust"],
-            "arches": list(row["arches"]),
-            "releases": list(row["releases"]),
-            "free_slots": row["free_slots"] if row["state"] == "online" else 0,
-            "seen_at": seen.isoformat(),
-        }
-    )
+    return {
+        "host": row["host"],
+        "owner": row["owner"],
+        "state": row["state"],
+        "trust": row["trust"],
+        "arches": list(row["arches"]),
+        "releases": list(row["releases"]),
+        "free_slots": row["free_slots"] if row["state"] == "online" else 0,
+        "seen_at": seen.isoformat(),
+    }
