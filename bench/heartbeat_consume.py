@@ -111,11 +111,12 @@ class Publisher:
         line = await proc.stdout.readline()
         assert line.strip() == b"ready", line
 
-        async def go() -> None:
+        async def go() -> str:
             proc.stdin.write(b"go\n")
             await proc.stdin.drain()
-            await proc.stdout.read()
+            report = (await proc.stdout.read()).decode().strip()
             await proc.wait()
+            return report
 
         return go
 
@@ -294,7 +295,7 @@ async def run(args: argparse.Namespace, amqp_url: str, database_url: str, state:
         done = await processed(pool) - first
         samples.append((elapsed, done, depth))
         print(f"  t={elapsed:5.1f}s handled {done:7d} ({done / elapsed:6.0f}/s) backlog {depth}")
-    await sending
+    offered = await sending
     window = time.perf_counter() - start
     handled = await processed(pool) - first
     depth = await queue_depth(channel, SERVICE.queue)
@@ -310,6 +311,7 @@ async def run(args: argparse.Namespace, amqp_url: str, database_url: str, state:
         f"{rate:.0f}/s, backlog at end {depth} (target {args.rate:.0f}/s {verdict}); "
         f"{statuses} statuses published, {unsent} unsent at stop"
     )
+    print(f"the publisher process {offered} (the rate actually offered)")
 
 
 def main() -> None:

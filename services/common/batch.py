@@ -76,6 +76,13 @@ class Batcher:
                 self._timer = asyncio.get_running_loop().call_later(self.wait, self._expired)
         await future
 
+    async def drain(self) -> None:
+        """At shutdown: commit what is waiting and let every batch in flight finish."""
+        self._kick(force=True)
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._kick(force=True)
+
     def _expired(self) -> None:
         self._timer = None
         self._kick(force=True)

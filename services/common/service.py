@@ -156,6 +156,8 @@ class Service:
                 await stop.wait()
                 log.info("stopping %s", self.name)
                 await bus.stop_consuming()  # in-flight handlers may still publish and ack
+                for batcher in runtime.state.get("batchers", ()):
+                    await batcher.drain()
                 if runner is not None:
                     await runner.cleanup()
                 for task in tasks:
@@ -183,6 +185,7 @@ class Service:
             )
             for cls, handler in self.batched.items()
         }
+        runtime.state["batchers"] = list(batchers.values())  # drained when the service stops
 
         def on_message(msg: fm.Message) -> Awaitable[None]:
             batcher = batchers.get(type(msg))
