@@ -35,7 +35,9 @@ class BusConfig:
     batch_wait: float = 0.05  # seconds a partial batch waits for more deliveries
     batch_concurrency: int = 2  # batch transactions in flight at once per consumer
     relay_batch: int = 100  # outbox rows claimed and published (confirms pipelined) per round
-    relay_concurrency: int = 4  # rounds in flight at once per relay
+    # Rounds in flight at once per relay (bench/relay_throughput.py measured 1 fastest on a
+    # 2-core machine; several service processes still publish in parallel).
+    relay_concurrency: int = 1
     relay_interval: float = 2.0  # seconds between flushes when nothing wakes the relay
     # Processed-message ids are kept this long: longer than any redelivery can take (a message
     # left in a queue while its service is down, a relay resending after a crash).
