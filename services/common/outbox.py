@@ -127,7 +127,7 @@ class Relay:
     """Publishes committed outbox rows; safe to run in several processes at once."""
 
     def __init__(
-        self, pool: asyncpg.Pool, bus: Bus, *, batch: int = 100, concurrency: int = 4
+        self, pool: asyncpg.Pool, bus: Bus, *, batch: int = 100, concurrency: int = 1
     ) -> None:
         self.pool = pool
         self.bus = bus
