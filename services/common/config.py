@@ -27,9 +27,34 @@ def _native_arches() -> list[str]:
 
 
 @dataclasses.dataclass(frozen=True)
+class BusConfig:
+    """Plumbing every service shares: consumers, batched handling, the outbox relay, retention."""
+
+    prefetch: int = 10  # unacked deliveries per consumer (handlers run concurrently up to this)
+    delivery_limit: int = 5  # redeliveries of a failing message before its dead-letter queue
+    batch_size: int = 100  # deliveries a batched consumer commits in one transaction
+    batch_wait: float = 0.05  # seconds a partial batch waits for more deliveries
+    batch_concurrency: int = 2  # batch transactions in flight at once per consumer
+    relay_batch: int = 100  # outbox rows claimed and published (confirms pipelined) per round
+    # Rounds in flight at once per relay (bench/relay_throughput.py measured 1 fastest on a
+    # 2-core machine; several service processes still publish in parallel).
+    relay_concurrency: int = 1
+    relay_interval: float = 2.0  # seconds between flushes when nothing wakes the relay
+    # Processed-message ids are kept this long: longer than any redelivery can take (a message
+    # left in a queue while its service is down, a relay resending after a crash).
+    processed_retention_hours: float = 7 * 24.0
+    sent_retention_hours: float = 1.0  # sent outbox rows are kept this long, for inspection
+    retention_interval: float = 300.0  # seconds between retention runs
+    retention_chunk: int = 10000  # rows deleted per statement, so no delete holds locks long
+
+
+@dataclasses.dataclass(frozen=True)
 class RegistryConfig:
     listen: str = "127.0.0.1:8410"
     heartbeat_timeout: float = 120.0  # a host silent this long is offline
+    # A host's status is published when what the dispatcher uses changes, and at least this
+    # often while its heartbeats arrive (so a consumer that missed one catches up).
+    status_refresh: float = 300.0
     enrol_token: str = ""  # when set, enrolment requires `Authorization: Bearer <token>`
     # Guards the owner admin API (POST/DELETE /api/v1/owners) as a Bearer token; empty = disabled.
     admin_token: str = ""
@@ -116,6 +141,7 @@ class Config:
     verifier: VerifierConfig = dataclasses.field(default_factory=VerifierConfig)
     collector: CollectorConfig = dataclasses.field(default_factory=CollectorConfig)
     builder: BuilderConfig = dataclasses.field(default_factory=BuilderConfig)
+    bus: BusConfig = dataclasses.field(default_factory=BusConfig)
 
     def path(self, value: str) -> Path:
         """Resolve a path setting against the config file's folder."""
@@ -146,7 +172,7 @@ def with_credentials(url: str, user: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{auth}@{netloc}"))
 
 
-SECTIONS = ("registry", "dispatcher", "verifier", "collector", "builder")
+SECTIONS = ("registry", "dispatcher", "verifier", "collector", "builder", "bus")
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:

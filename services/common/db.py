@@ -32,7 +32,36 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_at     timestamptz
 );
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name        text PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
 """
+
+# Changes to those tables, applied once per service schema like the service's own migrations
+# (recorded in schema_migrations under a `common_` name, which a service's `NNNN_` never is).
+PLUMBING_MIGRATIONS = (
+    (
+        # The outbox keeps the wire form (validated once, when written), so the relay
+        # publishes rows as they are. `message` stays for rows written before this change.
+        # `aggregate` names what a message is about (a task, a build, a host): the relay keeps
+        # order within one. Indexes keep retention deletes cheap.
+        "common_0001_outbox_wire_form",
+        """
+        ALTER TABLE outbox ALTER COLUMN message DROP NOT NULL;
+        ALTER TABLE outbox ADD COLUMN routing_key text;
+        ALTER TABLE outbox ADD COLUMN body bytea;
+        ALTER TABLE outbox ADD COLUMN headers jsonb;
+        ALTER TABLE outbox ADD COLUMN message_id text;
+        ALTER TABLE outbox ADD COLUMN priority integer;
+        ALTER TABLE outbox ADD COLUMN aggregate text;
+        CREATE INDEX outbox_unsent_aggregate ON outbox (aggregate, id)
+            WHERE sent_at IS NULL AND aggregate IS NOT NULL;
+        CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;
+        CREATE INDEX processed_messages_at ON processed_messages (processed_at);
+        """,
+    ),
+)
 
 _SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _MIGRATION_NAME = re.compile(r"^\d{4}_[a-z0-9_]+\.sql$")
@@ -67,12 +96,8 @@ async def migrate(pool: asyncpg.Pool, schema: str, migrations: Path | None) -> l
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
         await conn.execute(PLUMBING_SQL)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
         done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
-        for name, sql in _read_migrations(migrations):
+        for name, sql in [*PLUMBING_MIGRATIONS, *_read_migrations(migrations)]:
             if name in done:
                 continue
             log.info("applying migration %s/%s", schema, name)

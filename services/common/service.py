@@ -27,7 +27,8 @@ import asyncpg
 from aiohttp import web
 from fedora_messaging import message as fm
 
-from . import db, outbox, telemetry
+from . import db, outbox, retention, telemetry
+from .batch import Batcher, BatchHandler
 from .bus import Bus
 from .config import Config, load_config, masked
 from .errors import Reject, describe, is_unavailable
@@ -69,6 +70,10 @@ class Context:
         """Send `msg` if, and only if, the current transaction commits."""
         await outbox.add(self.conn, msg)
 
+    async def publish_many(self, msgs: Sequence[fm.Message]) -> None:
+        """Like `publish`, for several messages in one statement (batched handlers)."""
+        await outbox.add_many(self.conn, msgs)
+
 
 Handler = Callable[[Any, Context], Awaitable[None]]
 Job = Callable[[Runtime], Awaitable[None]]
@@ -88,6 +93,9 @@ class Periodic:
 class Service:
     name: str
     handlers: Mapping[type[fm.Message], Handler] = dataclasses.field(default_factory=dict)
+    # High-volume classes whose deliveries are handled many to a transaction (services/common/
+    # batch.py); these take precedence over `handlers` for the same class on the bus.
+    batched: Mapping[type[fm.Message], BatchHandler] = dataclasses.field(default_factory=dict)
     routes: Sequence[web.AbstractRouteDef] = ()
     listen: Callable[[Config], str] | None = None
     periodic: Sequence[Periodic] = ()
@@ -121,23 +129,36 @@ class Service:
                 log.info("applied migrations: %s", ", ".join(applied))
             await bus.connect()
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
-                runtime = Runtime(self.name, config, pool, bus, outbox.Relay(pool, bus), http)
+                relay = outbox.Relay(
+                    pool,
+                    bus,
+                    batch=config.bus.relay_batch,
+                    concurrency=config.bus.relay_concurrency,
+                )
+                runtime = Runtime(self.name, config, pool, bus, relay, http)
                 if self.on_start:
                     await self.on_start(runtime)
-                tasks.append(asyncio.create_task(runtime.relay.run()))
-                tasks += [asyncio.create_task(_every(p, runtime)) for p in self.periodic]
+                tasks.append(asyncio.create_task(relay.run(config.bus.relay_interval)))
+                periodic = [*self.periodic, RETENTION]
+                tasks += [asyncio.create_task(_every(p, runtime)) for p in periodic]
                 if self.listen:
                     app = make_app(self.routes)
                     app[RUNTIME] = runtime
                     runner = await serve(app, self.listen(config))
-                if self.handlers:
+                if self.handlers or self.batched:
                     await bus.subscribe(
-                        self.queue, self.routing_keys(), lambda m: self.handle(runtime, m)
+                        self.queue,
+                        self.routing_keys(),
+                        self._on_message(runtime),
+                        prefetch=self._prefetch(config),
+                        delivery_limit=config.bus.delivery_limit,
                     )
                 log.info("%s ready", self.name)
                 await stop.wait()
                 log.info("stopping %s", self.name)
                 await bus.stop_consuming()  # in-flight handlers may still publish and ack
+                for batcher in runtime.state.get("batchers", ()):
+                    await batcher.drain()
                 if runner is not None:
                     await runner.cleanup()
                 for task in tasks:
@@ -149,7 +170,36 @@ class Service:
 
     def routing_keys(self) -> list[str]:
         # A class may name a wider binding than its topic (leases go to `<topic>.<host>`).
-        return sorted({getattr(cls, "binding", cls.topic) for cls in self.handlers})
+        classes = {*self.handlers, *self.batched}
+        return sorted({getattr(cls, "binding", cls.topic) for cls in classes})
+
+    def _on_message(self, runtime: Runtime) -> Callable[[fm.Message], Awaitable[None]]:
+        """The bus callback: batched classes to their Batcher, the rest to `handle`."""
+        settings = runtime.config.bus
+        batchers = {
+            cls: Batcher(
+                runtime,
+                handler,
+                size=settings.batch_size,
+                wait=settings.batch_wait,
+                concurrency=settings.batch_concurrency,
+            )
+            for cls, handler in self.batched.items()
+        }
+        runtime.state["batchers"] = list(batchers.values())  # drained when the service stops
+
+        def on_message(msg: fm.Message) -> Awaitable[None]:
+            batcher = batchers.get(type(msg))
+            return batcher.submit(msg) if batcher else self.handle(runtime, msg)
+
+        return on_message
+
+    def _prefetch(self, config: Config) -> int:
+        # A batched consumer needs a batch filling while others commit.
+        if not self.batched:
+            return config.bus.prefetch
+        settings = config.bus
+        return max(settings.prefetch, settings.batch_size * (settings.batch_concurrency + 1))
 
     async def handle(self, runtime: Runtime, msg: fm.Message) -> None:
         handler = self.handlers.get(type(msg))
@@ -167,6 +217,9 @@ class Service:
                 log.info("skipping already processed message %s (%s)", msg.id, msg.topic)
                 return
             await handler(msg, ctx)
+
+
+RETENTION = Periodic("retention", lambda config: config.bus.retention_interval, retention.run)
 
 
 async def _every(periodic: Periodic, runtime: Runtime) -> None:

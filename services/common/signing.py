@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -75,13 +76,19 @@ def sign_body(body: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]
 def verify_body(body: Mapping[str, Any], public_key: str) -> None:
     """Raise SignatureError unless `body` was signed by the holder of `public_key` (base64)."""
     try:
-        pub = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key, validate=True))
+        pub = _public_key(public_key)
         signature = base64.b64decode(body.get("signature", ""), validate=True)
         pub.verify(signature, canonical_json(body))
     except (InvalidSignature, ValueError, TypeError) as exc:
         # TypeError: a signature or key that is not even a string (None, a number) is garbage
         # like any other, and callers only expect SignatureError.
         raise SignatureError("signature does not match the enrolled key") from exc
+
+
+@functools.lru_cache(maxsize=65536)
+def _public_key(b64: str) -> Ed25519PublicKey:
+    """Parsed once per key: heartbeats check thousands of signatures a second."""
+    return Ed25519PublicKey.from_public_bytes(base64.b64decode(b64, validate=True))
 
 
 def sign_fields(fields: Mapping[str, Any], key: Ed25519PrivateKey) -> str:

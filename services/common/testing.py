@@ -7,7 +7,6 @@ the relay never runs and nothing reaches a broker.
 from __future__ import annotations
 
 import contextlib
-import json
 import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +28,12 @@ SERVICES_DIR = Path(__file__).resolve().parent.parent
 class OutboxOnlyBus:
     """Stands in for the bus when only the outbox matters."""
 
+    user = "test"
+
     async def publish(self, msg: fm.Message) -> None:  # pragma: no cover - never called
+        raise AssertionError("tests read the outbox table; nothing is published")
+
+    async def publish_encoded(self, wires: object) -> None:  # pragma: no cover - never called
         raise AssertionError("tests read the outbox table; nothing is published")
 
 
@@ -51,8 +55,11 @@ async def service_runtime(
 
 async def outbox_messages(runtime: Runtime) -> list[fm.Message]:
     """Every message the service queued for publication so far, oldest first."""
-    rows = await runtime.pool.fetch("SELECT message FROM outbox ORDER BY id")
-    return [fm.load_message(json.loads(r["message"])) for r in rows]
+    rows = await runtime.pool.fetch(
+        "SELECT routing_key, body, headers::text AS headers, message_id, priority,"
+        " message::text AS message FROM outbox ORDER BY id"
+    )
+    return [outbox.wire_to_message(outbox.row_wire(r)) for r in rows]
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,7 @@ from skyline_messages import HostHeartbeatV1
 from services.common.service import Periodic, Runtime, Service
 
 from . import broker
-from .handlers import mark_silent_hosts_offline, on_heartbeat
+from .handlers import mark_silent_hosts_offline, on_heartbeat, on_heartbeats
 from .routes import ROUTES
 
 
@@ -18,6 +18,7 @@ async def connect_broker_admin(runtime: Runtime) -> None:
 SERVICE = Service(
     name="registry",
     handlers={HostHeartbeatV1: on_heartbeat},
+    batched={HostHeartbeatV1: on_heartbeats},  # on the bus: many heartbeats per transaction
     routes=ROUTES,
     listen=lambda config: config.registry.listen,
     periodic=[

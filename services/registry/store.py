@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -13,6 +14,7 @@ from skyline_messages.host import SLOTS
 MAX_SLOTS: int = SLOTS["maximum"]  # type: ignore[assignment]  # the schema's own bound
 
 PROFILE = ("arches", "releases", "cpus", "memory_mb", "disk_gb")
+BOOKKEEPING = ("status_published", "status_published_at", "enrol_signed_at")  # not shown
 
 
 async def get_host(conn: asyncpg.Connection, host: str) -> asyncpg.Record | None:
@@ -74,6 +76,65 @@ async def set_state(conn: asyncpg.Connection, host: str, state: str) -> asyncpg.
     )
 
 
+async def hosts_for_heartbeats(
+    conn: asyncpg.Connection, hosts: Sequence[str]
+) -> dict[str, asyncpg.Record]:
+    rows = await conn.fetch(
+        "SELECT host, public_key, last_signed_at FROM hosts WHERE host = ANY($1::text[])",
+        list(hosts),
+    )
+    return {r["host"]: r for r in rows}
+
+
+async def record_heartbeats(
+    conn: asyncpg.Connection, beats: Sequence[tuple[str, int, int, datetime.datetime]]
+) -> list[asyncpg.Record]:
+    """`record_heartbeat` for many hosts (host, free_slots, running, signed_at) in one statement.
+
+    Hosts go in name order, so two batches lock their rows in the same order.
+    """
+    beats = sorted(beats)
+    return await conn.fetch(
+        "UPDATE hosts h SET free_slots = v.free_slots, running = v.running,"
+        " last_signed_at = v.signed_at, last_heartbeat = now(),"
+        " state = CASE WHEN h.state = 'quarantined' THEN h.state ELSE 'online' END"
+        " FROM unnest($1::text[], $2::int[], $3::int[], $4::timestamptz[])"
+        " AS v(host, free_slots, running, signed_at)"
+        " WHERE h.host = v.host AND (h.last_signed_at IS NULL OR h.last_signed_at < v.signed_at)"
+        " RETURNING h.*",
+        [b[0] for b in beats],
+        [b[1] for b in beats],
+        [b[2] for b in beats],
+        [b[3] for b in beats],
+    )
+
+
+def status_due(row: asyncpg.Record, refresh: float) -> bool:
+    """Whether `row`'s status must be published: what consumers use changed, or a refresh is due."""
+    if row["status_published"] is None or row["status_published_at"] is None:
+        return True
+    if json.loads(row["status_published"]) != status_fields(status_body(row)):
+        return True
+    age = datetime.datetime.now(datetime.UTC) - row["status_published_at"]
+    return age.total_seconds() >= refresh
+
+
+def status_fields(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What consumers of a status act on: all of it but the time it was seen."""
+    return {k: v for k, v in body.items() if k != "seen_at"}
+
+
+async def record_published(conn: asyncpg.Connection, statuses: Sequence[HostStatusV1]) -> None:
+    if not statuses:
+        return
+    await conn.execute(
+        "UPDATE hosts h SET status_published = v.fields::jsonb, status_published_at = now()"
+        " FROM unnest($1::text[], $2::text[]) AS v(host, fields) WHERE h.host = v.host",
+        [s.body["host"] for s in statuses],
+        [json.dumps(status_fields(s.body)) for s in statuses],
+    )
+
+
 async def mark_offline(conn: asyncpg.Connection, silent_for: float) -> list[asyncpg.Record]:
     return await conn.fetch(
         "UPDATE hosts SET state = 'offline', free_slots = 0 WHERE state = 'online'"
@@ -84,8 +145,7 @@ async def mark_offline(conn: asyncpg.Connection, silent_for: float) -> list[asyn
 
 def public_view(row: asyncpg.Record) -> dict[str, Any]:
     """A host as the HTTP API shows it (keys are public; nothing here is secret)."""
-    view = dict(row)
-    view.pop("enrol_signed_at", None)
+    view = {k: v for k, v in row.items() if k not in BOOKKEEPING}
     for key in ("last_heartbeat", "last_signed_at", "enrolled_at"):
         view[key] = view[key].isoformat() if view[key] else None
     return view
@@ -102,20 +162,22 @@ def status_message(row: asyncpg.Record) -> HostStatusV1:
     A heartbeat is the host's own word: without the cap, a host could claim 1,024 free slots
     and win every lease. The dispatcher also counts its own open leases against max_slots.
     """
+    return HostStatusV1(body=status_body(row))
+
+
+def status_body(row: Any) -> dict[str, Any]:
     seen = row["last_heartbeat"] or row["enrolled_at"]
     max_slots = min(int(row["cpus"] or 1), MAX_SLOTS)
     online = row["state"] == "online"
-    return HostStatusV1(
-        body={
-            "host": row["host"],
-            "owner": row["owner"],
-            "state": row["state"],
-            "trust": row["trust"],
-            "arches": list(row["arches"]),
-            "releases": list(row["releases"]),
-            "free_slots": min(row["free_slots"], max_slots) if online else 0,
-            "running": min(row["running"], max_slots) if online else 0,
-            "max_slots": max_slots,
-            "seen_at": seen.isoformat(),
-        }
-    )
+    return {
+        "host": row["host"],
+        "owner": row["owner"],
+        "state": row["state"],
+        "trust": row["trust"],
+        "arches": list(row["arches"]),
+        "releases": list(row["releases"]),
+        "free_slots": min(row["free_slots"], max_slots) if online else 0,
+        "running": min(row["running"], max_slots) if online else 0,
+        "max_slots": max_slots,
+        "seen_at": seen.isoformat(),
+    }

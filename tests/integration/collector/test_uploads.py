@@ -43,7 +43,7 @@ from services.common.rpmfiles import (
 )
 from services.common.service import RUNTIME, Runtime
 from services.common.signing import public_key_b64
-from services.common.testing import build_test_package, service_runtime
+from services.common.testing import build_test_package, outbox_messages, service_runtime
 from services.registry import owners as registry_owners
 from services.registry import owners_api
 
@@ -183,9 +183,7 @@ class Collector:
         )
 
     async def outbox(self) -> list[dict]:
-        async with self.runtime.pool.acquire() as conn:
-            rows = await conn.fetch("SELECT message FROM outbox ORDER BY id")
-        return [json.loads(r["message"]) for r in rows]
+        return [json.loads(fm.dumps(m)) for m in await outbox_messages(self.runtime)]
 
     async def stored_rows(self) -> int:
         async with self.runtime.pool.acquire() as conn:

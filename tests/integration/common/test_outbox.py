@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
@@ -11,6 +10,7 @@ from fedora_messaging.exceptions import ValidationError
 from skyline_messages import BuildRequestV1
 
 from services.common import db, outbox
+from services.common.bus import Wire
 
 pytestmark = pytest.mark.integration
 
@@ -27,10 +27,11 @@ class RecordingBus:
         self.sent: list[fm.Message] = []
         self.fail = fail
 
-    async def publish(self, msg: fm.Message) -> None:
+    async def publish_encoded(self, wires: list[Wire]) -> list[BaseException | None]:
         if self.fail:
             raise ConnectionError("broker down")
-        self.sent.append(msg)
+        self.sent += [outbox.wire_to_message(w) for w in wires]  # decoded as a consumer would
+        return [None] * len(wires)
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ async def test_invalid_message_is_refused_at_write_time(pool) -> None:
     async with pool.acquire() as conn:
         with pytest.raises(ValidationError):
             await outbox.add(conn, BuildRequestV1(body={**BODY, "arches": ["sparc"]}))
-        rows = await conn.fetch("SELECT message FROM outbox")
+        rows = await conn.fetch("SELECT id FROM outbox")
     assert rows == []
 
 
@@ -97,7 +98,14 @@ async def test_messages_keep_commit_order(pool) -> None:
     async with pool.acquire() as conn:
         unsent = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
         stored = [
-            json.loads(r["message"])["id"]
-            for r in await conn.fetch("SELECT message FROM outbox ORDER BY id")
+            r["message_id"] for r in await conn.fetch("SELECT message_id FROM outbox ORDER BY id")
         ]
     assert unsent == 0 and stored == ids
+
+
+async def test_rows_written_before_the_wire_form_are_still_sent(pool) -> None:
+    msg = BuildRequestV1(body=BODY)
+    await pool.execute("INSERT INTO outbox (message) VALUES ($1::jsonb)", fm.dumps(msg))
+    bus = RecordingBus()
+    assert await outbox.Relay(pool, bus).flush() == 1
+    assert [(m.id, m.body) for m in bus.sent] == [(msg.id, msg.body)]

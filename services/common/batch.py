@@ -1,0 +1,159 @@
+"""Batched handling: many deliveries of a high-volume topic handled in one transaction.
+
+A Batcher sits behind the bus's per-delivery callback: each delivery's callback submits its
+message and waits; when `size` messages are waiting (or the first has waited `wait` seconds)
+one transaction records every message id in `processed_messages` (skipping ids already
+there, as `Service.handle` does), runs the batch handler on the new ones, and commits. Only
+then do the callbacks return, so the bus acks each delivery after the commit: the same
+exactly-once guarantee as one transaction per message, at a fraction of the round trips.
+
+A batch whose transaction fails fails every delivery in it, so the whole batch is nacked and
+redelivered (nothing of it was committed). So that one poisonous message cannot take its
+neighbours to the dead-letter queue with it, the ids of a failed batch are remembered and
+handled one per transaction when they come back; a Reject raised for a batch of several is
+turned into such a failure (only a message alone in its batch is dead-lettered). Retry (a peer
+is down) passes through: the bus retries each delivery, which form a new batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import Reject, Retry
+
+if TYPE_CHECKING:
+    from .service import Context, Runtime
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[Sequence[Any], "Context"], Awaitable[None]]
+# How many ids of failed batches are remembered (to be handled alone when they come back).
+SUSPECTS_KEPT = 10_000
+
+
+class BatchFailed(RuntimeError):
+    """A batch of several messages failed; each is redelivered and then handled alone."""
+
+
+class Batcher:
+    def __init__(
+        self,
+        runtime: Runtime,
+        handler: BatchHandler,
+        *,
+        size: int = 100,
+        wait: float = 0.05,
+        concurrency: int = 2,
+    ) -> None:
+        self.runtime = runtime
+        self.handler = handler
+        self.size = max(1, size)
+        self.wait = wait
+        self.concurrency = max(1, concurrency)
+        self._running = 0
+        self._pending: list[tuple[Any, asyncio.Future[None]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._suspects: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, msg: Any) -> None:
+        """Handle `msg` in a batch; returns once its batch committed, raises if it failed."""
+        if not msg.id:
+            raise Reject("message has no message_id, so it cannot be processed exactly once")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if msg.id in self._suspects:
+            self._suspects.pop(msg.id)
+            self._start([(msg, future)])  # it was in a failed batch: alone this time
+        else:
+            self._pending.append((msg, future))
+            if len(self._pending) >= self.size:
+                self._kick()
+            elif self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(self.wait, self._expired)
+        await future
+
+    async def drain(self) -> None:
+        """At shutdown: commit what is waiting and let every batch in flight finish."""
+        self._kick(force=True)
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._kick(force=True)
+
+    def _expired(self) -> None:
+        self._timer = None
+        self._kick(force=True)
+
+    def _kick(self, force: bool = False) -> None:
+        """Start batches while a slot is free: full ones, or any when `force`d.
+
+        Deliveries that arrive while every slot is busy wait for a slot and then go together
+        (group commit): under load batches grow toward `size` without waiting for the timer.
+        """
+        while self._pending and self._running < self.concurrency:
+            if len(self._pending) < self.size and not force:
+                break
+            items, self._pending = self._pending[: self.size], self._pending[self.size :]
+            self._start(items)
+        if not self._pending and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _start(self, items: list[tuple[Any, asyncio.Future[None]]]) -> None:
+        self._running += 1
+        task = asyncio.create_task(self._run(items))
+        self._tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, items: list[tuple[Any, asyncio.Future[None]]]) -> None:
+        error: BaseException | None = None
+        try:
+            await self._commit([msg for msg, _ in items])
+        except Retry as exc:
+            error = exc
+        except BaseException as exc:  # CancelledError too: every waiter must hear of it
+            error = exc
+            if len(items) > 1:
+                for msg, _ in items:
+                    self._suspect(msg.id)
+                log.warning("batch of %d failed, each will be handled alone: %r", len(items), exc)
+                if isinstance(exc, Reject):
+                    error = BatchFailed(f"batch rejected: {exc}")
+        finally:
+            self._running -= 1
+            self._kick(force=True)  # what waited for this slot goes now
+        for _, future in items:
+            if future.done():
+                continue  # its delivery was cancelled (shutdown): it is redelivered
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    def _suspect(self, message_id: str) -> None:
+        self._suspects[message_id] = None
+        while len(self._suspects) > SUSPECTS_KEPT:
+            self._suspects.popitem(last=False)
+
+    async def _commit(self, msgs: list[Any]) -> None:
+        first: dict[str, Any] = {}
+        for msg in msgs:
+            first.setdefault(msg.id, msg)  # a resent copy in the same batch is skipped
+        unique = list(first.values())
+        async with self.runtime.transaction() as ctx:
+            fresh = {
+                r["message_id"]
+                for r in await ctx.conn.fetch(
+                    "INSERT INTO processed_messages (message_id) SELECT unnest($1::text[])"
+                    " ON CONFLICT DO NOTHING RETURNING message_id",
+                    [m.id for m in unique],
+                )
+            }
+            todo = [m for m in unique if m.id in fresh]
+            if len(todo) < len(msgs):
+                log.info("skipping %d already processed message(s)", len(msgs) - len(todo))
+            if todo:
+                await self.handler(todo, ctx)
