@@ -30,7 +30,7 @@ async def wait_for(predicate, timeout: float = 30) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_a_batch_whose_transaction_fails_is_redelivered_whole(config) -> None:
+async def test_a_batch_whose_transaction_fails_is_redelivered_whole(config, broker) -> None:
     async with service_runtime(config, "batchtest") as runtime:
         await runtime.pool.execute("CREATE TABLE handled (message_id text PRIMARY KEY)")
         calls: list[list[str]] = []
@@ -43,14 +43,18 @@ async def test_a_batch_whose_transaction_fails_is_redelivered_whole(config) -> N
 
         # A long wait: the ten deliveries are sure to make one batch.
         batcher = Batcher(runtime, handler, size=10, wait=5.0)
-        bus = Bus(config.amqp_url)
+        name = f"t{uuid.uuid4().hex[:12]}"  # a consumer service of its own, and a packager
+        owner = f"o{uuid.uuid4().hex[:12]}"
+        bus = Bus(await broker.service(name))
+        packager = Bus(await broker.owner(owner))
         await bus.connect()
+        await packager.connect()
         try:
-            topic = f"skyline.test.{uuid.uuid4().hex}"
-            await bus.subscribe(f"test-{uuid.uuid4().hex}", [topic], batcher.submit, prefetch=50)
-            msgs = [BuildRequestV1(body=BODY, topic=topic) for _ in range(10)]
+            topic = BuildRequestV1.topic_for(owner)
+            await bus.subscribe(f"skyline.{name}", [topic], batcher.submit, prefetch=50)
+            msgs = [BuildRequestV1(body={**BODY, "owner": owner}, topic=topic) for _ in range(10)]
             ids = {m.id for m in msgs}
-            await asyncio.gather(*(bus.publish(m) for m in msgs))
+            await asyncio.gather(*(packager.publish(m) for m in msgs))
 
             async def all_handled() -> bool:
                 return await runtime.pool.fetchval("SELECT count(*) FROM handled") == 10
@@ -58,6 +62,7 @@ async def test_a_batch_whose_transaction_fails_is_redelivered_whole(config) -> N
             await wait_for(all_handled)
         finally:
             await bus.close()
+            await packager.close()
         assert set(calls[0]) == ids  # the first try had them all, and committed none of them
         retried = [i for call in calls[1:] for i in call]
         assert sorted(retried) == sorted(ids)  # every one came back, once

@@ -21,9 +21,8 @@ pytestmark = pytest.mark.integration
 SCHEMA = "relaytest"
 
 
-def status(host: str, n: int, topic: str) -> HostStatusV1:
+def status(host: str, n: int) -> HostStatusV1:
     return HostStatusV1(
-        topic=topic,
         body={
             "host": host,
             "owner": "alice",
@@ -49,7 +48,10 @@ class Consumer:
         self.connection = await aio_pika.connect(self.amqp_url)
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=500)
-        queue = await channel.declare_queue(f"test-{uuid.uuid4().hex}", exclusive=True)
+        # As the read-only monitor: its queues are named "skyline-monitor:...".
+        queue = await channel.declare_queue(
+            f"skyline-monitor:test-{uuid.uuid4().hex}", exclusive=True
+        )
         await queue.bind("amq.topic", routing_key=self.topic)
 
         async def on_message(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -119,18 +121,18 @@ DYING_RELAY = textwrap.dedent(
 
 
 async def test_relay_killed_mid_batch_neither_loses_nor_double_publishes(
-    servers, database_url, pool
+    broker, database_url, pool
 ) -> None:
-    topic = f"skyline.test.{uuid.uuid4().hex}"
-    msgs = [status(f"h{i % 50}", i, topic) for i in range(3000)]
+    msgs = [status(f"h{i % 50}", i) for i in range(3000)]
     await write(pool, msgs)
-    async with Consumer(servers.amqp_url, topic) as consumer:
+    registry = await broker.service("registry")  # the relay publishes as the outbox's owner
+    async with Consumer(await broker.monitor(), HostStatusV1.topic) as consumer:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", DYING_RELAY, database_url, servers.amqp_url
+            sys.executable, "-c", DYING_RELAY, database_url, registry
         )
         assert await asyncio.wait_for(proc.wait(), 60) == -signal.SIGKILL
         assert await unsent(pool) > 0  # it died before the end
-        bus = Bus(servers.amqp_url)
+        bus = Bus(registry)
         await bus.connect()
         try:
             await outbox.Relay(pool, bus).flush()
@@ -147,12 +149,12 @@ async def test_relay_killed_mid_batch_neither_loses_nor_double_publishes(
 
 
 async def test_two_relays_on_one_outbox_publish_each_row_once_in_order_per_host(
-    servers, pool
+    broker, pool
 ) -> None:
-    topic = f"skyline.test.{uuid.uuid4().hex}"
-    msgs = [status(f"h{i % 7}", i, topic) for i in range(2000)]
-    buses = [Bus(servers.amqp_url, name=f"relay-{n}") for n in range(2)]
-    async with Consumer(servers.amqp_url, topic) as consumer:
+    msgs = [status(f"h{i % 7}", i) for i in range(2000)]
+    registry = await broker.service("registry")
+    buses = [Bus(registry, name=f"relay-{n}") for n in range(2)]
+    async with Consumer(await broker.monitor(), HostStatusV1.topic) as consumer:
         for bus in buses:
             await bus.connect()
         try:
