@@ -2,9 +2,18 @@
 
 Hosts are enrolled straight into the registry's tables (default 100,000, online, their last
 status already published), then signed heartbeats are published by a separate process, the way
-hosts would send them. Three figures, measured in the same run:
+hosts would send them: each on its host's routing key `skyline.host.heartbeat.<host>`, with
+`user_id` `host-<host>`, signed by that host's key, so the registry's sender check and
+signature check see exactly what real hosts send. One broker user per host (100,000 users, each
+with its own connection) is more than this machine can hold beside the registry, so the
+publisher is one load-generator user standing for all those host connections: it has RabbitMQ's
+`impersonator` tag (which lets it set any `user_id`), may write only heartbeat routing keys on
+amq.topic, and reads nothing. The registry consumes as `skyline-registry`, through its real
+permissions; the administrator only creates the users, through the management API.
+Three figures, measured in the same run:
 
-1. raw aio-pika: drain a queue pre-filled with N heartbeats, consume + ack, same prefetch;
+1. raw aio-pika: drain a queue of the registry's shape (a service's quorum queue, dead-lettered,
+   bound to every heartbeat key) pre-filled with N heartbeats, consume + ack, same prefetch;
 2. skyline drain: the real registry service (`SERVICE.run`: batched consumer, signature and
    replay checks, one transaction per batch, outbox relay) drains N pre-filled heartbeats;
 3. skyline sustained: heartbeats offered at --rate (default 3,334/s: 100,000 hosts at one per
@@ -32,11 +41,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import aio_pika
 import asyncpg
+from bench_broker import Principals, declare_consumer_queue, delete_queues, principals_of, unique
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -46,14 +55,22 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from skyline_messages import HostHeartbeatV1
 
-from services.common import db
+from services.common import db, principals
 from services.common.bus import encode, wire_message
 from services.common.config import load_config
 from services.common.localstack import PostgreSQL, RabbitMQ, free_port
 from services.common.signing import public_key_b64, sign_body
 from services.registry.__main__ import SERVICE
 
-TOPIC = HostHeartbeatV1.topic
+# The load generator: stands for every host's connection (see the docstring).
+LOAD_GENERATOR = "bench-hosts"
+LOAD_GENERATOR_PERMISSIONS = principals.Permissions(
+    configure=principals.NOTHING,
+    write=r"^amq\.topic$",
+    read=principals.NOTHING,
+    topic_write=r"^skyline\.host\.heartbeat\..*$",
+    topic_read=principals.NOTHING,
+)
 
 
 # The publisher (a separate process, like the hosts): signs and encodes every heartbeat first,
@@ -68,8 +85,10 @@ async def publish(args: argparse.Namespace, pem: bytes) -> None:
         host = seq % args.hosts
         free = 0 if (seq * 7919) % 100 < args.changed else 1  # a few change their slots
         signed_at = (base + datetime.timedelta(microseconds=seq)).isoformat()
-        body = {"host": f"h{host}", "free_slots": free, "running": 0, "signed_at": signed_at}
-        wires.append(encode(HostHeartbeatV1(body=sign_body(body, key))))
+        name = f"h{host}"
+        body = {"host": name, "free_slots": free, "running": 0, "signed_at": signed_at}
+        msg = HostHeartbeatV1(body=sign_body(body, key), topic=HostHeartbeatV1.topic_for(name))
+        wires.append((encode(msg), principals.host_user(name)))
     connection = await aio_pika.connect(args.amqp_url)
     channel = await connection.channel(publisher_confirms=True)
     exchange = await channel.get_exchange("amq.topic", ensure=False)
@@ -81,7 +100,7 @@ async def publish(args: argparse.Namespace, pem: bytes) -> None:
     for n, first in enumerate(range(0, len(wires), per_step)):
         chunk = wires[first : first + per_step]
         await asyncio.gather(
-            *(exchange.publish(wire_message(w), routing_key=args.routing_key) for w in chunk)
+            *(exchange.publish(wire_message(w, u), routing_key=w.routing_key) for w, u in chunk)
         )
         if args.rate:
             await asyncio.sleep(max(0.0, start + (n + 1) * step - time.perf_counter()))
@@ -94,7 +113,7 @@ class Publisher:
         self.amqp_url, self.key, self.hosts, self.changed = amqp_url, key, hosts, changed
         self.phase = 0
 
-    async def start(self, count: int, routing_key: str, rate: float = 0) -> asyncio.Future:
+    async def start(self, count: int, rate: float = 0) -> asyncio.Future:
         """Prepare `count` heartbeats in a subprocess; returns a function that sends them."""
         # Each phase signs later than the previous one, so no heartbeat is a replay.
         self.phase += 1
@@ -102,7 +121,7 @@ class Publisher:
         proc = await asyncio.create_subprocess_exec(
             *(sys.executable, __file__, "--publisher", "--amqp-url", self.amqp_url),
             *("--key", str(self.key), "--hosts", str(self.hosts), "--count", str(count)),
-            *("--routing-key", routing_key, "--rate", str(rate), "--base", base.isoformat()),
+            *("--rate", str(rate), "--base", base.isoformat()),
             *("--changed", str(self.changed)),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -158,14 +177,16 @@ async def queue_depth(channel: aio_pika.abc.AbstractChannel, name: str) -> int:
     return queue.declaration_result.message_count or 0
 
 
-async def raw_drain(amqp_url: str, publisher: Publisher, count: int, prefetch: int) -> float:
-    connection = await aio_pika.connect(amqp_url)
+async def raw_drain(made: Principals, publisher: Publisher, count: int, prefetch: int) -> float:
+    """As a service of its own, before the registry's queue exists (so it alone gets them)."""
+    service = unique("benchraw")
+    url = await made.service(service)
+    connection = await aio_pika.connect(url)
     channel = await connection.channel()
     await channel.set_qos(prefetch_count=prefetch)
-    name = f"bench-raw-{uuid.uuid4().hex}"
-    queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
-    await queue.bind("amq.topic", routing_key=name)
-    go = await publisher.start(count, name)
+    name = principals.service_queue(service)
+    queue = await declare_consumer_queue(channel, name, [HostHeartbeatV1.binding])
+    go = await publisher.start(count)
     await go()
     done = asyncio.Event()
     received = 0
@@ -181,8 +202,8 @@ async def raw_drain(amqp_url: str, publisher: Publisher, count: int, prefetch: i
     await queue.consume(on_message)
     await done.wait()
     elapsed = time.perf_counter() - start
-    await queue.delete(if_unused=False, if_empty=False)
     await connection.close()
+    await delete_queues(url, name, f"{name}.dead")
     return count / elapsed
 
 
@@ -227,7 +248,20 @@ async def processed(pool) -> int:
     return await pool.fetchval("SELECT count(*) FROM registry.processed_messages")
 
 
-async def run(args: argparse.Namespace, amqp_url: str, database_url: str, state: Path) -> None:
+async def run(
+    args: argparse.Namespace, admin_url: str, api_url: str, database_url: str, state: Path
+) -> None:
+    async with principals_of(admin_url, api_url) as made:
+        await measure(args, made, database_url, state)
+
+
+async def measure(
+    args: argparse.Namespace, made: Principals, database_url: str, state: Path
+) -> None:
+    amqp_url = await made.service("registry")
+    load_generator = await made.user(
+        LOAD_GENERATOR, LOAD_GENERATOR_PERMISSIONS, tags="impersonator"
+    )
     key = Ed25519PrivateKey.generate()
     key_file = state / "bench.key"
     key_file.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
@@ -245,21 +279,21 @@ async def run(args: argparse.Namespace, amqp_url: str, database_url: str, state:
         ),
     )
     prefetch = SERVICE._prefetch(config)
-    publisher = Publisher(amqp_url, key_file, args.hosts, args.changed)
+    publisher = Publisher(load_generator, key_file, args.hosts, args.changed)
     drain = args.drain
 
-    raw_rate = await raw_drain(amqp_url, publisher, drain, prefetch)
+    raw_rate = await raw_drain(made, publisher, drain, prefetch)
     print(
         f"raw aio-pika drain, consume+ack, prefetch {prefetch}:  {raw_rate:8.0f} msg/s", flush=True
     )
 
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    connection = await aio_pika.connect(amqp_url)
+    connection = await aio_pika.connect(amqp_url)  # the registry's user: it reads its queue
     channel = await connection.channel()
     registry = Registry(config)
     await registry.start(connection)  # declares the queue
     await registry.halt()
-    go = await publisher.start(drain, TOPIC)
+    go = await publisher.start(drain)
     await go()
     before = await processed(pool)
     profile = cProfile.Profile() if args.profile else None
@@ -283,7 +317,7 @@ async def run(args: argparse.Namespace, amqp_url: str, database_url: str, state:
     )
 
     count = int(args.rate * args.seconds)
-    go = await publisher.start(count, TOPIC, args.rate)
+    go = await publisher.start(count, args.rate)
     first = await processed(pool)
     sending = asyncio.create_task(go())
     start = time.perf_counter()
@@ -326,7 +360,6 @@ def main() -> None:
     parser.add_argument("--amqp-url", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--routing-key", help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publisher:
@@ -338,7 +371,7 @@ def main() -> None:
     try:
         postgres.start()
         try:
-            asyncio.run(run(args, broker.url, postgres.url, state))
+            asyncio.run(run(args, broker.url, broker.management_url, postgres.url, state))
         finally:
             postgres.stop()
     finally:

@@ -71,10 +71,13 @@ class BrokerAdmin:
     def _v(self) -> str:
         return quote(self.vhost, safe="")
 
-    async def put_user(self, name: str, password: str, perms: Permissions) -> None:
-        """Create or update `name` with `password` and exactly these permissions."""
+    async def put_user(
+        self, name: str, password: str, perms: Permissions, *, tags: str = ""
+    ) -> None:
+        """Create or update `name` with `password` and exactly these permissions. `tags` are
+        RabbitMQ user tags (comma-separated); principals have none."""
         n = quote(name, safe="")
-        await self._call("PUT", f"users/{n}", {"password": password, "tags": ""})
+        await self._call("PUT", f"users/{n}", {"password": password, "tags": tags})
         await self._call(
             "PUT",
             f"permissions/{self._v()}/{n}",
