@@ -73,6 +73,9 @@ class RegistryConfig:
 class DispatcherConfig:
     listen: str = "127.0.0.1:8411"
     lease_seconds: int = 3600
+    # Once its holder reports the build finished, a lease waits this long for its verdict
+    # (the verifier and the collector may be slow or restarting) before it is requeued.
+    verdict_grace_seconds: int = 3600
     # Principals that may request builds for other owners, as "principal:owner" or
     # "principal:*" (a Koschei- or Packit-like tool); anyone else builds as itself.
     may_act_for: list[str] = dataclasses.field(default_factory=list)

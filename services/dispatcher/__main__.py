@@ -6,6 +6,7 @@ from skyline_messages import (
     BuildRequestV1,
     BuildStoredV1,
     HostStatusV1,
+    TaskFinishedV1,
     TaskMismatchV1,
     TaskVerifiedV1,
 )
@@ -21,6 +22,7 @@ SERVICE = Service(
         BuildRequestV1: handlers.on_build_request,
         HostStatusV1: handlers.on_host_status,
         TaskVerifiedV1: handlers.on_task_verified,
+        TaskFinishedV1: handlers.on_task_finished,
         TaskMismatchV1: handlers.on_task_mismatch,
         BuildStoredV1: handlers.on_build_stored,
     },

@@ -14,6 +14,7 @@ from skyline_messages import (
     BuildRequestV1,
     BuildStoredV1,
     HostStatusV1,
+    TaskFinishedV1,
     TaskLeasedV1,
     TaskMismatchV1,
     TaskVerifiedV1,
@@ -152,6 +153,16 @@ async def task_failed(ctx: Context, task: Any) -> None:
         ctx.conn, task["id"], f"{what}; to be confirmed by another owner", failures=entries
     )
     await schedule(ctx)
+
+
+async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
+    """The lease's holder finished (the bus checked it was that host): its lease no longer
+    runs out while the verifier and the collector, perhaps slow or restarting, judge and
+    store the result ([dispatcher] verdict_grace_seconds); the verdict decides the rest."""
+    task = await store.task_by_lease(ctx.conn, msg.body["lease_id"])
+    if task is None or task["state"] != "leased" or task["host"] != msg.host:
+        return
+    await store.extend_lease(ctx.conn, task["id"], ctx.config.dispatcher.verdict_grace_seconds)
 
 
 async def on_task_mismatch(msg: TaskMismatchV1, ctx: Context) -> None:

@@ -155,6 +155,15 @@ async def task_by_lease(conn: asyncpg.Connection, lease_id: str) -> asyncpg.Reco
     return await conn.fetchrow("SELECT * FROM tasks WHERE lease_id = $1::uuid FOR UPDATE", lease_id)
 
 
+async def extend_lease(conn: asyncpg.Connection, task_id: int, seconds: float) -> None:
+    await conn.execute(
+        "UPDATE tasks SET lease_expires = GREATEST(lease_expires,"
+        " now() + make_interval(secs => $2)), updated_at = now() WHERE id = $1",
+        task_id,
+        seconds,
+    )
+
+
 async def lock_task(conn: asyncpg.Connection, task_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM tasks WHERE id = $1 FOR UPDATE", task_id)
 

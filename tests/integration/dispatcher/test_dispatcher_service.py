@@ -19,6 +19,7 @@ from skyline_messages import (
     BuildRequestV1,
     BuildStoredV1,
     HostStatusV1,
+    TaskFinishedV1,
     TaskLeasedV1,
     TaskMismatchV1,
     TaskVerifiedV1,
@@ -85,6 +86,24 @@ def verified(lease: TaskLeasedV1, outcome: str = "succeeded") -> TaskVerifiedV1:
             "result_digest": "d" * 64,
         }
     )
+
+
+def finished(lease: TaskLeasedV1, host: str | None = None) -> TaskFinishedV1:
+    """The holder's attestation (the bus has checked it came from `host`'s own user)."""
+    b = {**lease.body, "host": host or lease.body["host"]}
+    body = {k: b[k] for k in ("task_id", "build_id", "lease_id", "host", "arch", "nvr")}
+    body |= {
+        "status": "succeeded",
+        "srpm_sha256": b["srpm_sha256"],
+        "files": [],
+        "result_digest": "d" * 64,
+        "env_manifest": {},
+        "env_digest": "e" * 64,
+        "duration": 1.0,
+        "signed_at": "2026-01-01T00:00:00+00:00",
+        "signature": "A" * 86 + "==",
+    }
+    return TaskFinishedV1(body=body, topic=TaskFinishedV1.topic_for(body["host"]))
 
 
 def mismatch(lease: TaskLeasedV1, reason: str, host: str | None = None) -> TaskMismatchV1:
@@ -304,6 +323,21 @@ async def lease_one(runtime: Runtime, sent, **request_changes: Any) -> TaskLease
     await SERVICE.handle(runtime, request(**request_changes))
     [lease] = of_type(await new_messages(runtime, sent, status()), TaskLeasedV1)
     return lease
+
+
+async def test_the_holders_finish_keeps_its_lease_alive_while_it_is_judged(runtime, sent) -> None:
+    lease = await lease_one(runtime, sent)
+    await runtime.pool.execute("UPDATE tasks SET lease_expires = now() + interval '1 second'")
+    await SERVICE.handle(runtime, finished(lease, host="core-2"))  # not the holder: no effect
+    [task] = await task_rows(runtime)
+    assert task["lease_expires"] < datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+        seconds=5
+    )
+    await SERVICE.handle(runtime, finished(lease))
+    [task] = await task_rows(runtime)
+    extended = datetime.timedelta(seconds=runtime.config.dispatcher.verdict_grace_seconds - 60)
+    assert task["lease_expires"] > datetime.datetime.now(datetime.UTC) + extended
+    assert task["state"] == "leased"  # the verdict decides what comes next
 
 
 async def test_mismatch_requeues_and_fails_the_build_after_max_attempts(runtime, sent) -> None:
