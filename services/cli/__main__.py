@@ -66,7 +66,8 @@ def cmd_local(args: argparse.Namespace) -> int:
     if args.action == "up":
         system.up(builders=args.builders)
         print(f"configuration: {system.config_file}")
-        print(f"fedora-messaging configuration: {system.fm_config_file}")
+        print(f"fedora-messaging, as the packager {system.owner}: {system.fm_config_file}")
+        print(f"fedora-messaging, as the read-only monitor: {system.fm_monitor_file}")
         print(f"Koji storage: {system.koji_topdir}")
         print(f"logs: {system.logs}")
     else:
