@@ -99,7 +99,10 @@ def _tags(names: Iterable[str]) -> frozenset[int]:
 
 _IGNORED_TAGS = _tags(_IGNORED_TAG_NAMES)
 _STRUCTURED_TAGS = _tags(
-    [*_FILE_TAG_NAMES, *(f"{k.upper()}{p}" for k in DEP_KINDS for p in ("NAME", "FLAGS", "VERSION"))]
+    [
+        *_FILE_TAG_NAMES,
+        *(f"{k.upper()}{p}" for k in DEP_KINDS for p in ("NAME", "FLAGS", "VERSION")),
+    ]
 )
 
 # RPMTAG_FILEDIGESTALGO values (PGPHASHALGO_*) rpm can record.
