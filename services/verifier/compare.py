@@ -108,6 +108,8 @@ _STRUCTURED_TAGS = _tags(
 # RPMTAG_FILEDIGESTALGO values (PGPHASHALGO_*) rpm can record.
 _DIGEST_ALGOS = {1: "md5", 2: "sha1", 8: "sha256", 9: "sha384", 10: "sha512", 11: "sha224"}
 
+_CHUNK = 1024 * 1024
+
 # Bounds on evidence, so a flag's evidence stays readable and small whatever the input.
 DEFAULT_MAX_DIFFERENCES = 50
 _MAX_VALUE_CHARS = 200
@@ -222,13 +224,16 @@ def _payload_digests(hdr: rpm.hdr, f: object, path: Path | str) -> dict[str, str
     fi = rpm.files(hdr)
     digests: dict[str, str] = {}
     try:
-        payload = rpm.fd.open(f, flags=hdr[rpm.RPMTAG_PAYLOADCOMPRESSOR])
+        # No compressor tag means gzip to rpm itself (rpm2cpio); gzdio also reads plain data.
+        compressor = _render(hdr[rpm.RPMTAG_PAYLOADCOMPRESSOR]) or "gzip"
+        payload = rpm.fd.open(f, flags=compressor)
         archive = fi.archive(payload)
         for entry in archive:
             if not archive.hascontent():
                 continue
             h = hashlib.new(algo)
-            h.update(archive.read())
+            while chunk := archive.read(_CHUNK):  # bounded memory for large files
+                h.update(chunk)
             digests[entry.name] = h.hexdigest()
     except (rpm.error, OSError) as exc:
         raise RpmCheckError(f"{path}: unreadable payload: {exc}") from exc

@@ -13,6 +13,7 @@ import pytest
 
 from services.common.rpmfiles import (
     REPRODUCIBLE_MACROS,
+    RpmCheckError,
     macro_args,
     make_srpm,
     result_set_digest,
@@ -234,3 +235,33 @@ def test_differences_are_bounded(honest: ResultSet, tmp_path: Path) -> None:
     assert len(result.differences) == 5 and result.omitted >= 25
     assert all(d.what.startswith("file /usr/share/skyline-cmp/f") for d in result.differences)
     assert result.evidence()[-1] == f"... and {result.omitted} more differences"
+
+
+def test_header_that_lies_about_its_payload_is_refused(tmp_path: Path) -> None:
+    # An uncompressed payload lets us change file bytes without breaking decompression;
+    # the header still names the honest digest, which rpmkeys -K alone would not notice.
+    spec_dir = tmp_path / "spec"
+    spec_dir.mkdir()
+    spec_file = spec_dir / "skyline-cmp.spec"
+    spec_file.write_text(_SPEC.format(**HONEST))
+    srpm = make_srpm(spec_file, tmp_path / "srpm")
+    top = tmp_path / "host"
+    subprocess.run(
+        [
+            *("rpmbuild", "--rebuild", "--nodeps", "--define", f"_topdir {top}"),
+            *("--define", "_binary_payload w.ufdio"),
+            *macro_args(REPRODUCIBLE_MACROS),
+            str(srpm),
+        ],
+        env={**tool_env(), "HOME": str(top)},
+        stdin=subprocess.DEVNULL,
+        check=True,
+        capture_output=True,
+    )
+    path = top / "RPMS/noarch/skyline-cmp-1.0-1.noarch.rpm"
+    assert read_rpm_facts(path).files["/usr/share/skyline-cmp/data"].size == 6
+    data = path.read_bytes()
+    assert data.count(b"hello\n") == 1
+    path.write_bytes(data.replace(b"hello\n", b"HELLO\n"))
+    with pytest.raises(RpmCheckError, match="/usr/share/skyline-cmp/data does not match"):
+        read_rpm_facts(path)
