@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from services.registry import trust as tr  # noqa: E402
-from services.registry.trust import Trust  # noqa: E402
-from services.verifier import policy as pol  # noqa: E402
+from services.registry import trust as tr
+from services.registry.trust import Trust
+from services.verifier import policy as pol
 
 PACKAGES = 3000
 NOT_REPRODUCIBLE = 0.10
@@ -61,8 +58,10 @@ class Host:
     builds: int = 0  # primary builds so far
     tampered: int = 0
     caught_at: int | None = None  # its build number when first the odd one out
+    trusted_at: int | None = None  # its build number when it became trusted
     tampered_before_caught: int = 0
     env_changed: bool = False
+    times_caught: int = 0
 
 
 class World:
@@ -70,7 +69,7 @@ class World:
         self.config = config
         self.rng = rng
         weights = [1 / (i + 1) ** 0.8 for i in range(PACKAGES)]
-        self.pkg_weights = weights
+        self.pkg_cum = list(itertools.accumulate(weights))
         self.nr = {i for i in range(PACKAGES) if rng.random() < NOT_REPRODUCIBLE}
         self.critical = {i for i in range(PACKAGES) if rng.random() < CRITICAL}
         self.nr_known: set[int] = set()
@@ -105,7 +104,7 @@ class World:
             and host.state.level == Trust.TRUSTED
             and self.rng.random() < SLEEPER_TAMPER
         )
-        if host.caught_at is None and tamper and primary:
+        if tamper and primary:
             host.tampered += 1
         if tamper and primary:
             return f"{pkg}-evil-{host.state.host}"
@@ -121,7 +120,7 @@ class World:
 
     def one_build(self, primary_host: Host | None = None, official: bool | None = None) -> None:
         rng = self.rng
-        pkg = rng.choices(range(PACKAGES), weights=self.pkg_weights)[0]
+        pkg = rng.choices(range(PACKAGES), cum_weights=self.pkg_cum)[0]
         if official is None:
             official = rng.random() < OFFICIAL_SHARE
         kind = pol.BuildKind.OFFICIAL if official else pol.BuildKind.SCRATCH
@@ -191,13 +190,16 @@ class World:
             others = tuple(o.host for o in group if o.owner != r.owner)
             if len(owners) >= 2 and others:
                 ev = tr.Evidence(str(pkg), r.digest, others)
-                h.state, _ = tr.record_confirmed(h.state, ev, TRUST_CONFIG)
+                h.state, moved = tr.record_confirmed(h.state, ev, TRUST_CONFIG)
+                if moved is not None and h.trusted_at is None:
+                    h.trusted_at = h.builds
             else:
                 h.state = tr.record_unconfirmed(h.state)
         for name in d.odd_ones_out:
             h = self.hosts[name]
             ev = tr.Evidence(str(pkg), "", d.agreeing, "odd one out")
             h.state, _ = tr.record_odd_one_out(h.state, ev, TRUST_CONFIG)
+            h.times_caught += 1
             if h.role == "honest":
                 self.honest_flagged.add(name)
             elif h.caught_at is None:
@@ -226,6 +228,7 @@ def population_run(config: pol.PolicyConfig, builds: int, seed: int) -> dict[str
         "extra_steady_official": c["extra-official"] / max(1, c["primary-official"]),
         "new_cheat": (new_cheat.caught_at, new_cheat.tampered_before_caught, new_cheat.builds),
         "sleeper": (sleeper.caught_at, sleeper.tampered_before_caught, sleeper.builds),
+        "sleeper_caught": f"{sleeper.times_caught} times, {sleeper.tampered} tampered builds",
         "honest_flagged": len(world.honest_flagged),
         "tampered_official": world.tampered_official,
         "tampered_scratch": world.tampered_scratch,
@@ -234,7 +237,7 @@ def population_run(config: pol.PolicyConfig, builds: int, seed: int) -> dict[str
 
 def sleeper_run(config: pol.PolicyConfig, seed: int, limit: int = 1000) -> Host:
     """A steady-state population (honest hosts trusted with long records); the sleeper joins
-    and is the primary host of its own builds; replicas come from the population."""
+    and is the primary host of its own (scratch) builds; replicas come from the population."""
     world = World(config, random.Random(seed))
     for h in world.hosts.values():
         if h.state.level == Trust.UNTRUSTED:
@@ -242,14 +245,18 @@ def sleeper_run(config: pol.PolicyConfig, seed: int, limit: int = 1000) -> Host:
             h.state = dataclasses.replace(h.state, level=Trust.TRUSTED, total_results=records)
             h.built = set(range(int(PACKAGES * 0.6)))
     sleeper = world.add("sleeper", "mallory", 1.0, Trust.UNTRUSTED, "sleeper")
-    while sleeper.builds < limit and sleeper.caught_at is None:
-        world.one_build(primary_host=sleeper)
+    while sleeper.trusted_at is None or (
+        sleeper.builds - sleeper.trusted_at < limit and sleeper.caught_at is None
+    ):
+        # Scratch only: official builds are always replicated (quorum), so this is the
+        # cheat's best case and the figure comparable to "uniform 10% needs ~920 builds".
+        world.one_build(primary_host=sleeper, official=False)
     return sleeper
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--builds", type=int, default=20_000, help="builds per population run")
+    ap.add_argument("--builds", type=int, default=50_000, help="builds per population run")
     ap.add_argument("--runs", type=int, default=200, help="sleeper runs for the 1,000 figure")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
@@ -263,7 +270,8 @@ def main() -> None:
         tampered = []
         for run in range(args.runs):
             s = sleeper_run(config, args.seed * 100_003 + run)
-            caught.append(s.caught_at)
+            assert s.trusted_at is not None
+            caught.append(None if s.caught_at is None else s.caught_at - s.trusted_at)
             tampered.append(s.tampered_before_caught)
         within = sum(c is not None and c <= 1000 for c in caught) / args.runs
         found = sorted(c for c in caught if c is not None)
@@ -276,7 +284,8 @@ def main() -> None:
             "  of which official builds": f"{pop['extra_steady_official']:.1%}",
             "new cheat caught at its build (tampered)": f"{nc_at} ({nc_tampered})",
             "sleeper (population) caught at build": f"{sl_at} ({sl_tampered}) of {sl_builds}",
-            f"sleeper caught within 1,000 builds ({args.runs} runs)": f"{within:.1%}",
+            "sleeper (population): caught, re-earned trust": str(pop["sleeper_caught"]),
+            f"sleeper caught within 1,000 builds once trusted ({args.runs} runs)": f"{within:.1%}",
             "  median / p99 builds to catch": (
                 f"{statistics.median(found):.0f} / {found[int(0.99 * (len(found) - 1))]}"
                 if found
@@ -292,8 +301,10 @@ def main() -> None:
     print(f"{'':{width}}  " + "  ".join(f"{n:>24}" for n in names))
     for key in rows[names[0]]:
         print(f"{key:{width}}  " + "  ".join(f"{rows[n][key]:>24}" for n in names))
-    print(f"({args.builds} builds per population run, seed {args.seed}, "
-          f"{time.monotonic() - start:.1f} s)")
+    print(
+        f"({args.builds} builds per population run, seed {args.seed}, "
+        f"{time.monotonic() - start:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

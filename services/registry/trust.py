@@ -37,10 +37,13 @@ class TrustConfig:
     demote_trusted_to: Trust = Trust.UNTRUSTED
     # Where an untrusted host goes when it is the odd one out: it never earned trust.
     demote_untrusted_to: Trust = Trust.QUARANTINED
+    # Odd-one-out count (over the host's life) at which it is quarantined whatever its level:
+    # one disagreement may be a fault, a repeat is a pattern (a cheat would re-earn trust).
+    quarantine_after: int = 2
 
     def __post_init__(self) -> None:
-        if self.promote_after < 1:
-            raise ValueError("promote_after must be at least 1")
+        if self.promote_after < 1 or self.quarantine_after < 1:
+            raise ValueError("promote_after and quarantine_after must be at least 1")
         for level in (self.demote_trusted_to, self.demote_untrusted_to):
             if level not in (Trust.UNTRUSTED, Trust.QUARANTINED):
                 raise ValueError(f"cannot demote to {level}")
@@ -55,6 +58,7 @@ class HostTrust:
     level: Trust = Trust.UNTRUSTED
     consecutive_confirmed: int = 0  # results confirmed by another owner, none disputed since
     total_results: int = 0  # results at this level, confirmed or not
+    odd_one_out: int = 0  # settled disagreements it lost, over its life (never reset)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,11 +121,16 @@ def record_odd_one_out(
         return state, Transition(
             state.host, state.level, state.level, "quarantined host odd one out again", evidence
         )
-    new = (
-        config.demote_trusted_to if state.level == Trust.TRUSTED else config.demote_untrusted_to
-    )
-    reason = f"odd one out of a settled disagreement while {state.level}"
-    return _moved(state, new), Transition(state.host, state.level, new, reason, evidence)
+    count = state.odd_one_out + 1
+    if count >= config.quarantine_after:
+        new = Trust.QUARANTINED
+    elif state.level == Trust.TRUSTED:
+        new = config.demote_trusted_to
+    else:
+        new = config.demote_untrusted_to
+    reason = f"odd one out of a settled disagreement while {state.level} ({count} so far)"
+    moved = dataclasses.replace(_moved(state, new), odd_one_out=count)
+    return moved, Transition(state.host, state.level, new, reason, evidence)
 
 
 def set_by_admin(

@@ -69,13 +69,13 @@ class PolicyConfig:
     # Sampling of a trusted host's result: `sample_start` for a newly trusted host, falling
     # as floor + (start - floor) * halving / (halving + total_results); never below the floor.
     sample_start: float = 0.5
-    sample_floor: float = 0.06
-    sample_halving: int = 100
+    sample_floor: float = 0.05
+    sample_halving: int = 30
     # Added to the rate for each risk signal (then capped at 1).
     risk_new_environment: float = 0.5
     risk_new_package: float = 0.02
     risk_build_time_outlier: float = 0.3
-    risk_critical_package: float = 0.25
+    risk_critical_package: float = 0.2
     # Results per task after which, still unsettled, the task is refused.
     max_results: int = 5
 
