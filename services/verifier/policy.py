@@ -176,10 +176,11 @@ def decide(
         return _replica("official build needs a core host or a quorum", exclude, config, heard)
     if independent and vouched:
         return _accept("agreement", "an independent host agrees", group)
-    newest = group[-1]
-    if newest.trust != Trust.TRUSTED:
+    if any(r.trust != Trust.TRUSTED for r in group):
+        # An untrusted result needs another owner's agreement, even beside a trusted one of
+        # its own owner.
         return _replica("untrusted result needs an independent replica", exclude, config, heard)
-    rate = sampling_rate(newest, risk, config)
+    rate = sampling_rate(group[-1], risk, config)
     if rng.random() < rate:
         return _replica(f"sampled at rate {rate:.3f}", exclude, config, heard)
     return _accept("trusted-sampled-out", f"not sampled at rate {rate:.3f}", group)
