@@ -28,6 +28,7 @@ import itertools
 import random
 import statistics
 import time
+from typing import Any
 
 from services.registry import trust as tr
 from services.registry.trust import Trust
@@ -207,7 +208,7 @@ class World:
                 h.tampered_before_caught = h.tampered
 
 
-def population_run(config: pol.PolicyConfig, builds: int, seed: int) -> dict[str, object]:
+def population_run(config: pol.PolicyConfig, builds: int, seed: int) -> dict[str, Any]:
     world = World(config, random.Random(seed))
     sleeper = world.add("sleeper", "mallory", 1.0, Trust.UNTRUSTED, "sleeper")
     half = builds // 2
@@ -275,8 +276,8 @@ def main() -> None:
             tampered.append(s.tampered_before_caught)
         within = sum(c is not None and c <= 1000 for c in caught) / args.runs
         found = sorted(c for c in caught if c is not None)
-        nc_at, nc_tampered, _ = pop["new_cheat"]  # type: ignore[misc]
-        sl_at, sl_tampered, sl_builds = pop["sleeper"]  # type: ignore[misc]
+        nc_at, nc_tampered, _ = pop["new_cheat"]
+        sl_at, sl_tampered, sl_builds = pop["sleeper"]
         rows[name] = {
             "extra builds, whole run": f"{pop['extra_total']:.1%}",
             "extra builds, steady state": f"{pop['extra_steady']:.1%}",
