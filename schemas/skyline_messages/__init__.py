@@ -11,7 +11,7 @@ from .build import (
     BuildRequestV1,
     BuildStoredV1,
 )
-from .host import HostEnrolledV1, HostHeartbeatV1, HostStatusV1
+from .host import HostEnrolledV1, HostHeartbeatV1, HostStatusV1, HostTrustV1
 from .task import (
     TaskFinishedV1,
     TaskLeasedV1,
@@ -30,6 +30,7 @@ __all__ = [
     "HostEnrolledV1",
     "HostHeartbeatV1",
     "HostStatusV1",
+    "HostTrustV1",
     "TaskFinishedV1",
     "TaskLeasedV1",
     "TaskMismatchV1",

@@ -25,6 +25,22 @@ RELEASES = {
     "maxItems": 64,
 }
 SLOTS = {"type": "integer", "minimum": 0, "maximum": 1024}
+# Every level a host can hold over its life (quarantined: the policy stopped trusting it).
+TRUST_LEVEL = {"type": "string", "enum": ["untrusted", "trusted", "core", "quarantined"]}
+TRUST_REASON = {"type": "string", "minLength": 1, "maxLength": 500}
+# What a policy transition rests on: the task, this host's result digest, the other hosts
+# (those that agreed, or the settled winners) and a note. Closed and bounded.
+TRUST_EVIDENCE = {
+    "type": "object",
+    "required": ["task_id", "digest"],
+    "properties": {
+        "task_id": {"type": "string", "minLength": 1, "maxLength": 64},
+        "digest": {"type": "string", "minLength": 1, "maxLength": 128},
+        "others": {"type": "array", "items": HOST, "maxItems": 32, "uniqueItems": True},
+        "detail": {"type": "string", "maxLength": 2000},
+    },
+    "additionalProperties": False,
+}
 
 
 class _HostMessage(SkylineMessage):
@@ -125,3 +141,35 @@ class HostStatusV1(_HostMessage):
     def summary(self) -> str:
         b = self.body
         return f"{b['host']} is {b['state']} ({b['trust']}) with {b['free_slots']} free slot(s)"
+
+
+class HostTrustV1(_HostMessage):
+    """The registry changed (or an admin reset) a host's trust level, with its reason.
+
+    `by` is "registry" for the acceptance policy's transitions, else the admin who decided.
+    """
+
+    topic = "skyline.host.trust"
+    severity = INFO
+    body_schema = body_schema(
+        "A builder host's trust level changed",
+        ["host", "owner", "old", "new", "reason", "by"],
+        {
+            "host": HOST,
+            "owner": USER,
+            "old": TRUST_LEVEL,
+            "new": TRUST_LEVEL,
+            "reason": TRUST_REASON,
+            "evidence": TRUST_EVIDENCE,
+            "by": USER,
+        },
+    )
+
+    @property
+    def agent_name(self) -> str:
+        return self.body["by"]
+
+    @property
+    def summary(self) -> str:
+        b = self.body
+        return f"{b['host']} went from {b['old']} to {b['new']} ({b['by']}: {b['reason']})"

@@ -19,6 +19,7 @@ from skyline_messages import (
     HostEnrolledV1,
     HostHeartbeatV1,
     HostStatusV1,
+    HostTrustV1,
     TaskFinishedV1,
     TaskLeasedV1,
     TaskMismatchV1,
@@ -168,6 +169,20 @@ EXAMPLES: dict[type, dict[str, Any]] = {
         "running": 2,
         "max_slots": 2,
         "seen_at": TS,
+    },
+    HostTrustV1: {
+        "host": "builder-01",
+        "owner": "bob",
+        "old": "untrusted",
+        "new": "trusted",
+        "reason": "10 consecutive results confirmed by other owners",
+        "evidence": {
+            "task_id": "11",
+            "digest": SHA2,
+            "others": ["builder-02"],
+            "detail": "agreed on the first try",
+        },
+        "by": "registry",
     },
     ThrottleEngagedV1: {
         "bad_rate": 0.125,

@@ -14,9 +14,9 @@ from schema_support import (
     mutated,
     param_id,
 )
-from skyline_messages import HostEnrolledV1, HostHeartbeatV1, HostStatusV1
+from skyline_messages import HostEnrolledV1, HostHeartbeatV1, HostStatusV1, HostTrustV1
 
-CLASSES = [HostEnrolledV1, HostHeartbeatV1, HostStatusV1]
+CLASSES = [HostEnrolledV1, HostHeartbeatV1, HostStatusV1, HostTrustV1]
 
 
 @pytest.mark.parametrize(
@@ -56,6 +56,35 @@ CLASSES = [HostEnrolledV1, HostHeartbeatV1, HostStatusV1]
             mutated(example(HostStatusV1), "state", "quarantined"),
             "builder-01 is quarantined (trusted) with 0 free slot(s)",
             "bob",
+            ["bob"],
+        ),
+        # The policy's transition: the registry is the agent, the host's owner is told.
+        (
+            HostTrustV1,
+            example(HostTrustV1),
+            "builder-01 went from untrusted to trusted"
+            " (registry: 10 consecutive results confirmed by other owners)",
+            "registry",
+            ["bob"],
+        ),
+        # An admin's decision carries no evidence.
+        (
+            HostTrustV1,
+            mutated(
+                {**example(HostTrustV1), "new": "core", "by": "admin", "reason": "our machine"},
+                "evidence",
+                DROP,
+            ),
+            "builder-01 went from untrusted to core (admin: our machine)",
+            "admin",
+            ["bob"],
+        ),
+        (
+            HostTrustV1,
+            {**example(HostTrustV1), "old": "trusted", "new": "quarantined"},
+            "builder-01 went from trusted to quarantined"
+            " (registry: 10 consecutive results confirmed by other owners)",
+            "registry",
             ["bob"],
         ),
     ],
@@ -121,6 +150,25 @@ INVALID = [
     (HostStatusV1, "max_slots", 1025),
     (HostStatusV1, "max_slots", 2.5),
     (HostStatusV1, "max_slots", "4"),
+    (HostTrustV1, "old", "root"),
+    (HostTrustV1, "new", "Trusted"),
+    (HostTrustV1, "new", None),
+    (HostTrustV1, "reason", ""),
+    (HostTrustV1, "reason", "x" * 501),
+    (HostTrustV1, "reason", 42),
+    (HostTrustV1, "by", "an admin"),
+    (HostTrustV1, "by", ""),
+    (HostTrustV1, "owner", "bob\n"),
+    (HostTrustV1, "evidence", "task 11"),
+    (HostTrustV1, "evidence", {}),
+    (HostTrustV1, "evidence.bogus", 1),
+    (HostTrustV1, "evidence.task_id", ""),
+    (HostTrustV1, "evidence.task_id", "1" * 65),
+    (HostTrustV1, "evidence.digest", "f" * 129),
+    (HostTrustV1, "evidence.others", ["Builder_02"]),
+    (HostTrustV1, "evidence.others", ["builder-02", "builder-02"]),
+    (HostTrustV1, "evidence.others", [f"b{i}" for i in range(33)]),
+    (HostTrustV1, "evidence.detail", "x" * 2001),
 ]
 
 

@@ -65,6 +65,7 @@ RULES: Mapping[str, TopicRule] = {
         TopicRule("skyline.build.stored", "collector"),
         TopicRule("skyline.host.enrolled", "registry"),
         TopicRule("skyline.host.status", "registry"),
+        TopicRule("skyline.host.trust", "registry"),
         TopicRule("skyline.host.heartbeat", HOST, "host"),
     )
 }
