@@ -77,12 +77,15 @@ async def _publish(url: str, body: bytes) -> None:
         assert confirm is not None  # the broker acked it, so it is on disk
 
 
-async def _get(url: str) -> bytes | None:
+async def _get(url: str, timeout: float = 30) -> bytes | None:
+    """The queued message, waiting for it while the restarted node recovers its queues."""
+    deadline = asyncio.get_running_loop().time() + timeout
     async with await aio_pika.connect(url) as conn:
         queue = await (await conn.channel()).declare_queue(QUEUE, durable=True)
-        message = await queue.get(fail=False, timeout=10)
-        if message is None:
-            return None
+        while (message := await queue.get(fail=False, timeout=10)) is None:
+            if asyncio.get_running_loop().time() > deadline:
+                return None
+            await asyncio.sleep(0.5)
         await message.ack()
         return message.body
 
