@@ -12,13 +12,11 @@ import argparse
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from urllib.parse import unquote, urlsplit
 
 import aio_pika
 
 from services.common import principals
-from services.common.broker_admin import BrokerAdmin, new_password, queue_arguments, vhost_of
-from services.common.config import with_credentials
+from services.common.broker_admin import Principals, queue_arguments
 
 DELIVERY_LIMIT = 5  # Bus.subscribe's default
 
@@ -28,37 +26,18 @@ def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
-class Principals:
-    """Makes broker users with exactly a principal's permissions; deletes them on close."""
+class Made(Principals):
+    """Principals the benchmark makes, deleted again on close."""
 
     def __init__(self, admin_amqp_url: str, api_url: str) -> None:
-        parts = urlsplit(admin_amqp_url)
-        self.admin = BrokerAdmin(
-            api_url,
-            unquote(parts.username or ""),
-            unquote(parts.password or ""),
-            vhost=vhost_of(admin_amqp_url),
-        )
-        self.amqp_url = admin_amqp_url
+        base = Principals.from_admin_url(admin_amqp_url, api_url)
+        super().__init__(base.admin, base.amqp_url)
         self.made: list[str] = []
 
     async def user(self, name: str, perms: principals.Permissions, tags: str = "") -> str:
-        password = new_password()
-        await self.admin.put_user(name, password, perms, tags=tags)
+        url = await super().user(name, perms, tags)
         self.made.append(name)
-        return with_credentials(self.amqp_url, name, password)
-
-    async def service(self, service: str) -> str:
-        perms = principals.service_permissions(service, self.admin.exchange)
-        return await self.user(principals.service_user(service), perms)
-
-    async def owner(self, owner: str) -> str:
-        perms = principals.owner_permissions(owner, self.admin.exchange)
-        return await self.user(principals.owner_user(owner), perms)
-
-    async def monitor(self) -> str:
-        perms = principals.monitor_permissions(self.admin.exchange)
-        return await self.user(principals.MONITOR_USER, perms)
+        return url
 
     async def close(self) -> None:
         for name in self.made:
@@ -67,8 +46,8 @@ class Principals:
 
 
 @contextlib.asynccontextmanager
-async def principals_of(admin_amqp_url: str, api_url: str) -> AsyncIterator[Principals]:
-    made = Principals(admin_amqp_url, api_url)
+async def principals_of(admin_amqp_url: str, api_url: str) -> AsyncIterator[Made]:
+    made = Made(admin_amqp_url, api_url)
     try:
         yield made
     finally:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import aio_pika
 from bench_broker import (
-    Principals,
+    Made,
     add_broker_arguments,
     declare_consumer_queue,
     delete_queues,
@@ -53,7 +53,7 @@ def request(owner: str) -> BuildRequestV1:
     return BuildRequestV1(body=body, topic=BuildRequestV1.topic_for(owner))
 
 
-async def raw(made: Principals, count: int) -> float:
+async def raw(made: Made, count: int) -> float:
     owner, service = unique("benchraw"), unique("benchraw")
     owner_url, service_url = await made.owner(owner), await made.service(service)
     queue_name = principals.service_queue(service)
@@ -93,7 +93,7 @@ async def raw(made: Principals, count: int) -> float:
     return count / elapsed
 
 
-async def skyline(made: Principals, count: int) -> float:
+async def skyline(made: Made, count: int) -> float:
     owner, service = unique("benchbus"), unique("benchbus")
     packager = Bus(await made.owner(owner), name="bench-packager")
     service_url = await made.service(service)

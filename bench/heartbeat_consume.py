@@ -45,7 +45,7 @@ from pathlib import Path
 
 import aio_pika
 import asyncpg
-from bench_broker import Principals, declare_consumer_queue, delete_queues, principals_of, unique
+from bench_broker import Made, declare_consumer_queue, delete_queues, principals_of, unique
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -177,7 +177,7 @@ async def queue_depth(channel: aio_pika.abc.AbstractChannel, name: str) -> int:
     return queue.declaration_result.message_count or 0
 
 
-async def raw_drain(made: Principals, publisher: Publisher, count: int, prefetch: int) -> float:
+async def raw_drain(made: Made, publisher: Publisher, count: int, prefetch: int) -> float:
     """As a service of its own, before the registry's queue exists (so it alone gets them)."""
     service = unique("benchraw")
     url = await made.service(service)
@@ -255,9 +255,7 @@ async def run(
         await measure(args, made, database_url, state)
 
 
-async def measure(
-    args: argparse.Namespace, made: Principals, database_url: str, state: Path
-) -> None:
+async def measure(args: argparse.Namespace, made: Made, database_url: str, state: Path) -> None:
     amqp_url = await made.service("registry")
     load_generator = await made.user(
         LOAD_GENERATOR, LOAD_GENERATOR_PERMISSIONS, tags="impersonator"

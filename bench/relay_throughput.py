@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 
 import aio_pika
-from bench_broker import Principals, add_broker_arguments, principals_of
+from bench_broker import Made, add_broker_arguments, principals_of
 from skyline_messages import HostStatusV1
 
 from services.common import db, outbox, principals
@@ -137,7 +137,7 @@ async def skyline(url: str, database_url: str, count: int, concurrency: int) -> 
     return count / elapsed
 
 
-async def measure(made: Principals, database_url: str, count: int) -> None:
+async def measure(made: Made, database_url: str, count: int) -> None:
     registry = await made.service("registry")
     connection, queue = await sink(await made.monitor())
     default = BusConfig().relay_concurrency

@@ -20,13 +20,11 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from services.common import principals
-from services.common.broker_admin import BrokerAdmin, new_password, vhost_of
-from services.common.config import Config, load_config, with_credentials
+from services.common.broker_admin import Principals, new_password
+from services.common.config import Config, load_config
 from services.common.localstack import PostgreSQL, RabbitMQ
 
 pytest_plugins = ["tests.system"]  # the whole system, for tests/e2e and tests/security
@@ -40,46 +38,9 @@ class Servers:
     broker_api_url: str = ""
 
 
+# One password per user for the whole session: a second URL for the same principal must not
+# lock out a process that still connects with the first.
 _PASSWORDS: dict[str, str] = {}
-
-
-class Broker:
-    """Makes broker users with exactly the permissions of a principal; returns their URLs."""
-
-    def __init__(self, servers: Servers) -> None:
-        parts = urlsplit(servers.amqp_url)
-        self.admin = BrokerAdmin(
-            servers.broker_api_url,
-            unquote(parts.username or ""),
-            unquote(parts.password or ""),
-            vhost=vhost_of(servers.amqp_url),
-        )
-        self.amqp_url = servers.amqp_url
-
-    async def user(self, name: str, perms: principals.Permissions) -> str:
-        # One password per user for the whole session: a second URL for the same principal
-        # must not lock out a process that still connects with the first.
-        password = _PASSWORDS.setdefault(name, new_password())
-        await self.admin.put_user(name, password, perms)
-        return with_credentials(self.amqp_url, name, password)
-
-    async def service(self, service: str) -> str:
-        perms = principals.service_permissions(service, self.admin.exchange)
-        return await self.user(principals.service_user(service), perms)
-
-    async def host(self, host: str) -> str:
-        """A host's user and its lease queue, as the registry makes them at enrolment."""
-        await self.admin.declare_host_queue(host)
-        perms = principals.host_permissions(host, self.admin.exchange)
-        return await self.user(principals.host_user(host), perms)
-
-    async def owner(self, owner: str) -> str:
-        perms = principals.owner_permissions(owner, self.admin.exchange)
-        return await self.user(principals.owner_user(owner), perms)
-
-    async def monitor(self) -> str:
-        perms = principals.monitor_permissions(self.admin.exchange)
-        return await self.user(principals.MONITOR_USER, perms)
 
 
 @pytest.fixture(scope="session")
@@ -106,10 +67,15 @@ def servers() -> Iterator[Servers]:
 
 
 @pytest.fixture
-def broker(servers: Servers) -> Broker:
+def broker(servers: Servers) -> Principals:
     if not servers.broker_api_url:
         pytest.skip("SKYLINE_TEST_BROKER_API_URL is not set: principals cannot be created")
-    return Broker(servers)
+    # Users with exactly a principal's permissions; their URLs carry their credentials.
+    return Principals.from_admin_url(
+        servers.amqp_url,
+        servers.broker_api_url,
+        password=lambda name: _PASSWORDS.setdefault(name, new_password()),
+    )
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from services.common import principals
-from services.common.broker_admin import BrokerAdmin, new_password
+from services.common.broker_admin import BrokerAdmin, Principals, new_password
 from services.common.config import with_credentials
 from services.common.localstack import LocalStackError, PostgreSQL, RabbitMQ, free_port
 from services.common.signing import load_or_create_key, public_key_b64
@@ -81,23 +81,18 @@ class LocalSystem:
     def provision(self) -> None:
         """One broker user per service and the monitor, each with only its permissions
         (services/common/principals.py). Hosts and owners get theirs from the registry."""
-        admin = BrokerAdmin(
-            self.rabbitmq.management_url, self.rabbitmq.user, self.rabbitmq.password
+        made = Principals(
+            BrokerAdmin(self.rabbitmq.management_url, self.rabbitmq.user, self.rabbitmq.password),
+            self.amqp_url,
+            password=self.secret,
         )
-        exchange = "amq.topic"
-        users = {
-            **{
-                principals.service_user(s): principals.service_permissions(s, exchange)
-                for s in SERVICES
-            },
-            principals.MONITOR_USER: principals.monitor_permissions(exchange),
-        }
 
-        async def put_all() -> None:
-            for user, perms in users.items():
-                await admin.put_user(user, self.secret(user), perms)
+        async def make_all() -> None:
+            for service in SERVICES:
+                await made.service(service)
+            await made.monitor()
 
-        asyncio.run(put_all())
+        asyncio.run(make_all())
 
     # -- ports and configuration --------------------------------------------------------
     def _ports(self) -> dict[str, int]:

@@ -12,12 +12,14 @@ import base64
 import dataclasses
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 
 from . import principals
+from .config import with_credentials
 from .principals import Permissions
 
 log = logging.getLogger(__name__)
@@ -140,3 +142,54 @@ def queue_arguments(queue: str, delivery_limit: int) -> dict[str, Any]:
         # instead of looping forever.
         "x-delivery-limit": delivery_limit,
     }
+
+
+class Principals:
+    """Makes broker users with exactly a principal's permissions (principals.py) and returns
+    their AMQP URLs: `skyline local up`, the tests and the benchmarks all make them here.
+    `password(name)` chooses each user's password (a fresh one by default)."""
+
+    def __init__(
+        self,
+        admin: BrokerAdmin,
+        amqp_url: str,
+        password: Callable[[str], str] = lambda name: new_password(),
+    ) -> None:
+        self.admin = admin
+        self.amqp_url = amqp_url
+        self.password = password
+
+    @classmethod
+    def from_admin_url(cls, admin_amqp_url: str, api_url: str, **kw: Any) -> Principals:
+        """As the administrator named by an AMQP URL, through the management API at api_url."""
+        parts = urlsplit(admin_amqp_url)
+        admin = BrokerAdmin(
+            api_url,
+            unquote(parts.username or ""),
+            unquote(parts.password or ""),
+            vhost=vhost_of(admin_amqp_url),
+        )
+        return cls(admin, admin_amqp_url, **kw)
+
+    async def user(self, name: str, perms: Permissions, tags: str = "") -> str:
+        password = self.password(name)
+        await self.admin.put_user(name, password, perms, tags=tags)
+        return with_credentials(self.amqp_url, name, password)
+
+    async def service(self, service: str) -> str:
+        perms = principals.service_permissions(service, self.admin.exchange)
+        return await self.user(principals.service_user(service), perms)
+
+    async def host(self, host: str) -> str:
+        """A host's user and its lease queue, as the registry makes them at enrolment."""
+        await self.admin.declare_host_queue(host)
+        perms = principals.host_permissions(host, self.admin.exchange)
+        return await self.user(principals.host_user(host), perms)
+
+    async def owner(self, owner: str) -> str:
+        perms = principals.owner_permissions(owner, self.admin.exchange)
+        return await self.user(principals.owner_user(owner), perms)
+
+    async def monitor(self) -> str:
+        perms = principals.monitor_permissions(self.admin.exchange)
+        return await self.user(principals.MONITOR_USER, perms)

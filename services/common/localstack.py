@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from .bus import MAX_MESSAGE_BYTES  # the broker refuses what the bus would refuse to send
+
 LOOPBACK = "127.0.0.1"
 # The real scripts: the /usr/sbin wrappers `su rabbitmq`, which drops our env and cookie.
 RMQ_BIN_DIRS = ("/usr/lib/rabbitmq/bin", "/usr/lib64/rabbitmq/bin")
 # AMQP port, +1 dist, +2 private epmd, +3..+9 rabbitmqctl's own dist ports, +10 management API
 RMQ_SPAN = 11
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # the broker refuses larger messages (bus.py's limit too)
 Proc = tuple[int | None, str]  # (pid from a pid file, marker expected in its command line)
 
 
