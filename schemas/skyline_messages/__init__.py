@@ -16,6 +16,7 @@ from .task import (
     TaskFinishedV1,
     TaskLeasedV1,
     TaskMismatchV1,
+    TaskReplicateV1,
     TaskStartedV1,
     TaskVerifiedV1,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "TaskFinishedV1",
     "TaskLeasedV1",
     "TaskMismatchV1",
+    "TaskReplicateV1",
     "TaskStartedV1",
     "TaskVerifiedV1",
     "ThrottleEngagedV1",

@@ -171,8 +171,22 @@ class BuildStoredV1(_BuildMessage):
         )
 
 
+# How one task of a complete build was accepted: the hosts that agreed and the rule met.
+ACCEPTED_TASK = {
+    "type": "object",
+    "required": ["task_id", "arch", "agreeing", "rule"],
+    "properties": {
+        "task_id": ID,
+        "arch": ARCH,
+        "agreeing": {"type": "array", "items": HOST, "minItems": 1, "maxItems": 20},
+        "rule": {"type": "string", "maxLength": 64},
+    },
+    "additionalProperties": False,
+}
+
+
 class BuildCompleteV1(_BuildMessage):
-    """Every task of a build is verified and stored."""
+    """Every task of a build is accepted and stored; `tasks` names who agreed on each."""
 
     topic = "skyline.build.complete"
     severity = INFO
@@ -185,8 +199,13 @@ class BuildCompleteV1(_BuildMessage):
             "nvr": NVR,
             "scratch": {"type": "boolean"},
             "files": {"type": "array", "items": STORED_FILE},
+            "tasks": {"type": "array", "items": ACCEPTED_TASK, "maxItems": 20},
         },
     )
+
+    @property
+    def tasks(self) -> list[dict[str, object]]:
+        return list(self.body.get("tasks", []))
 
     @property
     def summary(self) -> str:

@@ -16,7 +16,7 @@ from .base import (
     body_schema,
 )
 
-TRUST = {"type": "string", "enum": ["untrusted", "trusted", "core"]}
+TRUST = {"type": "string", "enum": ["untrusted", "trusted", "core", "quarantined"]}
 ARCHES = {"type": "array", "items": ARCH, "minItems": 1, "uniqueItems": True}
 RELEASES = {
     "type": "array",

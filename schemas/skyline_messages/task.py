@@ -24,6 +24,32 @@ from .base import (
 
 TASK_FIELDS = {"task_id": ID, "build_id": ID, "lease_id": UUID, "host": HOST, "arch": ARCH}
 
+# What a lease is for: the task's first build, a replica that must agree with an earlier
+# result (a host of another owner), or a core host's tie-break of a disagreement.
+LEASE_PURPOSE = {"type": "string", "enum": ["build", "replica", "tiebreak"]}
+TRUST = {"type": "string", "enum": ["untrusted", "trusted", "core", "quarantined"]}
+OWNERS = {"type": "array", "items": USER, "maxItems": 100, "uniqueItems": True}
+HOSTS = {"type": "array", "items": HOST, "maxItems": 100, "uniqueItems": True}
+# The acceptance policy's rule that a stored result met (services/verifier/policy.py).
+ACCEPT_RULES = ["core", "quorum", "agreement", "trusted-sampled-out", "not-reproducible"]
+AGREEING_HOST = {
+    "type": "object",
+    "required": ["host", "owner", "trust", "lease_id"],
+    "properties": {"host": HOST, "owner": USER, "trust": TRUST, "lease_id": UUID},
+    "additionalProperties": False,
+}
+ODD_ONE_OUT = {
+    "type": "object",
+    "required": ["host", "lease_id", "comparison_key", "detail"],
+    "properties": {
+        "host": HOST,
+        "lease_id": UUID,
+        "comparison_key": SHA256,
+        "detail": {"type": "string", "maxLength": 2000},  # the first differences found
+    },
+    "additionalProperties": False,
+}
+
 
 class _TaskMessage(SkylineMessage):
     @property
@@ -61,13 +87,19 @@ class TaskLeasedV1(_HostTopic):
             "release": {"type": "string", "maxLength": 32},
             "scratch": {"type": "boolean"},
             "lease_expires": TIMESTAMP,
+            "purpose": LEASE_PURPOSE,  # absent: "build"
         },
     )
 
     @property
+    def purpose(self) -> str:
+        return str(self.body.get("purpose", "build"))
+
+    @property
     def summary(self) -> str:
         b = self.body
-        return f"task {b['task_id']} ({b['nvr']}, {b['arch']}) leased to {b['host']}"
+        what = "" if self.purpose == "build" else f" for a {self.purpose}"
+        return f"task {b['task_id']} ({b['nvr']}, {b['arch']}) leased to {b['host']}{what}"
 
 
 class TaskStartedV1(_HostTopic):
@@ -134,12 +166,19 @@ class TaskFinishedV1(_HostTopic):
 
 
 class TaskVerifiedV1(_TaskMessage):
-    """The verifier accepted a host's attestation; the collector may store the results."""
+    """The verifier's acceptance: the collector stores this lease's results.
+
+    For a succeeded task it is sent only once the acceptance policy is met: `lease_id` and
+    `host` name the result to store, `agreeing` every host whose result agreed with it (the
+    named one included), `rule` the policy met, and `odd_ones_out` the hosts whose results a
+    settled disagreement went against (the registry lowers their trust). A failed task's
+    verified failure carries none of these (the dispatcher confirms failures).
+    """
 
     topic = "skyline.task.verified"
     severity = INFO
     body_schema = body_schema(
-        "A task's attestation was verified",
+        "A task's result was verified and accepted",
         [*TASK_FIELDS, "nvr", "status", "files", "result_digest"],
         {
             **TASK_FIELDS,
@@ -147,13 +186,95 @@ class TaskVerifiedV1(_TaskMessage):
             "status": TASK_STATUS,
             "files": FILES,
             "result_digest": SHA256,
+            "comparison_key": SHA256,  # equal keys: RPM-aware comparison agrees
+            "rule": {"type": "string", "enum": ACCEPT_RULES},
+            "agreeing": {"type": "array", "items": AGREEING_HOST, "maxItems": 20},
+            "odd_ones_out": {"type": "array", "items": ODD_ONE_OUT, "maxItems": 20},
+            # The package's honest builds differ on this arch: nobody is blamed, and its
+            # official builds are taken from core hosts only from now on.
+            "not_reproducible": {"type": "boolean"},
         },
     )
 
     @property
+    def rule(self) -> str | None:
+        return self.body.get("rule")
+
+    @property
+    def agreeing(self) -> list[dict[str, str]]:
+        return list(self.body.get("agreeing", []))
+
+    @property
+    def odd_ones_out(self) -> list[dict[str, str]]:
+        return list(self.body.get("odd_ones_out", []))
+
+    @property
+    def not_reproducible(self) -> bool:
+        return bool(self.body.get("not_reproducible", False))
+
+    @property
     def summary(self) -> str:
         b = self.body
-        return f"verified task {b['task_id']} ({b['nvr']}, {b['arch']}) from {b['host']}"
+        hosts = ", ".join(a["host"] for a in self.agreeing) or b["host"]
+        rule = f" ({self.rule})" if self.rule else ""
+        return f"accepted task {b['task_id']} ({b['nvr']}, {b['arch']}) from {hosts}{rule}"
+
+
+class TaskReplicateV1(_TaskMessage):
+    """The verifier needs another result before it accepts one: the dispatcher leases the
+    task again, with the same SRPM and settings, on a host that is none of `exclude_hosts`,
+    of none of `exclude_owners`, and of at least `min_trust`."""
+
+    topic = "skyline.task.replicate"
+    severity = INFO
+    body_schema = body_schema(
+        "A task needs another, independent result",
+        [
+            "task_id",
+            "build_id",
+            "arch",
+            "nvr",
+            "purpose",
+            "reason",
+            "min_trust",
+            "exclude_owners",
+            "exclude_hosts",
+        ],
+        {
+            "task_id": ID,
+            "build_id": ID,
+            "arch": ARCH,
+            "nvr": NVR,
+            "purpose": {"type": "string", "enum": ["replica", "tiebreak"]},
+            "reason": {"type": "string", "maxLength": 500},
+            "min_trust": TRUST,
+            "exclude_owners": OWNERS,
+            "exclude_hosts": HOSTS,
+            # How many results the verifier has for the task: replicas are asked in turn, so
+            # a redelivered request for an older round is recognised.
+            "results": {"type": "integer", "minimum": 1, "maximum": 100},
+        },
+    )
+
+    @property
+    def min_trust(self) -> str:
+        return str(self.body["min_trust"])
+
+    @property
+    def exclude_owners(self) -> list[str]:
+        return list(self.body["exclude_owners"])
+
+    @property
+    def exclude_hosts(self) -> list[str]:
+        return list(self.body["exclude_hosts"])
+
+    @property
+    def summary(self) -> str:
+        b = self.body
+        return (
+            f"task {b['task_id']} ({b['nvr']}, {b['arch']}) needs a {b['purpose']} on a"
+            f" {b['min_trust']} host: {b['reason']}"
+        )
 
 
 MISMATCH_REASONS = [
@@ -168,6 +289,7 @@ MISMATCH_REASONS = [
     "wrong_package",  # an RPM not built from the leased SRPM, or an SRPM other than the leased
     "wrong_arch",  # a binary RPM neither of the task's arch nor noarch
     "bad_rpm",  # an RPM that is not intact, or whose file name is not its header's N-V-R.A
+    "no_agreement",  # the acceptance policy found no agreement within its results limit
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from jsonschema.exceptions import ValidationError
 from schema_support import (
     DROP,
     LEASE,
@@ -21,11 +22,21 @@ from skyline_messages import (
     TaskFinishedV1,
     TaskLeasedV1,
     TaskMismatchV1,
+    TaskReplicateV1,
     TaskStartedV1,
     TaskVerifiedV1,
 )
 
-CLASSES = [TaskLeasedV1, TaskStartedV1, TaskFinishedV1, TaskVerifiedV1, TaskMismatchV1]
+CLASSES = [
+    TaskLeasedV1,
+    TaskStartedV1,
+    TaskFinishedV1,
+    TaskVerifiedV1,
+    TaskMismatchV1,
+    TaskReplicateV1,
+]
+LEASE2 = "4f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b"
+LEASE3 = "5f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b"
 PKG = ["skyline-hello"]
 
 
@@ -49,7 +60,7 @@ PKG = ["skyline-hello"]
         (
             TaskVerifiedV1,
             example(TaskVerifiedV1),
-            f"verified task 11 ({NVR}, x86_64) from builder-01",
+            f"accepted task 11 ({NVR}, x86_64) from builder-01",
             PKG,
         ),
         (
@@ -160,3 +171,37 @@ INVALID = [
 @pytest.mark.parametrize(("cls", "path", "value"), INVALID, ids=param_id)
 def test_invalid_body(cls, path, value):
     assert_invalid(cls, mutated(example(cls), path, value))
+
+
+def test_accepted_result_names_agreeing_hosts_rule_and_odd_ones_out():
+    body = {
+        **example(TaskVerifiedV1),
+        "comparison_key": "a" * 64,
+        "rule": "quorum",
+        "agreeing": [
+            {"host": "builder-01", "owner": "alice", "trust": "untrusted", "lease_id": LEASE},
+            {"host": "builder-02", "owner": "bob", "trust": "trusted", "lease_id": LEASE2},
+        ],
+        "odd_ones_out": [
+            {"host": "cheat-1", "lease_id": LEASE3, "comparison_key": "b" * 64, "detail": "x"}
+        ],
+        "not_reproducible": False,
+    }
+    msg = TaskVerifiedV1(body=body)
+    msg.validate()
+    assert msg.rule == "quorum"
+    assert [a["host"] for a in msg.agreeing] == ["builder-01", "builder-02"]
+    assert msg.odd_ones_out[0]["host"] == "cheat-1"
+    assert "builder-01, builder-02 (quorum)" in msg.summary
+    with pytest.raises(ValidationError):
+        TaskVerifiedV1(body={**body, "rule": "because"}).validate()
+
+
+def test_replicate_request_is_bounded():
+    body = example(TaskReplicateV1)
+    TaskReplicateV1(body=body).validate()
+    too_many = [f"owner{i}" for i in range(101)]
+    with pytest.raises(ValidationError):
+        TaskReplicateV1(body={**body, "exclude_owners": too_many}).validate()
+    with pytest.raises(ValidationError):
+        TaskReplicateV1(body={**body, "purpose": "build"}).validate()

@@ -60,6 +60,7 @@ RULES: Mapping[str, TopicRule] = {
         TopicRule("skyline.task.finished", HOST, "host"),
         TopicRule("skyline.task.verified", "verifier"),
         TopicRule("skyline.task.mismatch", "verifier"),
+        TopicRule("skyline.task.replicate", "verifier"),
         TopicRule("skyline.throttle.engaged", "verifier"),
         TopicRule("skyline.throttle.released", "verifier"),
         TopicRule("skyline.build.stored", "collector"),
