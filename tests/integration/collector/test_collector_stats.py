@@ -17,7 +17,7 @@ from services.collector import stats_routes
 from services.collector.__main__ import SERVICE
 from services.common.config import Config
 from services.common.service import Runtime
-from services.common.testing import api_client, build_test_package, service_runtime
+from services.common.testing import api_client, service_runtime
 from services.dispatcher.routes import ROUTES as DISPATCHER_ROUTES
 from tests.integration.collector import stats_farm as farm
 
@@ -67,16 +67,6 @@ async def get_json(client: TestClient, path: str, status: int = 200) -> Any:
 def copy(msg: fm.Message) -> fm.Message:
     """The same announcement again under a new message id (a publisher that resent it)."""
     return type(msg)(body=msg.body, topic=msg.topic)
-
-
-@pytest.fixture(scope="session")
-def rpms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Real RPMs (rpmbuild) of the farm's packages, by N-V-R."""
-    out = {}
-    for name, version in (("hello", "1.0"), ("gcc", "14")):
-        _, [rpm] = build_test_package(tmp_path_factory.mktemp(name), name=name, version=version)
-        out[f"{name}-{version}-1"] = rpm
-    return out
 
 
 @dataclasses.dataclass

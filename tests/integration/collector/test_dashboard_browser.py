@@ -21,13 +21,15 @@ from services.common.broker_admin import Principals
 from services.common.bus import Bus
 from services.common.config import Config
 from services.common.localstack import free_port
+from services.common.testing import service_runtime
 from tests import browser
 from tests.integration.collector import stats_farm as farm
-from tests.integration.collector.test_collector_stats import NVR, a_day_of_the_farm
+from tests.integration.collector.test_collector_stats import NVR, Farm
 
 pytestmark = pytest.mark.integration
 
-PUBLISHERS = {  # topic -> who publishes it (services/common/principals.py)
+PUBLISHERS = {  # topic -> who publishes it (services/common/principals.py); else the host
+    "skyline.task.leased": "dispatcher",
     "skyline.host.status": "registry",
     "skyline.build.queued": "dispatcher",
     "skyline.build.complete": "dispatcher",
@@ -39,18 +41,9 @@ PUBLISHERS = {  # topic -> who publishes it (services/common/principals.py)
 
 
 @contextlib.asynccontextmanager
-async def running_collector(config: Config, amqp_url: str) -> AsyncIterator[str]:
+async def running_collector(config: Config) -> AsyncIterator[str]:
     """SERVICE.run as `skyline-collector` runs it; yields its base URL once it answers."""
-    port = free_port()
-    config = dataclasses.replace(
-        config,
-        amqp_url=amqp_url,
-        collector=dataclasses.replace(
-            config.collector,
-            listen=f"127.0.0.1:{port}",
-            dispatcher_url="http://127.0.0.1:9",  # no dispatcher here: the queue is unavailable
-        ),
-    )
+    port = int(config.collector.listen.rsplit(":", 1)[1])
     stop = asyncio.Event()
     task = asyncio.create_task(SERVICE.run(config, stop))
     url = f"http://127.0.0.1:{port}"
@@ -91,7 +84,7 @@ class Publishers:
         self.buses: dict[str, Bus] = {}
 
     async def bus(self, msg: fm.Message) -> Bus:
-        service = PUBLISHERS.get(msg.topic)  # None: a host's own topic (task.finished.<host>)
+        service = PUBLISHERS.get(type(msg).topic)  # None: the host's own (task.finished)
         name = service or f"host:{msg.body['host']}"
         if name not in self.buses:
             url = await (
@@ -119,9 +112,19 @@ async def publishers(broker: Principals) -> AsyncIterator[Publishers]:
 
 
 async def test_the_dashboard_in_chromium_shows_the_leaderboard_and_the_verdicts(
-    config, broker, publishers
+    config, broker, publishers, rpms
 ) -> None:
-    async with running_collector(config, await broker.service("collector")) as url:
+    config = dataclasses.replace(
+        config,
+        amqp_url=await broker.service("collector"),
+        collector=dataclasses.replace(
+            config.collector,
+            listen=f"127.0.0.1:{free_port()}",
+            dispatcher_url="http://127.0.0.1:9",  # no dispatcher here: the queue is unavailable
+        ),
+    )
+    day = Farm()
+    async with running_collector(config) as url:
         # The collector's queue is bound once it consumes: until then a message goes nowhere.
         async def registered() -> bool:
             await publishers.publish(
@@ -131,7 +134,18 @@ async def test_the_dashboard_in_chromium_shows_the_leaderboard_and_the_verdicts(
             return any(h["host"] == "alice-1" for h in hosts["hosts"])
 
         await until(registered, "the collector hears the registry")
-        for msg in a_day_of_the_farm().messages:
+        leases = day.leases()
+        for msg in leases:
+            await publishers.publish(msg)
+
+        async def leased() -> bool:
+            return all([await ok(f"{url}/api/v1/leases/{m.body['lease_id']}") for m in leases])
+
+        await until(leased, "the collector knows the leases")
+        # The uploads, as the upload route stages them once their signatures are checked.
+        async with service_runtime(config, "collector") as runtime, runtime.transaction() as ctx:
+            await day.upload(ctx.conn, config, rpms)
+        for msg in day.story():
             await publishers.publish(msg)
 
         async def all_heard() -> bool:
