@@ -184,6 +184,7 @@ async def record_throttle(
 
 # -- reading --------------------------------------------------------------------------------
 
+
 def _capped(sql: str) -> str:
     """`sql` capped at $1 seconds; NULL (no duration heard) stays NULL, which LEAST alone
     would turn into the cap: PostgreSQL's LEAST ignores NULLs."""
@@ -193,11 +194,11 @@ def _capped(sql: str) -> str:
 # Per result: the hours granted to it (its task's smallest accepted claim, capped) if accepted.
 _RESULTS = f"""
 WITH grants AS (
-    SELECT task_id, {_capped('min(duration)')} AS seconds
+    SELECT task_id, {_capped("min(duration)")} AS seconds
     FROM stats_results WHERE verdict = 'accepted' GROUP BY task_id
 )
 SELECT r.host, COALESCE(r.owner, h.owner) AS owner, r.verdict, r.status,
-       {_capped('r.duration')} AS claimed,
+       {_capped("r.duration")} AS claimed,
        CASE WHEN r.verdict = 'accepted' THEN g.seconds END AS granted
 FROM stats_results r
 LEFT JOIN grants g USING (task_id)

@@ -39,6 +39,10 @@ async def test_a_real_build_is_on_the_dashboard_with_its_verdict(system, example
             await asyncio.sleep(0.1)
         else:
             raise AssertionError(f"build {build_id} is not on the collector's statistics")
+        async with http.get(f"{collector}/api/v1/stats/queue") as reply:
+            queue = await reply.json()
+        assert queue["available"] is True, queue  # the dispatcher's own count
+        assert {h["host"] for h in queue["hosts"]} >= set(agreeing)
 
     page = browser.tables(await browser.dump_dom(f"{collector}/dashboard"))
     rows = {row[0]: row for row in page.tables["builds"][1:]}
