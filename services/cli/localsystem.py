@@ -161,6 +161,7 @@ public_url = "{collector}"
 koji_topdir = "koji"
 staging_dir = "staging"
 registry_url = "{registry}"
+dispatcher_url = "{self.url("dispatcher")}"
 
 [builder]
 owner = "{os.environ.get("USER") or "local"}"

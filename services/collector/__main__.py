@@ -1,4 +1,5 @@
-"""skyline-collector: takes builders' uploads and puts verified results into Koji storage."""
+"""skyline-collector: takes builders' uploads and puts verified results into Koji storage;
+keeps the contributors' statistics and serves their dashboard."""
 
 from pathlib import Path
 
@@ -6,14 +7,19 @@ from skyline_messages import TaskLeasedV1, TaskVerifiedV1
 
 from services.common.service import Periodic, Service
 
+from . import stats_handlers, stats_routes
 from .cleanup import INTERVAL, sweep_staging
 from .handlers import on_task_leased, on_task_verified
 from .routes import ROUTES
 
 SERVICE = Service(
     name="collector",
-    handlers={TaskLeasedV1: on_task_leased, TaskVerifiedV1: on_task_verified},
-    routes=ROUTES,
+    handlers={
+        TaskLeasedV1: on_task_leased,
+        TaskVerifiedV1: stats_handlers.both(stats_handlers.on_task_verified, on_task_verified),
+        **stats_handlers.HANDLERS,
+    },
+    routes=[*ROUTES, *stats_routes.ROUTES],
     listen=lambda config: config.collector.listen,
     periodic=[Periodic("staging-sweep", lambda config: INTERVAL, sweep_staging)],
     migrations=Path(__file__).parent / "migrations",

@@ -100,6 +100,8 @@ class CollectorConfig:
     staging_dir: str = "staging"
     max_upload_mb: int = 4096
     registry_url: str = "http://127.0.0.1:8410"  # where uploads' signing keys are looked up
+    # The dashboard shows the queue as the dispatcher counts it (its GET /api/v1/queue).
+    dispatcher_url: str = "http://127.0.0.1:8411"
     # What one lease may stage in all (a big multi-package build such as texlive needs more).
     max_files_per_lease: int = 500
     max_lease_mb: int = 16384
