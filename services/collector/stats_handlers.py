@@ -6,8 +6,6 @@ is an upsert keyed by the thing it describes, so a re-announcement changes nothi
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from fedora_messaging import message as fm
 from skyline_messages import (
     BuildCompleteV1,
@@ -22,11 +20,10 @@ from skyline_messages import (
 )
 from skyline_messages.base import package_of
 
-from services.common.service import Context
+from services.common.service import Context, Handler
 
 from . import stats_store
 
-Handler = Callable[[fm.Message, Context], Awaitable[None]]
 REASON_CHARS = 300  # of a refusal's detail kept for the dashboard
 
 
