@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import math
 import random
 import statistics
 import time
@@ -310,6 +311,10 @@ def sleeper_run(config: pol.PolicyConfig, seed: int, limit: int = 1000) -> Host:
     return sleeper
 
 
+def _builds(n: float) -> str:
+    return ">1000" if n == math.inf else f"{n:.0f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--builds", type=int, default=50_000, help="builds per population run")
@@ -338,7 +343,8 @@ def main() -> None:
             caught.append(None if s.caught_at is None else s.caught_at - s.trusted_at)
             tampered.append(s.tampered_before_caught)
         within = sum(c is not None and c <= 1000 for c in caught) / args.runs
-        found = sorted(c for c in caught if c is not None)
+        # Over every run: one not caught within its 1,000 builds ranks last, shown as such.
+        ranked = sorted(math.inf if c is None else c for c in caught)
         nc_at, nc_tampered, _ = pop["new_cheat"]
         sl_at, sl_tampered, sl_builds = pop["sleeper"]
         rows[name] = {
@@ -353,9 +359,8 @@ def main() -> None:
             "sleeper (population): caught, re-earned trust": str(pop["sleeper_caught"]),
             f"sleeper caught within 1,000 builds once trusted ({args.runs} runs)": f"{within:.1%}",
             "  median / p99 builds to catch": (
-                f"{statistics.median(found):.0f} / {found[int(0.99 * (len(found) - 1))]}"
-                if found
-                else "-"
+                f"{_builds(statistics.median(ranked))} / "
+                f"{_builds(ranked[int(0.99 * (len(ranked) - 1))])}"
             ),
             "  tampered builds before caught (mean)": f"{statistics.mean(tampered):.1f}",
             "honest hosts flagged": str(pop["honest_flagged"]),
