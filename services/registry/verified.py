@@ -39,7 +39,8 @@ async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
         await trust_store.record_transition(ctx.conn, transition)
         cut_off = transition.new == Trust.QUARANTINED and row["state"] != hoststate.QUARANTINED
         if cut_off:
-            row = await hoststate.set_state(ctx, outcome.host, hoststate.QUARANTINED)
+            quarantined = await hoststate.set_state(ctx, outcome.host, hoststate.QUARANTINED)
+            row = quarantined if quarantined is not None else row  # the row is locked: found
         await ctx.publish(trust_store.trust_message(row["owner"], transition))
         if transition.new != transition.old or cut_off:
             status = store.status_message(row)
