@@ -31,6 +31,8 @@ TRUST = {"type": "string", "enum": ["untrusted", "trusted", "core", "quarantined
 OWNERS = {"type": "array", "items": USER, "maxItems": 100, "uniqueItems": True}
 HOSTS = {"type": "array", "items": HOST, "maxItems": 100, "uniqueItems": True}
 # The acceptance policy's rule that a stored result met (services/verifier/policy.py).
+# Whose failure a failed task is (TaskFinishedV1.failure).
+FAILURE_KINDS = ["package", "agent", "timeout"]
 ACCEPT_RULES = ["core", "quorum", "agreement", "trusted-sampled-out", "not-reproducible"]
 AGREEING_HOST = {
     "type": "object",
@@ -154,10 +156,20 @@ class TaskFinishedV1(_HostTopic):
             },
             "env_digest": SHA256,
             "duration": {"type": "number", "minimum": 0},
+            # Whose failure a failed task is (optional; absent from older agents): "package"
+            # (the build itself failed), "agent" (the host could not build it: fetch, upload,
+            # crash) or "timeout" (killed at the host's wall-time limit). The latter two are the
+            # host's, not the package's: the dispatcher may retry elsewhere.
+            "failure": {"type": "string", "enum": FAILURE_KINDS},
             "signed_at": TIMESTAMP,
             "signature": SIGNATURE,
         },
     )
+
+    @property
+    def failure(self) -> str | None:
+        """For a failed task, whose failure it is; None if succeeded or the agent does not say."""
+        return self.body.get("failure")
 
     @property
     def summary(self) -> str:

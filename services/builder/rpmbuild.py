@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
-import json
 import os
 import shlex
 import shutil
@@ -30,6 +28,9 @@ from services.common.rpmfiles import (
     tool_env,
 )
 
+from .manifest import environment_manifest, manifest_digest
+from .sandbox import Sandbox
+
 __all__ = [
     "DEFAULT_BUILD_PATH",
     "REPRODUCIBLE_MACROS",
@@ -43,6 +44,7 @@ __all__ = [
 DEFAULT_BUILD_PATH = Path("/var/tmp/skyline-build")
 BACKENDS = ("auto", "rpmbuild", "mock")
 LOG_NAME = "build.log"
+INPUT_DIR = "skyline-input"  # the SRPM is copied in here: the sandbox sees only build_path
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class BuildOutcome:
     log: Path
     returncode: int
     duration: float
+    # Killed at the wall-time limit: the agent's verdict, not the package's (retry elsewhere).
+    timed_out: bool = False
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,9 +105,17 @@ def build_path_problem(build_path: Path) -> str | None:
 
 
 def _run_logged(
-    cmd: list[str], log: IO[bytes], env: dict[str, str], timeout: float, lock: IO[str]
-) -> int:
+    cmd: list[str],
+    log: IO[bytes],
+    env: dict[str, str],
+    timeout: float,
+    lock: IO[str],
+    user: Mapping[str, object] | None = None,
+) -> tuple[int, bool]:
     """Run cmd with stdout+stderr streamed into log; on timeout kill its whole process group.
+
+    Returns (returncode, timed out). `user` are Popen's user/group arguments (a root agent
+    drops to its build user).
 
     The child inherits the build-path lock: if this agent dies (SIGKILL), the orphaned build
     still holds the lock, so the next build waits for it instead of having its build path
@@ -120,18 +132,20 @@ def _run_logged(
             env=env,
             start_new_session=True,  # own process group, so a timeout can kill every child
             pass_fds=(lock.fileno(),),
+            **(user or {}),  # type: ignore[arg-type]
         )
     except OSError as exc:
         log.write(f"skyline: cannot start {cmd[0]}: {exc}\n".encode())
-        return 127
+        return 127, False
     try:
-        return proc.wait(timeout=timeout)
+        return proc.wait(timeout=timeout), False
     except subprocess.TimeoutExpired:
+        # bwrap leads the group; its sandbox (a PID namespace, --die-with-parent) dies with it.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         log.write(f"skyline: build timed out after {timeout:g}s; process group killed\n".encode())
-        return -signal.SIGKILL
+        return -signal.SIGKILL, True
     except BaseException:
         # Interrupted (e.g. KeyboardInterrupt): don't leave a build running under the lock.
         with contextlib.suppress(ProcessLookupError):
@@ -179,8 +193,14 @@ def build(
     timeout: float = 3600,
     backend: str = "auto",
     mock_config: str | None = None,
+    sandbox: Sandbox | None = None,
+    path_env: str | None = None,
 ) -> BuildOutcome:
-    """Rebuild srpm for arch; copy the RPMs into results_dir. Build failures never raise."""
+    """Rebuild srpm for arch; copy the RPMs into results_dir. Build failures never raise.
+
+    With a sandbox (the agent always passes one), rpmbuild runs confined with a minimal
+    environment whose PATH is path_env (default: the agent's); without, it runs as before.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if not arch or "/" in arch or arch.startswith("-"):
@@ -199,7 +219,7 @@ def build(
     log_path = results_dir / LOG_NAME
     build_path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = build_path.with_name(build_path.name + ".lock")
-    rc, ok = -1, False
+    rc, ok, timed_out = -1, False, False
     rpms: list[Path] = []
     # Two builders on one host share build_path, so the whole build runs under an exclusive lock.
     with open(lock_path, "a") as lock, open(log_path, "wb") as log:
@@ -209,14 +229,26 @@ def build(
             _wipe(build_path)
             build_path.mkdir()
             env = tool_env()
+            user: Mapping[str, object] = {}
+            if path_env is not None:
+                env["PATH"] = path_env
             if use_mock:
                 out_dir = build_path / "mock-result"  # mock writes its own build.log there
                 cmd = _mock_cmd(srpm, arch, out_dir, mock_config)
+            elif sandbox is not None:
+                out_dir = build_path / "RPMS"
+                env = sandbox.env(env.get("PATH", os.defpath), build_path)
+                user = sandbox.popen_user()
+                log.write(f"skyline: sandbox {sandbox.kind}\n".encode())
+                inside = _stage_input(srpm, build_path, sandbox)
+                cmd = sandbox.command(
+                    _rpmbuild_cmd(inside, arch, build_path, log), build_path=build_path
+                )
             else:
                 out_dir = build_path / "RPMS"
                 env["HOME"] = str(build_path)  # ignore the volunteer's ~/.rpmmacros
                 cmd = _rpmbuild_cmd(srpm, arch, build_path, log)
-            rc = _run_logged(cmd, log, env, timeout, lock)
+            rc, timed_out = _run_logged(cmd, log, env, timeout, lock, user)
             rpms = _collect(out_dir, results_dir, log) if rc == 0 else []
             # On a digest failure the copies stay in rpms as evidence, but succeeded is False.
             ok = rc == 0 and bool(rpms) and _digests_ok(rpms, log)
@@ -232,21 +264,48 @@ def build(
         log=log_path,
         returncode=rc,
         duration=time.monotonic() - started,
+        timed_out=timed_out,
     )
+
+
+def _stage_input(srpm: Path, build_path: Path, sandbox: Sandbox) -> Path:
+    """Copy the SRPM into build_path (the only path the build sees of the agent's files)."""
+    inside = build_path / INPUT_DIR / srpm.name
+    inside.parent.mkdir()
+    shutil.copyfile(srpm, inside)
+    if sandbox.identity is not None:
+        # A root agent builds as build_user, who must own what it writes to.
+        for path in (build_path, inside.parent, inside):
+            os.chown(path, sandbox.identity.uid, sandbox.identity.gid)
+    return inside
 
 
 def _collect(out_dir: Path, results_dir: Path, log: IO[bytes]) -> list[Path]:
     # Source RPMs are excluded: the input SRPM is recorded separately (mock re-emits one).
+    # The build wrote out_dir: a symlink there could make the agent copy (and upload) any file
+    # it can read, e.g. its key. Only regular files really inside out_dir are results.
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        return []
+    root = out_dir.resolve()
     found = sorted(
         p for p in out_dir.rglob("*.rpm") if p.is_file() and not p.name.endswith(".src.rpm")
     )
     copied: list[Path] = []
     for src in found:
+        if src.is_symlink() or not src.resolve().is_relative_to(root):
+            log.write(f"skyline: {src.name} is a symbolic link; ignored\n".encode())
+            continue
         dest = results_dir / src.name
-        shutil.copyfile(src, dest)
+        _copy_nofollow(src, dest)
         log.write(f"skyline: result {dest.name}\n".encode())
         copied.append(dest)
     return copied
+
+
+def _copy_nofollow(src: Path, dest: Path) -> None:
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fin, open(dest, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
 
 
 def _digests_ok(rpms: list[Path], log: IO[bytes]) -> bool:
@@ -257,55 +316,3 @@ def _digests_ok(rpms: list[Path], log: IO[bytes]) -> bool:
             log.write(f"skyline: {exc}\n".encode())
             return False
     return True
-
-
-def _first_line(cmd: list[str]) -> str | None:
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        proc = subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            env=tool_env(),
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = proc.stdout.decode(errors="replace").strip().splitlines()
-    return lines[0].strip() if proc.returncode == 0 and lines else None
-
-
-def _os_release(path: Path = Path("/etc/os-release")) -> str | None:
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            fields[key.strip()] = value.strip().strip("\"'")
-    if "ID" not in fields:
-        return None
-    return f"{fields['ID']} {fields.get('VERSION_ID', '')}".strip()
-
-
-def environment_manifest() -> dict[str, str]:
-    """Versions of the toolchain that shape the output; hosts are only comparable if these match."""
-    probes = {
-        "rpmbuild": ["rpmbuild", "--version"],
-        "gcc": ["gcc", "-dumpfullversion"],
-        "ld": ["ld", "--version"],
-        "mock": ["mock", "--version"],
-    }
-    manifest = {key: v for key, cmd in probes.items() if (v := _first_line(cmd)) is not None}
-    if (os_id := _os_release()) is not None:
-        manifest["os"] = os_id
-    return manifest
-
-
-def manifest_digest(manifest: Mapping[str, str]) -> str:
-    canonical = json.dumps(dict(manifest), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -31,6 +31,7 @@ from services.common.signing import now_iso
 from . import client, rpmbuild
 from .journal import Journal
 from .publisher import Publisher
+from .sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,13 @@ def attestation(
     logs: list[dict[str, Any]],
     env_manifest: Mapping[str, str],
     duration: float,
+    failure: str | None = None,
 ) -> dict[str, Any]:
-    """The unsigned body of `task.finished`: what was built, from what, with what."""
-    return {
+    """The unsigned body of `task.finished`: what was built, from what, with what.
+
+    A failed task says whose failure it is (`failure`): the package's, or the agent's.
+    """
+    body = {
         **{k: lease[k] for k in TASK_KEYS},
         "nvr": lease["nvr"],
         "status": status,
@@ -62,6 +67,9 @@ def attestation(
         "env_digest": rpmbuild.manifest_digest(env_manifest),
         "duration": round(max(duration, 0.0), 3),
     }
+    if status == "failed":
+        body["failure"] = failure or "agent"
+    return body
 
 
 def lease_expired(lease: Mapping[str, Any]) -> bool:
@@ -99,8 +107,10 @@ class Runner:
         publisher: Publisher,
         session: Callable[[], aiohttp.ClientSession],
         signing_key: Callable[[], Ed25519PrivateKey],
+        sandbox: Sandbox,
     ) -> None:
         self.settings = settings
+        self.sandbox = sandbox
         self.build_path = build_path
         self.workdir = workdir
         self.journal = journal
@@ -150,7 +160,7 @@ class Runner:
             self.session(), lease["srpm_url"], srpm, lease["srpm_sha256"], MAX_SRPM_BYTES
         )
         progress.srpm_sha256 = got
-        env = await asyncio.to_thread(rpmbuild.environment_manifest)
+        env = await asyncio.to_thread(self.environment_manifest)
         if got != lease["srpm_sha256"]:
             log.error(
                 "lease %s: SRPM sha256 %s, expected %s; not building",
@@ -172,6 +182,7 @@ class Runner:
                 logs=[await self._upload(lease, note)],
                 env_manifest=env,
                 duration=0.0,
+                failure="agent",  # not the sources asked for: another host may fetch them
             )
         outcome = await asyncio.to_thread(
             rpmbuild.build,
@@ -180,7 +191,10 @@ class Runner:
             results_dir=results,
             build_path=self.build_path,
             timeout=self.settings.build_timeout,
-            backend=self.settings.backend,
+            # The sandbox was chosen at start-up (sandbox.resolve), mock or rpmbuild.
+            backend="mock" if self.sandbox.kind == "mock" else "rpmbuild",
+            sandbox=self.sandbox,
+            path_env=self.settings.tool_path or None,
         )
         log.info(
             "lease %s: build %s in %.0f s (rc=%d)",
@@ -199,6 +213,13 @@ class Runner:
             logs=[await self._upload(lease, outcome.log)],
             env_manifest=env,
             duration=outcome.duration,
+            failure="timeout" if outcome.timed_out else "package",
+        )
+
+    def environment_manifest(self) -> dict[str, str]:
+        """What builds here run with: the build's PATH, the sandbox kind."""
+        return rpmbuild.environment_manifest(
+            path=self.settings.tool_path or None, sandbox=self.sandbox.kind
         )
 
     async def _report_crash(
@@ -223,7 +244,7 @@ class Runner:
                     log.warning(
                         "lease %s: could not upload %s: %s", lease_id, path.name, upload_exc
                     )
-            env = await asyncio.to_thread(rpmbuild.environment_manifest)
+            env = await asyncio.to_thread(self.environment_manifest)
             elapsed = (
                 asyncio.get_running_loop().time() - progress.started if progress.started else 0
             )
@@ -236,6 +257,7 @@ class Runner:
                 logs=logs,
                 env_manifest=env,
                 duration=elapsed,
+                failure="agent",
             )
             await self._finish(lease, body)
         except Exception:

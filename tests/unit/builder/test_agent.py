@@ -184,7 +184,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         return rpmbuild.BuildOutcome(True, [rpm], log, 0, 1.5)
 
     monkeypatch.setattr(rpmbuild, "build", fake_build)
-    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda: dict(ENV))
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
     return calls
 
 
@@ -469,7 +469,7 @@ async def test_agent_error_is_reported_as_failed(
         raise OSError("disk on fire")
 
     monkeypatch.setattr(rpmbuild, "build", broken_build)
-    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda: dict(ENV))
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
     bus = FakeBus()
     agent = Agent(make_config(tmp_path, services), bus=bus)
     async with running(agent, bus):
@@ -502,7 +502,7 @@ async def test_heartbeat_counts_running_tasks(
 ) -> None:
     release = asyncio.Event()
     monkeypatch.setattr(rpmbuild, "build", gated_build(release, succeeded=False))
-    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda: dict(ENV))
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
     bus = FakeBus()
     agent = Agent(make_config(tmp_path, services), bus=bus)
     async with running(agent, bus):
@@ -645,7 +645,7 @@ async def test_stop_interrupts_builds_after_the_grace_period(
         raise AssertionError("the build was killed: its result must not be used")
 
     monkeypatch.setattr(rpmbuild, "build", endless_build)
-    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda: dict(ENV))
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
     bus = FakeBus()
     agent = Agent(make_config(tmp_path, services), bus=bus, grace=0.2)
     started = time.monotonic()
@@ -666,7 +666,7 @@ async def test_stop_stops_consuming_but_lets_running_builds_report(
 ) -> None:
     release = asyncio.Event()
     monkeypatch.setattr(rpmbuild, "build", gated_build(release, succeeded=True))
-    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda: dict(ENV))
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
     bus = FakeBus()
     agent = Agent(make_config(tmp_path, services), bus=bus, grace=5)
     stop = asyncio.Event()

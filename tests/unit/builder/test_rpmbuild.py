@@ -201,19 +201,19 @@ def test_mock_command_line(srpm: Path, tmp_path: Path) -> None:
 
 def test_environment_manifest_and_digest() -> None:
     manifest = rb.environment_manifest()
-    assert manifest["rpmbuild"].startswith("RPM version ")
+    assert manifest["rpmbuild.version"].startswith("RPM version ")
     assert "os" in manifest
     if shutil.which("gcc"):
-        assert manifest["gcc"][0].isdigit()
+        assert manifest["gcc.version"][0].isdigit()
     if shutil.which("ld"):
-        assert "ld" in manifest["ld"].lower()
+        assert "ld" in manifest["ld.version"].lower()
     d = rb.manifest_digest(manifest)
     assert len(d) == 64
     assert rb.manifest_digest(dict(reversed(list(manifest.items())))) == d
     assert rb.manifest_digest({"b": "2", "a": "1"}) == (
         hashlib.sha256(b'{"a":"1","b":"2"}').hexdigest()
     )
-    assert rb.manifest_digest({**manifest, "rpmbuild": "RPM version 0"}) != d
+    assert rb.manifest_digest({**manifest, "rpmbuild.version": "RPM version 0"}) != d
 
 
 def test_build_path_problem_is_reported_before_any_build(tmp_path: Path) -> None:
