@@ -329,6 +329,7 @@ async def test_successful_build_is_uploaded_and_attested(
     assert body["env_manifest"] == ENV
     assert body["env_digest"] == rpmbuild.manifest_digest(ENV)
     assert body["duration"] == 1.5
+    assert "failure" not in body  # only a failed task says whose failure it is
     assert (body["task_id"], body["build_id"], body["host"], body["nvr"]) == (11, 7, HOST, NVR)
 
     entry = Journal(agent.workdir / "journal").load(LEASE_A)
@@ -481,6 +482,7 @@ async def test_agent_error_is_reported_as_failed(
     assert body["status"] == "failed" and body["srpm_sha256"] == SRPM_SHA
     assert body["result_digest"] == result_set_digest([])
     assert "disk on fire" in services.uploads[(LEASE_A, "agent-error.log")].decode()
+    assert body["failure"] == "agent"
     assert [f["name"] for f in body["files"]] == ["agent-error.log"]
 
 
@@ -710,3 +712,82 @@ async def test_refused_upload_fails_the_task_with_both_logs(
     assert body["status"] == "failed" and body["result_digest"] == result_set_digest([])
     assert [f["name"] for f in body["files"]] == ["build.log", "agent-error.log"]
     assert "HTTP 422" in services.uploads[(LEASE_A, "agent-error.log")].decode()
+
+
+# -- the sandbox --------------------------------------------------------------------------------
+
+
+async def test_builds_are_sandboxed_and_the_heartbeat_says_so(
+    tmp_path: Path, services: Services, builds: list[dict[str, Any]]
+) -> None:
+    bus = FakeBus()
+    agent = Agent(make_config(tmp_path, services), bus=bus)
+    assert agent.sandbox.kind == "bwrap"
+    # The key and journal (the work directory) and the agent's home are hidden from builds.
+    assert agent.workdir in agent.sandbox.hide and Path.home().resolve() in agent.sandbox.hide
+    async with running(agent, bus):
+        await eventually(lambda: bool(bus.of(HostHeartbeatV1)))
+        await deliver(bus, lease_msg(services))
+        await eventually(lambda: bool(bus.of(TaskFinishedV1)))
+    assert bus.of(HostHeartbeatV1)[0].sandbox == "bwrap"
+    [call] = builds
+    assert call["sandbox"] is agent.sandbox
+
+
+def test_no_sandbox_refuses_to_start_unless_allowed(tmp_path: Path, caplog: Any) -> None:
+    # A PATH without bwrap on it: no sandbox can be made.
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    base = {"host": HOST, "owner": "alice", "workdir": str(tmp_path / "w"), "backend": "rpmbuild"}
+    refused = Config(builder=BuilderConfig(**base, tool_path=str(empty)))
+    with pytest.raises(
+        ConfigError, match=r"refusing to build without a sandbox.*allow_unsandboxed"
+    ):
+        Agent(refused, bus=FakeBus())
+    allowed = Config(builder=BuilderConfig(**base, tool_path=str(empty), allow_unsandboxed=True))
+    agent = Agent(allowed, bus=FakeBus())
+    assert agent.sandbox.kind == "none" and "not installed" in agent.sandbox.reason
+    with caplog.at_level("WARNING"):
+        agent._log_sandbox()
+    assert "WITHOUT a sandbox" in caplog.text
+
+
+async def test_unsandboxed_agent_says_so_in_its_heartbeat(
+    tmp_path: Path, services: Services
+) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    config = make_config(tmp_path, services, tool_path=str(empty), allow_unsandboxed=True)
+    bus = FakeBus()
+    agent = Agent(config, bus=bus)
+    async with running(agent, bus):
+        await eventually(lambda: bool(bus.of(HostHeartbeatV1)))
+    beat = bus.of(HostHeartbeatV1)[0]
+    beat.validate()
+    assert beat.sandbox == "none"
+
+
+async def test_timed_out_build_is_the_agents_failure(
+    tmp_path: Path, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outcomes = {
+        LEASE_A: dict(succeeded=False, returncode=-9, timed_out=True),
+        LEASE_B: dict(succeeded=False, returncode=1, timed_out=False),
+    }
+
+    def build(srpm: Path, **kwargs: Any) -> rpmbuild.BuildOutcome:
+        lease = kwargs["results_dir"].parent.name
+        log = kwargs["results_dir"] / rpmbuild.LOG_NAME
+        log.write_text("whatever\n")
+        return rpmbuild.BuildOutcome(rpms=[], log=log, duration=1.0, **outcomes[lease])
+
+    monkeypatch.setattr(rpmbuild, "build", build)
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
+    bus = FakeBus()
+    agent = Agent(make_config(tmp_path, services), bus=bus)
+    async with running(agent, bus):
+        await deliver(bus, lease_msg(services, LEASE_A))
+        await deliver(bus, lease_msg(services, LEASE_B))
+        await eventually(lambda: len(bus.of(TaskFinishedV1)) == 2)
+    failures = {m.body["lease_id"]: (m.body["status"], m.failure) for m in bus.of(TaskFinishedV1)}
+    assert failures == {LEASE_A: ("failed", "timeout"), LEASE_B: ("failed", "package")}
