@@ -32,7 +32,7 @@ OWNERS = {"type": "array", "items": USER, "maxItems": 100, "uniqueItems": True}
 HOSTS = {"type": "array", "items": HOST, "maxItems": 100, "uniqueItems": True}
 # The acceptance policy's rule that a stored result met (services/verifier/policy.py).
 # Whose failure a failed task is (TaskFinishedV1.failure).
-FAILURE_KINDS = ["package", "agent", "timeout"]
+FAILURE_KINDS = ["package", "agent", "timeout", "revoked"]
 ACCEPT_RULES = ["core", "quorum", "agreement", "trusted-sampled-out", "not-reproducible"]
 AGREEING_HOST = {
     "type": "object",
@@ -158,8 +158,9 @@ class TaskFinishedV1(_HostTopic):
             "duration": {"type": "number", "minimum": 0},
             # Whose failure a failed task is (optional; absent from older agents): "package"
             # (the build itself failed), "agent" (the host could not build it: fetch, upload,
-            # crash) or "timeout" (killed at the host's wall-time limit). The latter two are the
-            # host's, not the package's: the dispatcher may retry elsewhere.
+            # crash), "timeout" (killed at the host's wall-time limit) or "revoked" (the lease was
+            # revoked and the build stopped). All but "package" are not the package's fault:
+            # the dispatcher may retry elsewhere.
             "failure": {"type": "string", "enum": FAILURE_KINDS},
             "signed_at": TIMESTAMP,
             "signature": SIGNATURE,

@@ -290,6 +290,19 @@ class Agent:
             return
         self._start(lease)
 
+    def revoke(self, lease_id: str) -> bool:
+        """Stop a running (or waiting) lease's build; False if no such lease runs here.
+
+        The build is killed within seconds and reported as a failed task ("revoked"). The
+        message that triggers this (e.g. `task.revoked.<host>` on the host's queue) is the
+        dispatcher's to define; this is the agent's side of it.
+        """
+        if lease_id not in self._tasks:
+            return False
+        log.info("lease %s revoked: stopping its build", lease_id)
+        self.runner.revoke(lease_id)
+        return True
+
     def _start(self, lease: dict[str, Any]) -> None:
         lease_id = lease["lease_id"]
         self._tasks[lease_id] = asyncio.create_task(self._run_task(lease), name=f"lease-{lease_id}")

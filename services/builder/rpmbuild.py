@@ -14,6 +14,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ __all__ = [
 DEFAULT_BUILD_PATH = Path("/var/tmp/skyline-build")
 BACKENDS = ("auto", "rpmbuild", "mock")
 LOG_NAME = "build.log"
+CANCEL_POLL = 0.25  # seconds between looks at a build's cancel event
 INPUT_DIR = "skyline-input"  # the SRPM is copied in here: the sandbox sees only build_path
 
 
@@ -56,6 +58,7 @@ class BuildOutcome:
     duration: float
     # Killed at the wall-time limit: the agent's verdict, not the package's (retry elsewhere).
     timed_out: bool = False
+    cancelled: bool = False  # stopped by the caller (a revoked lease)
 
 
 @functools.lru_cache(maxsize=1)
@@ -111,11 +114,13 @@ def _run_logged(
     timeout: float,
     lock: IO[str],
     user: Mapping[str, object] | None = None,
-) -> tuple[int, bool]:
-    """Run cmd with stdout+stderr streamed into log; on timeout kill its whole process group.
+    cancel: threading.Event | None = None,
+) -> tuple[int, str | None]:
+    """Run cmd with stdout+stderr streamed into log; on timeout or when `cancel` is set, kill
+    its whole process group.
 
-    Returns (returncode, timed out). `user` are Popen's user/group arguments (a root agent
-    drops to its build user).
+    Returns (returncode, why it was stopped: None, "timeout" or "cancelled"). `user` are
+    Popen's user/group arguments (a root agent drops to its build user).
 
     The child inherits the build-path lock: if this agent dies (SIGKILL), the orphaned build
     still holds the lock, so the next build waits for it instead of having its build path
@@ -136,16 +141,26 @@ def _run_logged(
         )
     except OSError as exc:
         log.write(f"skyline: cannot start {cmd[0]}: {exc}\n".encode())
-        return 127, False
+        return 127, None
+    deadline = time.monotonic() + timeout
     try:
-        return proc.wait(timeout=timeout), False
-    except subprocess.TimeoutExpired:
+        while True:
+            if cancel is not None and cancel.is_set():
+                stop, note = "cancelled", "build cancelled"
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                stop, note = "timeout", f"build timed out after {timeout:g}s"
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                # Short waits: a cancel is seen within CANCEL_POLL seconds.
+                return proc.wait(timeout=min(remaining, CANCEL_POLL)), None
         # bwrap leads the group; its sandbox (a PID namespace, --die-with-parent) dies with it.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        log.write(f"skyline: build timed out after {timeout:g}s; process group killed\n".encode())
-        return -signal.SIGKILL, True
+        log.write(f"skyline: {note}; process group killed\n".encode())
+        return -signal.SIGKILL, stop
     except BaseException:
         # Interrupted (e.g. KeyboardInterrupt): don't leave a build running under the lock.
         with contextlib.suppress(ProcessLookupError):
@@ -195,11 +210,13 @@ def build(
     mock_config: str | None = None,
     sandbox: Sandbox | None = None,
     path_env: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> BuildOutcome:
     """Rebuild srpm for arch; copy the RPMs into results_dir. Build failures never raise.
 
     With a sandbox (the agent always passes one), rpmbuild runs confined with a minimal
     environment whose PATH is path_env (default: the agent's); without, it runs as before.
+    Setting `cancel` stops the build within CANCEL_POLL seconds (outcome.cancelled).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -219,7 +236,7 @@ def build(
     log_path = results_dir / LOG_NAME
     build_path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = build_path.with_name(build_path.name + ".lock")
-    rc, ok, timed_out = -1, False, False
+    rc, ok, stop = -1, False, None
     rpms: list[Path] = []
     # Two builders on one host share build_path, so the whole build runs under an exclusive lock.
     with open(lock_path, "a") as lock, open(log_path, "wb") as log:
@@ -248,7 +265,7 @@ def build(
                 out_dir = build_path / "RPMS"
                 env["HOME"] = str(build_path)  # ignore the volunteer's ~/.rpmmacros
                 cmd = _rpmbuild_cmd(srpm, arch, build_path, log)
-            rc, timed_out = _run_logged(cmd, log, env, timeout, lock, user)
+            rc, stop = _run_logged(cmd, log, env, timeout, lock, user, cancel)
             rpms = _collect(out_dir, results_dir, log) if rc == 0 else []
             # On a digest failure the copies stay in rpms as evidence, but succeeded is False.
             ok = rc == 0 and bool(rpms) and _digests_ok(rpms, log)
@@ -264,7 +281,8 @@ def build(
         log=log_path,
         returncode=rc,
         duration=time.monotonic() - started,
-        timed_out=timed_out,
+        timed_out=stop == "timeout",
+        cancelled=stop == "cancelled",
     )
 
 

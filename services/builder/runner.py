@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,8 @@ class Runner:
     ) -> None:
         self.settings = settings
         self.sandbox = sandbox
+        # Per running lease: set to stop its build (a revoked lease); see revoke().
+        self._cancels: dict[str, threading.Event] = {}
         self.build_path = build_path
         self.workdir = workdir
         self.journal = journal
@@ -122,6 +125,7 @@ class Runner:
         """Run one lease to its attestation; raises only CancelledError."""
         lease_id = lease["lease_id"]
         progress = _Progress()
+        cancel = self._cancels.setdefault(lease_id, threading.Event())
         try:
             if lease_expired(lease):
                 # The dispatcher has requeued it elsewhere; building it would be wasted.
@@ -131,13 +135,22 @@ class Runner:
             with telemetry.span(
                 "skyline.builder.task", lease_id=lease_id, nvr=lease["nvr"], arch=lease["arch"]
             ):
-                body = await self._execute(lease, progress)
+                body = await self._execute(lease, progress, cancel)
                 await self._finish(lease, body)
         except Exception as exc:
             log.exception(
                 "task for lease %s (%s, %s) failed", lease_id, lease["nvr"], lease["arch"]
             )
             await self._report_crash(lease, progress, exc)
+        finally:
+            self._cancels.pop(lease_id, None)
+
+    def revoke(self, lease_id: str) -> None:
+        """Stop this lease's build within seconds; it is reported as failed ("revoked").
+
+        Safe from any thread, and before the lease's task has started (it then never builds).
+        """
+        self._cancels.setdefault(lease_id, threading.Event()).set()
 
     async def expire(self, lease_id: str, entry: dict[str, Any]) -> None:
         self.journal.save(lease_id, {**entry, "state": "expired", "at": now_iso()})
@@ -146,7 +159,9 @@ class Runner:
     def task_dir(self, lease_id: str) -> Path:
         return self.workdir / "tasks" / self.journal.path(lease_id).stem
 
-    async def _execute(self, lease: dict[str, Any], progress: _Progress) -> dict[str, Any]:
+    async def _execute(
+        self, lease: dict[str, Any], progress: _Progress, cancel: threading.Event
+    ) -> dict[str, Any]:
         """Fetch, check, build and upload; return the unsigned attestation."""
         lease_id = lease["lease_id"]
         progress.started = asyncio.get_running_loop().time()
@@ -184,6 +199,8 @@ class Runner:
                 duration=0.0,
                 failure="agent",  # not the sources asked for: another host may fetch them
             )
+        if cancel.is_set():
+            return await self._revoked(lease, results, got, env)
         outcome = await asyncio.to_thread(
             rpmbuild.build,
             srpm,
@@ -195,6 +212,7 @@ class Runner:
             backend="mock" if self.sandbox.kind == "mock" else "rpmbuild",
             sandbox=self.sandbox,
             path_env=self.settings.tool_path or None,
+            cancel=cancel,
         )
         log.info(
             "lease %s: build %s in %.0f s (rc=%d)",
@@ -213,7 +231,26 @@ class Runner:
             logs=[await self._upload(lease, outcome.log)],
             env_manifest=env,
             duration=outcome.duration,
-            failure="timeout" if outcome.timed_out else "package",
+            failure=(
+                "revoked" if outcome.cancelled else "timeout" if outcome.timed_out else "package"
+            ),
+        )
+
+    async def _revoked(
+        self, lease: dict[str, Any], results: Path, srpm_sha256: str, env: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """The attestation of a lease revoked before its build started."""
+        note = results / rpmbuild.LOG_NAME
+        note.write_text("skyline: the lease was revoked before the build started\n")
+        return attestation(
+            lease,
+            status="failed",
+            srpm_sha256=srpm_sha256,
+            rpms=[],
+            logs=[await self._upload(lease, note)],
+            env_manifest=env,
+            duration=0.0,
+            failure="revoked",
         )
 
     def environment_manifest(self) -> dict[str, str]:

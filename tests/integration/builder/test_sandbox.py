@@ -342,3 +342,40 @@ def test_timed_out_build_is_killed_with_its_whole_tree(
     assert "timed out after 4s" in outcome.log.read_text()
     assert wait_for(lambda: not _processes_with(f"sleep\0{marker}"), 5)
     assert not build_path.exists()
+
+
+def test_cancelled_build_stops_within_seconds(host: Host, build_path: Path, tmp_path: Path) -> None:
+    """A revoked lease: the build and everything it started are gone within 5 s."""
+    marker = f"{os.getpid() % 1000 + 8000}.{time.monotonic_ns() % 991}"
+    spec = write_spec(
+        tmp_path / "spec", "skyline-long", f"setsid sleep {marker} &\nsleep {marker}\n"
+    )
+    srpm = make_srpm(spec, tmp_path / "srpm")
+    cancel = threading.Event()
+    result: list[rpmbuild.BuildOutcome] = []
+    thread = threading.Thread(
+        target=lambda: result.append(
+            rpmbuild.build(
+                srpm,
+                arch="noarch",
+                results_dir=tmp_path / "results",
+                build_path=build_path,
+                timeout=300,
+                sandbox=host.sandbox(),
+                cancel=cancel,
+            )
+        )
+    )
+    thread.start()
+    try:
+        assert wait_for(lambda: len(_processes_with(f"sleep\0{marker}")) == 2, 30)
+    finally:
+        cancel.set()
+        revoked_at = time.monotonic()
+        thread.join(60)
+    assert time.monotonic() - revoked_at < 5
+    (outcome,) = result
+    assert outcome.cancelled and not outcome.timed_out and not outcome.succeeded
+    assert "build cancelled" in outcome.log.read_text()
+    assert wait_for(lambda: not _processes_with(f"sleep\0{marker}"), 5)
+    assert not build_path.exists()

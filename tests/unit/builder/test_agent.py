@@ -791,3 +791,31 @@ async def test_timed_out_build_is_the_agents_failure(
         await eventually(lambda: len(bus.of(TaskFinishedV1)) == 2)
     failures = {m.body["lease_id"]: (m.body["status"], m.failure) for m in bus.of(TaskFinishedV1)}
     assert failures == {LEASE_A: ("failed", "timeout"), LEASE_B: ("failed", "package")}
+
+
+async def test_revoked_lease_stops_its_build_and_reports_it(
+    tmp_path: Path, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def build(srpm: Path, **kwargs: Any) -> rpmbuild.BuildOutcome:
+        # Like the real build: runs until its cancel event is set (or 30 s pass).
+        loop.call_soon_threadsafe(started.set)
+        cancelled = kwargs["cancel"].wait(30)
+        log = kwargs["results_dir"] / rpmbuild.LOG_NAME
+        log.write_text("skyline: build cancelled\n")
+        return rpmbuild.BuildOutcome(False, [], log, -9, 0.5, cancelled=cancelled)
+
+    monkeypatch.setattr(rpmbuild, "build", build)
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
+    bus = FakeBus()
+    agent = Agent(make_config(tmp_path, services), bus=bus)
+    async with running(agent, bus):
+        assert not agent.revoke(LEASE_A)  # nothing to revoke yet
+        await deliver(bus, lease_msg(services, LEASE_A))
+        await asyncio.wait_for(started.wait(), 5)
+        assert agent.revoke(LEASE_A)
+        await eventually(lambda: bool(bus.of(TaskFinishedV1)), timeout=5)
+    [finished] = bus.of(TaskFinishedV1)
+    assert (finished.body["status"], finished.failure) == ("failed", "revoked")
