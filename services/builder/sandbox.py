@@ -61,9 +61,11 @@ class Limits:
     memory_mb: int = 16384  # RLIMIT_AS per process
     file_size_mb: int = 20480  # RLIMIT_FSIZE: the largest file a build may write
 
-    def prlimit_args(self) -> list[str]:
+    def prlimit_args(self, *, processes: bool = True) -> list[str]:
+        """prlimit's arguments; processes=False outside a user namespace, where RLIMIT_NPROC
+        would count every process of the user, not just the build's."""
         args = ["prlimit", "--core=0"]
-        if self.processes:
+        if self.processes and processes:
             args.append(f"--nproc={self.processes}")
         if self.memory_mb:
             args.append(f"--as={self.memory_mb * 2**20}")
@@ -87,9 +89,11 @@ class Sandbox:
             raise ValueError(f"sandbox kind must be one of {KINDS}, not {self.kind!r}")
 
     def command(self, cmd: list[str], *, build_path: Path) -> list[str]:
-        """cmd wrapped for this sandbox; runs in build_path (unwrapped for mock and none)."""
-        if self.kind != "bwrap":
+        """cmd wrapped for this sandbox; runs in build_path (mock confines its own builds)."""
+        if self.kind == "mock":
             return cmd
+        if self.kind == "none":
+            return [*self.limits.prlimit_args(processes=False), *cmd]
         return [*bwrap_args(build_path, self.hide), *self.limits.prlimit_args(), *cmd]
 
     def env(self, path: str, build_path: Path) -> dict[str, str]:
