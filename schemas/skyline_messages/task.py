@@ -90,8 +90,21 @@ class TaskLeasedV1(_HostTopic):
             "scratch": {"type": "boolean"},
             "lease_expires": TIMESTAMP,
             "purpose": LEASE_PURPOSE,  # absent: "build"
+            # Extra RPM repositories (createrepo_c) whose packages the build's buildroot gets,
+            # e.g. a chain build's earlier links (optional).
+            "repos": {
+                "type": "array",
+                "items": {"type": "string", "pattern": "^https?://", "maxLength": 2048},
+                "maxItems": 10,
+                "uniqueItems": True,
+            },
         },
     )
+
+    @property
+    def repos(self) -> list[str]:
+        """The lease's buildroot repositories; none from a dispatcher that does not say."""
+        return list(self.body.get("repos", []))
 
     @property
     def purpose(self) -> str:

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -47,6 +47,18 @@ BACKENDS = ("auto", "rpmbuild", "mock")
 LOG_NAME = "build.log"
 CANCEL_POLL = 0.25  # seconds between looks at a build's cancel event
 INPUT_DIR = "skyline-input"  # the SRPM is copied in here: the sandbox sees only build_path
+BUILDROOT_DIR = "skyline-buildroot"  # buildroot packages unpacked here, laid over /usr
+# Runs in the sandbox (so a hostile archive can only write into build_path): unpack each RPM.
+_UNPACK = """set -e
+mkdir -p {root}/usr
+cd {root}
+for r in "$@"; do
+    echo "skyline: buildroot: $(rpm -qp --qf '%{{NEVRA}}' "$r")"
+    rpm2archive -n - < "$r" > "$r.tar"
+    tar -x --no-same-owner -f "$r.tar"
+    rm "$r.tar"
+done
+"""
 
 
 @dataclass(frozen=True)
@@ -169,7 +181,9 @@ def _run_logged(
         raise
 
 
-def _rpmbuild_cmd(srpm: Path, arch: str, build_path: Path, log: IO[bytes]) -> list[str]:
+def _rpmbuild_cmd(
+    srpm: Path, arch: str, build_path: Path, log: IO[bytes], *, buildroot: bool = False
+) -> list[str]:
     cmd = [
         "rpmbuild",
         "--rebuild",
@@ -185,14 +199,24 @@ def _rpmbuild_cmd(srpm: Path, arch: str, build_path: Path, log: IO[bytes]) -> li
             b"BuildRequires are NOT checked (--nodeps)\n"
         )
         cmd.append("--nodeps")
+    elif buildroot:
+        log.write(
+            b"skyline: buildroot packages are unpacked, not in the rpm database: "
+            b"BuildRequires are NOT checked (--nodeps)\n"
+        )
+        cmd.append("--nodeps")
     return [*cmd, str(srpm)]
 
 
-def _mock_cmd(srpm: Path, arch: str, resultdir: Path, mock_config: str | None) -> list[str]:
+def _mock_cmd(
+    srpm: Path, arch: str, resultdir: Path, mock_config: str | None, repos: Sequence[str] = ()
+) -> list[str]:
     # mock builds in /builddir/build inside its chroot: a fixed path on every host already.
     cmd = ["mock"]
     if mock_config:
         cmd += ["-r", mock_config]
+    for repo in repos:  # a lease's buildroot repositories, added to the chroot's
+        cmd.append(f"--addrepo={repo}")
     cmd += ["--rebuild", str(srpm), "--resultdir", str(resultdir), *macro_args(REPRODUCIBLE_MACROS)]
     if arch != "noarch":
         cmd += ["--target", arch]
@@ -211,12 +235,16 @@ def build(
     sandbox: Sandbox | None = None,
     path_env: str | None = None,
     cancel: threading.Event | None = None,
+    buildroot_rpms: Sequence[Path] = (),
+    repos: Sequence[str] = (),
 ) -> BuildOutcome:
     """Rebuild srpm for arch; copy the RPMs into results_dir. Build failures never raise.
 
     With a sandbox (the agent always passes one), rpmbuild runs confined with a minimal
     environment whose PATH is path_env (default: the agent's); without, it runs as before.
     Setting `cancel` stops the build within CANCEL_POLL seconds (outcome.cancelled).
+    buildroot_rpms (rpmbuild in bwrap) are unpacked in the sandbox and laid over /usr; repos
+    (mock) are added to mock's chroot.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -231,6 +259,8 @@ def build(
         if _is_within(p, build_path):
             raise ValueError(f"{p} is inside build_path {build_path}")
     use_mock = backend == "mock" or (backend == "auto" and shutil.which("mock") is not None)
+    if buildroot_rpms and not use_mock and (sandbox is None or sandbox.kind != "bwrap"):
+        raise ValueError("buildroot packages need the bwrap sandbox (or mock and its repos)")
 
     results_dir.mkdir(parents=True, exist_ok=True)
     log_path = results_dir / LOG_NAME
@@ -247,25 +277,41 @@ def build(
             build_path.mkdir()
             env = tool_env()
             user: Mapping[str, object] = {}
+            cmd: list[str] | None
             if path_env is not None:
                 env["PATH"] = path_env
             if use_mock:
                 out_dir = build_path / "mock-result"  # mock writes its own build.log there
-                cmd = _mock_cmd(srpm, arch, out_dir, mock_config)
+                cmd = _mock_cmd(srpm, arch, out_dir, mock_config, repos)
             elif sandbox is not None:
                 out_dir = build_path / "RPMS"
                 env = sandbox.env(env.get("PATH", os.defpath), build_path)
                 user = sandbox.popen_user()
                 log.write(f"skyline: sandbox {sandbox.kind}\n".encode())
                 inside = _stage_input(srpm, build_path, sandbox)
-                cmd = sandbox.command(
-                    _rpmbuild_cmd(inside, arch, build_path, log), build_path=build_path
-                )
+                extra_usr = None
+                if buildroot_rpms:
+                    rc, stop = _unpack_buildroot(
+                        buildroot_rpms, build_path, sandbox, log, env, timeout, lock, cancel
+                    )
+                    extra_usr = build_path / BUILDROOT_DIR / "usr"
+                if rc not in (-1, 0) or stop:
+                    log.write(b"skyline: the buildroot packages could not be unpacked\n")
+                    cmd = None
+                else:
+                    rpmbuild_cmd = _rpmbuild_cmd(
+                        inside, arch, build_path, log, buildroot=bool(buildroot_rpms)
+                    )
+                    cmd = sandbox.command(rpmbuild_cmd, build_path=build_path, extra_usr=extra_usr)
             else:
                 out_dir = build_path / "RPMS"
                 env["HOME"] = str(build_path)  # ignore the volunteer's ~/.rpmmacros
                 cmd = _rpmbuild_cmd(srpm, arch, build_path, log)
-            rc, stop = _run_logged(cmd, log, env, timeout, lock, user, cancel)
+            if cmd is not None:
+                # Unpacking a buildroot counted against the same wall-time limit.
+                spent = time.monotonic() - started if buildroot_rpms else 0.0
+                left = max(1.0, timeout - spent)
+                rc, stop = _run_logged(cmd, log, env, left, lock, user, cancel)
             rpms = _collect(out_dir, results_dir, log) if rc == 0 else []
             # On a digest failure the copies stay in rpms as evidence, but succeeded is False.
             ok = rc == 0 and bool(rpms) and _digests_ok(rpms, log)
@@ -284,6 +330,32 @@ def build(
         timed_out=stop == "timeout",
         cancelled=stop == "cancelled",
     )
+
+
+def _unpack_buildroot(
+    rpms: Sequence[Path],
+    build_path: Path,
+    sandbox: Sandbox,
+    log: IO[bytes],
+    env: dict[str, str],
+    timeout: float,
+    lock: IO[str],
+    cancel: threading.Event | None,
+) -> tuple[int, str | None]:
+    """Copy the buildroot RPMs in and unpack them under BUILDROOT_DIR, inside the sandbox."""
+    staged = build_path / INPUT_DIR / "buildroot"
+    staged.mkdir()
+    inside = []
+    for i, rpm in enumerate(rpms):
+        dest = staged / f"{i:03}.rpm"
+        shutil.copyfile(rpm, dest)
+        inside.append(str(dest))
+    if sandbox.identity is not None:
+        for path in (staged, *map(Path, inside)):
+            os.chown(path, sandbox.identity.uid, sandbox.identity.gid)
+    script = _UNPACK.format(root=shlex.quote(str(build_path / BUILDROOT_DIR)))
+    cmd = sandbox.command(["sh", "-c", script, "sh", *inside], build_path=build_path)
+    return _run_logged(cmd, log, env, timeout, lock, sandbox.popen_user(), cancel)
 
 
 def _stage_input(srpm: Path, build_path: Path, sandbox: Sandbox) -> Path:

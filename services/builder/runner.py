@@ -29,7 +29,7 @@ from services.common.config import BuilderConfig
 from services.common.rpmfiles import result_set_digest, sha256_file
 from services.common.signing import now_iso
 
-from . import client, rpmbuild
+from . import buildroot, client, rpmbuild
 from .journal import Journal
 from .publisher import Publisher
 from .sandbox import Sandbox
@@ -201,6 +201,13 @@ class Runner:
             )
         if cancel.is_set():
             return await self._revoked(lease, results, got, env)
+        repos = list(lease.get("repos", []))
+        buildroot_rpms: list[Path] = []
+        if repos and self.sandbox.kind != "mock":
+            # mock adds the repositories to its chroot; rpmbuild gets their packages unpacked.
+            buildroot_rpms = await buildroot.fetch_buildroot(
+                self.session(), repos, lease["arch"], task_dir / "buildroot"
+            )
         outcome = await asyncio.to_thread(
             rpmbuild.build,
             srpm,
@@ -213,6 +220,8 @@ class Runner:
             sandbox=self.sandbox,
             path_env=self.settings.tool_path or None,
             cancel=cancel,
+            buildroot_rpms=buildroot_rpms,
+            repos=repos,
         )
         log.info(
             "lease %s: build %s in %.0f s (rc=%d)",

@@ -88,13 +88,24 @@ class Sandbox:
         if self.kind not in KINDS:
             raise ValueError(f"sandbox kind must be one of {KINDS}, not {self.kind!r}")
 
-    def command(self, cmd: list[str], *, build_path: Path) -> list[str]:
-        """cmd wrapped for this sandbox; runs in build_path (mock confines its own builds)."""
+    def command(
+        self, cmd: list[str], *, build_path: Path, extra_usr: Path | None = None
+    ) -> list[str]:
+        """cmd wrapped for this sandbox; runs in build_path (mock confines its own builds).
+
+        extra_usr (inside build_path): a tree laid over /usr inside the sandbox, e.g. the
+        buildroot packages a lease's repositories offered (bwrap only).
+        """
         if self.kind == "mock":
             return cmd
         if self.kind == "none":
+            if extra_usr is not None:
+                raise ValueError("buildroot packages need the bwrap sandbox")
             return [*self.limits.prlimit_args(processes=False), *cmd]
-        return [*bwrap_args(build_path, self.hide), *self.limits.prlimit_args(), *cmd]
+        inner = [*self.limits.prlimit_args(), *cmd]
+        if extra_usr is None:
+            return [*bwrap_args(build_path, self.hide), *inner]
+        return overlay_args(build_path, self.hide, extra_usr) + inner
 
     def env(self, path: str, build_path: Path) -> dict[str, str]:
         """A minimal environment: the agent's (broker passwords, tokens) never gets in."""
@@ -112,15 +123,15 @@ class Sandbox:
         return {"user": self.identity.uid, "group": self.identity.gid, "extra_groups": []}
 
 
-def bwrap_args(build_path: Path, hide: Iterable[Path]) -> list[str]:
+def bwrap_args(build_path: Path, hide: Iterable[Path], *, mounter: bool = False) -> list[str]:
+    """The sandbox; mounter: as uid 0 of its user namespace with its capabilities there (only
+    to mount an overlay before overlay_args' inner bwrap drops them)."""
+    who = ["--uid", "0", "--gid", "0", "--cap-add", "ALL"] if mounter else []
     args = [
         "bwrap",
         "--unshare-all",
         "--unshare-user",  # also when started as root: no capabilities inside
-        "--uid",
-        str(SANDBOX_UID),
-        "--gid",
-        str(SANDBOX_GID),
+        *(who or ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID)]),
         "--hostname",
         SANDBOX_HOSTNAME,
         "--die-with-parent",
@@ -142,6 +153,43 @@ def bwrap_args(build_path: Path, hide: Iterable[Path]) -> list[str]:
             args += ["--tmpfs", str(path)]
     args += ["--bind", str(build_path), str(build_path), "--chdir", str(build_path), "--"]
     return args
+
+
+# Runs as root of the outer sandbox's user namespace: lay $1 over /usr, then run the rest.
+_MOUNT_USR = 'mount -t overlay overlay -o "ro,lowerdir=$1:/usr" /usr && shift && exec "$@"'
+
+
+def overlay_args(build_path: Path, hide: Iterable[Path], extra_usr: Path) -> list[str]:
+    """Two sandboxes: the outer one (bwrap_args as a mounter) lays extra_usr over /usr with
+    an overlay (unprivileged since Linux 5.11; bwrap 0.8 has no --overlay), then runs an inner
+    bwrap that drops to SANDBOX_UID with no capabilities in a nested user namespace. The inner
+    one keeps the outer's mounts (read-only stays read-only) and its fresh, writable dirs."""
+    if not _is_within(extra_usr, build_path):
+        raise ValueError(f"{extra_usr} is not inside the build path {build_path}")
+    if any(c in str(extra_usr) for c in ":,\\"):
+        raise ValueError(f"{extra_usr}: overlay options cannot hold ':', ',' or '\\'")
+    inner = [
+        "bwrap",
+        "--unshare-all",
+        "--unshare-user",
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_GID),
+        "--die-with-parent",
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+    ]
+    for fresh in FRESH_DIRS:
+        inner += ["--bind", fresh, fresh]
+    inner += ["--bind", str(build_path), str(build_path), "--chdir", str(build_path), "--"]
+    outer = bwrap_args(build_path, hide, mounter=True)
+    return [*outer, "sh", "-c", _MOUNT_USR, "sh", str(extra_usr), *inner]
 
 
 def _is_within(path: Path, parent: Path) -> bool:

@@ -819,3 +819,32 @@ async def test_revoked_lease_stops_its_build_and_reports_it(
         await eventually(lambda: bool(bus.of(TaskFinishedV1)), timeout=5)
     [finished] = bus.of(TaskFinishedV1)
     assert (finished.body["status"], finished.failure) == ("failed", "revoked")
+
+
+async def test_lease_repositories_become_the_builds_buildroot(
+    tmp_path: Path,
+    services: Services,
+    builds: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fetched: list[tuple[list[str], str]] = []
+
+    async def fetch_buildroot(session: Any, repos: list[str], arch: str, dest: Path) -> list[Path]:
+        fetched.append((repos, arch))
+        return [dest / "0-base-1-1.noarch.rpm"]
+
+    monkeypatch.setattr(runner.buildroot, "fetch_buildroot", fetch_buildroot)
+    msg = lease_msg(services)
+    repo = "http://repo.example/chain/1/"
+    msg = TaskLeasedV1(topic=msg.topic, body={**msg.body, "repos": [repo]})
+    msg.validate()
+    assert msg.repos == [repo]
+    bus = FakeBus()
+    agent = Agent(make_config(tmp_path, services), bus=bus)
+    async with running(agent, bus):
+        await deliver(bus, msg)
+        await eventually(lambda: bool(bus.of(TaskFinishedV1)))
+    assert fetched == [([repo], "noarch")]
+    [call] = builds
+    assert [p.name for p in call["buildroot_rpms"]] == ["0-base-1-1.noarch.rpm"]
+    assert call["repos"] == [repo]

@@ -221,3 +221,22 @@ def test_build_path_problem_is_reported_before_any_build(tmp_path: Path) -> None
     # A parent that cannot be written (here: missing) is found even when running as root.
     problem = rb.build_path_problem(tmp_path / "missing" / "build")
     assert problem is not None and "is not writable" in problem
+
+
+def test_mock_gets_the_lease_repositories(tmp_path: Path) -> None:
+    cmd = rb._mock_cmd(
+        tmp_path / "x.src.rpm", "noarch", tmp_path, "fedora-41-x86_64", ["http://r/1/"]
+    )
+    assert cmd[:4] == ["mock", "-r", "fedora-41-x86_64", "--addrepo=http://r/1/"]
+
+
+def test_buildroot_packages_need_the_bwrap_sandbox(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="bwrap"):
+        rb.build(
+            tmp_path / "x.src.rpm",
+            arch="noarch",
+            results_dir=tmp_path / "r",
+            build_path=tmp_path / "b",
+            backend="rpmbuild",
+            buildroot_rpms=[tmp_path / "a.rpm"],
+        )
