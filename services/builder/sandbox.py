@@ -13,6 +13,9 @@ A volunteer runs strangers' spec files next to the host's private key. Inside th
 - the wall-time limit is the caller's (rpmbuild._run_logged kills bwrap's process group; with
   --die-with-parent and a PID namespace, every process in the sandbox dies with it).
 
+bwrap sets no_new_privs, so setuid programs gain nothing inside. Buildroot packages (a lease's
+repositories) are unpacked inside the sandbox and laid over /usr (overlay_args).
+
 An agent running as root never builds as root: it starts bwrap as `build_user` (unprivileged
 user namespaces), and without a sandbox it still drops to that user.
 

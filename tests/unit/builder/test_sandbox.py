@@ -80,3 +80,25 @@ def test_resolve_refuses_bad_limits_and_unknown_kinds() -> None:
         sandbox.resolve(BuilderConfig(build_max_processes=-1), hide=[])
     with pytest.raises(ValueError, match="kind"):
         sandbox.Sandbox("chroot")
+
+
+def test_buildroot_overlay_drops_to_the_build_uid_in_a_nested_sandbox() -> None:
+    build = Path("/var/tmp/skyline-build")
+    usr = build / "skyline-buildroot/usr"
+    cmd = sandbox.Sandbox("bwrap").command(["rpmbuild"], build_path=build, extra_usr=usr)
+    outer_end = cmd.index("sh")
+    outer, rest = cmd[:outer_end], cmd[outer_end:]
+    # The outer sandbox mounts (uid 0 and capabilities of its own user namespace only) ...
+    assert outer[0] == "bwrap" and "--cap-add" in outer and outer[outer.index("--uid") + 1] == "0"
+    assert rest[:2] == ["sh", "-c"] and "mount -t overlay" in rest[2] and rest[4] == str(usr)
+    # ... then the inner one runs the build as the sandbox uid, without capabilities.
+    inner = rest[5:]
+    assert inner[0] == "bwrap" and "--cap-add" not in inner
+    assert inner[inner.index("--uid") + 1] == str(sandbox.SANDBOX_UID)
+    assert inner[inner.index("--") + 1 :][0] == "prlimit" and inner[-1] == "rpmbuild"
+    with pytest.raises(ValueError, match="not inside the build path"):
+        sandbox.overlay_args(build, (), Path("/usr"))
+    with pytest.raises(ValueError, match="overlay options"):
+        sandbox.overlay_args(build, (), build / "a:b")
+    with pytest.raises(ValueError, match="need the bwrap sandbox"):
+        sandbox.Sandbox("none").command(["x"], build_path=build, extra_usr=usr)
