@@ -274,3 +274,13 @@ def resolve(settings: BuilderConfig, *, hide: Iterable[Path]) -> Sandbox:
             "strangers' spec files unconfined on this machine"
         )
     return Sandbox("none", limits, hidden, identity, reason=problem)
+
+
+def bwrap_problem(build_user: str = "nobody") -> str | None:
+    """Why builds could not be sandboxed here with default settings, or None (for tests and
+    diagnostics: the agent itself calls resolve())."""
+    try:
+        identity = build_identity(build_user)
+    except ValueError as exc:
+        return str(exc)
+    return probe_bwrap(identity, {"PATH": os.environ.get("PATH", os.defpath)})

@@ -22,10 +22,12 @@ from services.builder import buildroot, rpmbuild, sandbox
 from services.common.config import BuilderConfig
 from services.common.rpmfiles import make_srpm
 
-pytestmark = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("bwrap", "rpmbuild", "createrepo_c", "rpm2archive", "tar")),
-    reason="needs bubblewrap, rpmbuild, createrepo_c, rpm2archive and tar",
-)
+SANDBOX_PROBLEM = sandbox.bwrap_problem()
+TOOLS = ("rpmbuild", "createrepo_c", "rpm2archive", "tar")
+pytestmark = [
+    pytest.mark.skipif(not all(shutil.which(t) for t in TOOLS), reason=f"needs {', '.join(TOOLS)}"),
+    pytest.mark.skipif(SANDBOX_PROBLEM is not None, reason=f"no sandbox: {SANDBOX_PROBLEM}"),
+]
 
 PROVIDED = "/usr/share/skyline-base/greeting.txt"
 GREETING = "greetings from package A"

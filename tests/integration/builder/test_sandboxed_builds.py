@@ -25,10 +25,11 @@ REPO = Path(__file__).parents[3]
 SECRET = "skyline-test-secret-7f3a9c"  # the "private key": must never leave the agent
 PROCESS_LIMIT = 64
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("bwrap") is None or shutil.which("rpmbuild") is None,
-    reason="needs bubblewrap and rpmbuild",
-)
+SANDBOX_PROBLEM = sandbox.bwrap_problem()
+pytestmark = [
+    pytest.mark.skipif(shutil.which("rpmbuild") is None, reason="needs rpmbuild"),
+    pytest.mark.skipif(SANDBOX_PROBLEM is not None, reason=f"no sandbox: {SANDBOX_PROBLEM}"),
+]
 
 
 def wait_for(condition, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
