@@ -32,7 +32,7 @@ OWNERS = {"type": "array", "items": USER, "maxItems": 100, "uniqueItems": True}
 HOSTS = {"type": "array", "items": HOST, "maxItems": 100, "uniqueItems": True}
 # The acceptance policy's rule that a stored result met (services/verifier/policy.py).
 # Whose failure a failed task is (TaskFinishedV1.failure).
-FAILURE_KINDS = ["package", "agent", "timeout", "revoked"]
+FAILURE_KINDS = ["package", "agent", "timeout", "limit", "revoked"]
 ACCEPT_RULES = ["core", "quorum", "agreement", "trusted-sampled-out", "not-reproducible"]
 AGREEING_HOST = {
     "type": "object",
@@ -171,9 +171,10 @@ class TaskFinishedV1(_HostTopic):
             "duration": {"type": "number", "minimum": 0},
             # Whose failure a failed task is (optional; absent from older agents): "package"
             # (the build itself failed), "agent" (the host could not build it: fetch, upload,
-            # crash), "timeout" (killed at the host's wall-time limit) or "revoked" (the lease was
-            # revoked and the build stopped). All but "package" are not the package's fault:
-            # the dispatcher may retry elsewhere.
+            # crash), "timeout" (killed at the host's wall-time limit), "limit" (killed at another
+            # of the host's limits, e.g. disk) or "revoked" (the lease was revoked and the build
+            # stopped). All but "package" are the host's verdict, not necessarily the package's
+            # fault: the dispatcher may retry elsewhere.
             "failure": {"type": "string", "enum": FAILURE_KINDS},
             "signed_at": TIMESTAMP,
             "signature": SIGNATURE,

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -46,6 +46,7 @@ DEFAULT_BUILD_PATH = Path("/var/tmp/skyline-build")
 BACKENDS = ("auto", "rpmbuild", "mock")
 LOG_NAME = "build.log"
 CANCEL_POLL = 0.25  # seconds between looks at a build's cancel event
+DISK_CHECK_SECONDS = 5.0  # between measurements of the build directory's size
 INPUT_DIR = "skyline-input"  # the SRPM is copied in here: the sandbox sees only build_path
 BUILDROOT_DIR = "skyline-buildroot"  # buildroot packages unpacked here, laid over /usr
 # Runs in the sandbox (so a hostile archive can only write into build_path): unpack each RPM.
@@ -71,6 +72,7 @@ class BuildOutcome:
     # Killed at the wall-time limit: the agent's verdict, not the package's (retry elsewhere).
     timed_out: bool = False
     cancelled: bool = False  # stopped by the caller (a revoked lease)
+    limit_exceeded: bool = False  # killed for using more disk than the host allows
 
 
 @functools.lru_cache(maxsize=1)
@@ -127,12 +129,13 @@ def _run_logged(
     lock: IO[str],
     user: Mapping[str, object] | None = None,
     cancel: threading.Event | None = None,
+    watch: Callable[[], str | None] | None = None,
 ) -> tuple[int, str | None]:
-    """Run cmd with stdout+stderr streamed into log; on timeout or when `cancel` is set, kill
-    its whole process group.
+    """Run cmd with stdout+stderr streamed into log; on timeout, when `cancel` is set or when
+    `watch` (called every CANCEL_POLL s) names a problem, kill its whole process group.
 
-    Returns (returncode, why it was stopped: None, "timeout" or "cancelled"). `user` are
-    Popen's user/group arguments (a root agent drops to its build user).
+    Returns (returncode, why it was stopped: None, "timeout", "cancelled" or "limit").
+    `user` are Popen's user/group arguments (a root agent drops to its build user).
 
     The child inherits the build-path lock: if this agent dies (SIGKILL), the orphaned build
     still holds the lock, so the next build waits for it instead of having its build path
@@ -159,6 +162,9 @@ def _run_logged(
         while True:
             if cancel is not None and cancel.is_set():
                 stop, note = "cancelled", "build cancelled"
+                break
+            if watch is not None and (problem := watch()) is not None:
+                stop, note = "limit", problem
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -237,6 +243,7 @@ def build(
     cancel: threading.Event | None = None,
     buildroot_rpms: Sequence[Path] = (),
     repos: Sequence[str] = (),
+    max_disk_mb: int = 0,
 ) -> BuildOutcome:
     """Rebuild srpm for arch; copy the RPMs into results_dir. Build failures never raise.
 
@@ -244,7 +251,8 @@ def build(
     environment whose PATH is path_env (default: the agent's); without, it runs as before.
     Setting `cancel` stops the build within CANCEL_POLL seconds (outcome.cancelled).
     buildroot_rpms (rpmbuild in bwrap) are unpacked in the sandbox and laid over /usr; repos
-    (mock) are added to mock's chroot.
+    (mock) are added to mock's chroot. A build whose directory grows past max_disk_mb (0: no
+    limit) is killed (outcome.limit_exceeded).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -311,7 +319,8 @@ def build(
                 # Unpacking a buildroot counted against the same wall-time limit.
                 spent = time.monotonic() - started if buildroot_rpms else 0.0
                 left = max(1.0, timeout - spent)
-                rc, stop = _run_logged(cmd, log, env, left, lock, user, cancel)
+                watch = _DiskWatch(build_path, max_disk_mb) if max_disk_mb > 0 else None
+                rc, stop = _run_logged(cmd, log, env, left, lock, user, cancel, watch)
             rpms = _collect(out_dir, results_dir, log) if rc == 0 else []
             # On a digest failure the copies stay in rpms as evidence, but succeeded is False.
             ok = rc == 0 and bool(rpms) and _digests_ok(rpms, log)
@@ -329,7 +338,47 @@ def build(
         duration=time.monotonic() - started,
         timed_out=stop == "timeout",
         cancelled=stop == "cancelled",
+        limit_exceeded=stop == "limit",
     )
+
+
+class _DiskWatch:
+    """Says when the build directory holds more than max_mb (measured every few seconds)."""
+
+    def __init__(self, path: Path, max_mb: int) -> None:
+        self.path = path
+        self.max_bytes = max_mb * 2**20
+        self.max_mb = max_mb
+        self.next_check = 0.0
+
+    def __call__(self) -> str | None:
+        now = time.monotonic()
+        if now < self.next_check:
+            return None
+        self.next_check = now + DISK_CHECK_SECONDS
+        used = disk_usage(self.path)
+        if used > self.max_bytes:
+            return f"build directory uses {used // 2**20} MiB, over the limit of {self.max_mb} MiB"
+        return None
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes allocated under root, not following symbolic links (files may vanish meanwhile)."""
+    total, stack = 0, [str(root)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total
 
 
 def _unpack_buildroot(

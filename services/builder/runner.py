@@ -222,6 +222,7 @@ class Runner:
             cancel=cancel,
             buildroot_rpms=buildroot_rpms,
             repos=repos,
+            max_disk_mb=self.settings.build_max_disk_mb,
         )
         log.info(
             "lease %s: build %s in %.0f s (rc=%d)",
@@ -240,9 +241,7 @@ class Runner:
             logs=[await self._upload(lease, outcome.log)],
             env_manifest=env,
             duration=outcome.duration,
-            failure=(
-                "revoked" if outcome.cancelled else "timeout" if outcome.timed_out else "package"
-            ),
+            failure=_failure_kind(outcome),
         )
 
     async def _revoked(
@@ -344,6 +343,17 @@ class Runner:
             key=self.signing_key(),
         )
         return {"name": path.name, "size": size, "sha256": sha256}
+
+
+def _failure_kind(outcome: rpmbuild.BuildOutcome) -> str:
+    """Whose failure a failed build is: the package's, unless the agent stopped it."""
+    if outcome.cancelled:
+        return "revoked"
+    if outcome.timed_out:
+        return "timeout"
+    if outcome.limit_exceeded:
+        return "limit"
+    return "package"
 
 
 def _digest_and_size(path: Path) -> tuple[str, int]:

@@ -132,6 +132,7 @@ class BuilderConfig:
     build_max_processes: int = 1024  # per build, inside its sandbox (0: no limit)
     build_max_memory_mb: int = 16384  # address space per build process (0: no limit)
     build_max_file_mb: int = 20480  # largest file a build may write (0: no limit)
+    build_max_disk_mb: int = 65536  # the build directory's size, checked every 5 s (0: none)
     tool_path: str = ""  # PATH for builds and the environment manifest; empty: the agent's
     sandbox_hide: list[str] = dataclasses.field(default_factory=list)  # more paths to hide
 

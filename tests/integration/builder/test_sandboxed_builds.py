@@ -60,8 +60,10 @@ class Host:
         root.chmod(0o755)
         self.workdir.chmod(0o755)
 
-    def sandbox(self, *, processes: int = PROCESS_LIMIT) -> sandbox.Sandbox:
-        settings = BuilderConfig(build_max_processes=processes, backend="rpmbuild")
+    def sandbox(self, *, processes: int = PROCESS_LIMIT, file_mb: int = 20480) -> sandbox.Sandbox:
+        settings = BuilderConfig(
+            build_max_processes=processes, build_max_file_mb=file_mb, backend="rpmbuild"
+        )
         box = sandbox.resolve(settings, hide=[self.workdir])
         assert box.kind == "bwrap", box.reason
         return box
@@ -379,4 +381,34 @@ def test_cancelled_build_stops_within_seconds(host: Host, build_path: Path, tmp_
     assert outcome.cancelled and not outcome.timed_out and not outcome.succeeded
     assert "build cancelled" in outcome.log.read_text()
     assert wait_for(lambda: not _processes_with(f"sleep\0{marker}"), 5)
+    assert not build_path.exists()
+
+
+def test_disk_and_file_size_limits(host: Host, build_path: Path, tmp_path: Path) -> None:
+    """One file over the file-size limit fails to be written; a build directory that outgrows
+    the disk limit gets the build killed, reported as a limit (not the package's failure)."""
+    spec = write_spec(
+        tmp_path / "spec",
+        "skyline-greedy",
+        """head -c 3M /dev/zero > one-big-file && echo 'ATTACK fsize: WROTE' \\
+  || echo 'ATTACK fsize: blocked'
+rm -f one-big-file
+for i in $(seq 1 400); do head -c 1M /dev/zero > chunk.$i; sleep 0.05; done
+echo 'ATTACK disk: NOT LIMITED'
+""",
+    )
+    srpm = make_srpm(spec, tmp_path / "srpm")
+    outcome = rpmbuild.build(
+        srpm,
+        arch="noarch",
+        results_dir=tmp_path / "results",
+        build_path=build_path,
+        timeout=120,
+        sandbox=host.sandbox(file_mb=2),
+        max_disk_mb=20,
+    )
+    text = outcome.log.read_text()
+    assert "ATTACK fsize: blocked" in text
+    assert outcome.limit_exceeded and not outcome.timed_out and not outcome.succeeded, text
+    assert "over the limit of 20 MiB" in text and "NOT LIMITED" not in text
     assert not build_path.exists()

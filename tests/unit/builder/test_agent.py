@@ -779,12 +779,16 @@ async def test_unsandboxed_agent_says_so_in_its_heartbeat(
     assert beat.sandbox == "none"
 
 
+LEASE_C = "0a1b2c3d-4e5f-4a6b-8c7d-8e9f0a1b2c3d"
+
+
 async def test_timed_out_build_is_the_agents_failure(
     tmp_path: Path, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     outcomes = {
         LEASE_A: dict(succeeded=False, returncode=-9, timed_out=True),
         LEASE_B: dict(succeeded=False, returncode=1, timed_out=False),
+        LEASE_C: dict(succeeded=False, returncode=-9, limit_exceeded=True),
     }
 
     def build(srpm: Path, **kwargs: Any) -> rpmbuild.BuildOutcome:
@@ -800,9 +804,14 @@ async def test_timed_out_build_is_the_agents_failure(
     async with running(agent, bus):
         await deliver(bus, lease_msg(services, LEASE_A))
         await deliver(bus, lease_msg(services, LEASE_B))
-        await eventually(lambda: len(bus.of(TaskFinishedV1)) == 2)
+        await deliver(bus, lease_msg(services, LEASE_C))
+        await eventually(lambda: len(bus.of(TaskFinishedV1)) == 3)
     failures = {m.body["lease_id"]: (m.body["status"], m.failure) for m in bus.of(TaskFinishedV1)}
-    assert failures == {LEASE_A: ("failed", "timeout"), LEASE_B: ("failed", "package")}
+    assert failures == {
+        LEASE_A: ("failed", "timeout"),
+        LEASE_B: ("failed", "package"),
+        LEASE_C: ("failed", "limit"),
+    }
 
 
 async def test_revoked_lease_stops_its_build_and_reports_it(
