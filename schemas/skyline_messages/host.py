@@ -94,10 +94,18 @@ class HostHeartbeatV1(PartyTopic, _HostMessage):
             "host": HOST,
             "free_slots": SLOTS,
             "running": {"type": "integer", "minimum": 0},
+            # How its builds are confined (optional; older agents do not say): "none" means the
+            # volunteer allowed unsandboxed builds.
+            "sandbox": {"type": "string", "enum": ["bwrap", "mock", "none"]},
             "signed_at": TIMESTAMP,
             "signature": SIGNATURE,
         },
     )
+
+    @property
+    def sandbox(self) -> str | None:
+        """How the host confines its builds; None from an agent that does not say."""
+        return self.body.get("sandbox")
 
     @property
     def summary(self) -> str:

@@ -31,6 +31,8 @@ TRUST = {"type": "string", "enum": ["untrusted", "trusted", "core", "quarantined
 OWNERS = {"type": "array", "items": USER, "maxItems": 100, "uniqueItems": True}
 HOSTS = {"type": "array", "items": HOST, "maxItems": 100, "uniqueItems": True}
 # The acceptance policy's rule that a stored result met (services/verifier/policy.py).
+# Whose failure a failed task is (TaskFinishedV1.failure).
+FAILURE_KINDS = ["package", "agent", "timeout", "limit", "revoked"]
 ACCEPT_RULES = ["core", "quorum", "agreement", "trusted-sampled-out", "not-reproducible"]
 AGREEING_HOST = {
     "type": "object",
@@ -88,8 +90,21 @@ class TaskLeasedV1(_HostTopic):
             "scratch": {"type": "boolean"},
             "lease_expires": TIMESTAMP,
             "purpose": LEASE_PURPOSE,  # absent: "build"
+            # Extra RPM repositories (createrepo_c) whose packages the build's buildroot gets,
+            # e.g. a chain build's earlier links (optional).
+            "repos": {
+                "type": "array",
+                "items": {"type": "string", "pattern": "^https?://", "maxLength": 2048},
+                "maxItems": 10,
+                "uniqueItems": True,
+            },
         },
     )
+
+    @property
+    def repos(self) -> list[str]:
+        """The lease's buildroot repositories; none from a dispatcher that does not say."""
+        return list(self.body.get("repos", []))
 
     @property
     def purpose(self) -> str:
@@ -154,10 +169,22 @@ class TaskFinishedV1(_HostTopic):
             },
             "env_digest": SHA256,
             "duration": {"type": "number", "minimum": 0},
+            # Whose failure a failed task is (optional; absent from older agents): "package"
+            # (the build itself failed), "agent" (the host could not build it: fetch, upload,
+            # crash), "timeout" (killed at the host's wall-time limit), "limit" (killed at another
+            # of the host's limits, e.g. disk) or "revoked" (the lease was revoked and the build
+            # stopped). All but "package" are the host's verdict, not necessarily the package's
+            # fault: the dispatcher may retry elsewhere.
+            "failure": {"type": "string", "enum": FAILURE_KINDS},
             "signed_at": TIMESTAMP,
             "signature": SIGNATURE,
         },
     )
+
+    @property
+    def failure(self) -> str | None:
+        """For a failed task, whose failure it is; None if succeeded or the agent does not say."""
+        return self.body.get("failure")
 
     @property
     def summary(self) -> str:

@@ -29,7 +29,7 @@ from services.common.config import Config
 from services.common.errors import ConfigError, Reject
 from services.common.signing import load_or_create_key, now_iso, public_key_b64
 
-from . import client, rpmbuild
+from . import client, rpmbuild, sandbox
 from .host import HOST_RE, OWNER_RE, default_host_name, machine_resources
 from .journal import KEEP_SECONDS, Journal
 from .publisher import Publisher
@@ -92,6 +92,10 @@ class Agent:
             config.path(settings.key_file) if settings.key_file else self.workdir / "host.key"
         )
         self.journal = Journal(self.workdir / "journal")
+        # The key, the journal and the volunteer's home are none of a build's business.
+        hide = [self.workdir, self.key_file.parent, Path.home()]
+        hide += [config.path(p) for p in settings.sandbox_hide]
+        self.sandbox = sandbox.resolve(settings, hide=hide)
         self.bus: BusLike = bus or Bus(
             config.broker_url(), exchange=config.exchange, name=f"skyline-builder-{self.host}"
         )
@@ -104,6 +108,7 @@ class Agent:
             publisher=self.publisher,
             session=self._session,
             signing_key=self._signing_key,
+            sandbox=self.sandbox,
         )
         self.grace = grace
         self.queue = principals.host_queue(self.host)
@@ -132,6 +137,7 @@ class Agent:
                 signing_key=self._signing_key(),
             )
             log.info("enrolled %s as %s", self.host, reply.get("trust", "enrolled"))
+            self._log_sandbox()
             credentials = reply.get("broker")
             registry_made_queue = isinstance(credentials, dict)
             if isinstance(credentials, dict):
@@ -284,6 +290,19 @@ class Agent:
             return
         self._start(lease)
 
+    def revoke(self, lease_id: str) -> bool:
+        """Stop a running (or waiting) lease's build; False if no such lease runs here.
+
+        The build is killed within seconds and reported as a failed task ("revoked"). The
+        message that triggers this (e.g. `task.revoked.<host>` on the host's queue) is the
+        dispatcher's to define; this is the agent's side of it.
+        """
+        if lease_id not in self._tasks:
+            return False
+        log.info("lease %s revoked: stopping its build", lease_id)
+        self.runner.revoke(lease_id)
+        return True
+
     def _start(self, lease: dict[str, Any]) -> None:
         lease_id = lease["lease_id"]
         self._tasks[lease_id] = asyncio.create_task(self._run_task(lease), name=f"lease-{lease_id}")
@@ -307,7 +326,12 @@ class Agent:
             running = len(self._tasks)
             await self.publisher.publish_signed(
                 HostHeartbeatV1,
-                {"host": self.host, "free_slots": self.free_slots, "running": running},
+                {
+                    "host": self.host,
+                    "free_slots": self.free_slots,
+                    "running": running,
+                    "sandbox": self.sandbox.kind,
+                },
             )
             await self.publisher.retry_unpublished()
             # Not wait_for(): on 3.11 it swallows a cancel that races with the event being set.
@@ -316,6 +340,19 @@ class Agent:
                     await self._wake.wait()
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _log_sandbox(self) -> None:
+        box = self.sandbox
+        if box.kind == "none":
+            log.warning(
+                "builds run WITHOUT a sandbox (allow_unsandboxed = true): %s; any spec file "
+                "can read what the build user can and reach the network",
+                box.reason,
+            )
+        else:
+            log.info("builds run in a %s sandbox", box.kind)
+        if box.identity is not None:
+            log.info("the agent runs as root: builds run as user %s", box.identity.name)
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:

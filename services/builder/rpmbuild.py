@@ -9,18 +9,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
-import json
 import os
 import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from services.common.rpmfiles import (
     REPRODUCIBLE_MACROS,
@@ -29,6 +28,9 @@ from services.common.rpmfiles import (
     macro_args,
     tool_env,
 )
+
+from .manifest import environment_manifest, manifest_digest
+from .sandbox import Sandbox
 
 __all__ = [
     "DEFAULT_BUILD_PATH",
@@ -43,6 +45,21 @@ __all__ = [
 DEFAULT_BUILD_PATH = Path("/var/tmp/skyline-build")
 BACKENDS = ("auto", "rpmbuild", "mock")
 LOG_NAME = "build.log"
+CANCEL_POLL = 0.25  # seconds between looks at a build's cancel event
+DISK_CHECK_SECONDS = 5.0  # between measurements of the build directory's size
+INPUT_DIR = "skyline-input"  # the SRPM is copied in here: the sandbox sees only build_path
+BUILDROOT_DIR = "skyline-buildroot"  # buildroot packages unpacked here, laid over /usr
+# Runs in the sandbox (so a hostile archive can only write into build_path): unpack each RPM.
+_UNPACK = """set -e
+mkdir -p {root}/usr
+cd {root}
+for r in "$@"; do
+    echo "skyline: buildroot: $(rpm -qp --qf '%{{NEVRA}}' "$r")"
+    rpm2archive -n - < "$r" > "$r.tar"
+    tar -x --no-same-owner -f "$r.tar"
+    rm "$r.tar"
+done
+"""
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,10 @@ class BuildOutcome:
     log: Path
     returncode: int
     duration: float
+    # Killed at the wall-time limit: the agent's verdict, not the package's (retry elsewhere).
+    timed_out: bool = False
+    cancelled: bool = False  # stopped by the caller (a revoked lease)
+    limit_exceeded: bool = False  # killed for using more disk than the host allows
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,9 +122,20 @@ def build_path_problem(build_path: Path) -> str | None:
 
 
 def _run_logged(
-    cmd: list[str], log: IO[bytes], env: dict[str, str], timeout: float, lock: IO[str]
-) -> int:
-    """Run cmd with stdout+stderr streamed into log; on timeout kill its whole process group.
+    cmd: list[str],
+    log: IO[bytes],
+    env: dict[str, str],
+    timeout: float,
+    lock: IO[str],
+    user: Mapping[str, Any] | None = None,
+    cancel: threading.Event | None = None,
+    watch: Callable[[], str | None] | None = None,
+) -> tuple[int, str | None]:
+    """Run cmd with stdout+stderr streamed into log; on timeout, when `cancel` is set or when
+    `watch` (called every CANCEL_POLL s) names a problem, kill its whole process group.
+
+    Returns (returncode, why it was stopped: None, "timeout", "cancelled" or "limit").
+    `user` are Popen's user/group arguments (a root agent drops to its build user).
 
     The child inherits the build-path lock: if this agent dies (SIGKILL), the orphaned build
     still holds the lock, so the next build waits for it instead of having its build path
@@ -120,18 +152,33 @@ def _run_logged(
             env=env,
             start_new_session=True,  # own process group, so a timeout can kill every child
             pass_fds=(lock.fileno(),),
+            **(user or {}),
         )
     except OSError as exc:
         log.write(f"skyline: cannot start {cmd[0]}: {exc}\n".encode())
-        return 127
+        return 127, None
+    deadline = time.monotonic() + timeout
     try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+        while True:
+            if cancel is not None and cancel.is_set():
+                stop, note = "cancelled", "build cancelled"
+                break
+            if watch is not None and (problem := watch()) is not None:
+                stop, note = "limit", problem
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                stop, note = "timeout", f"build timed out after {timeout:g}s"
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                # Short waits: a cancel is seen within CANCEL_POLL seconds.
+                return proc.wait(timeout=min(remaining, CANCEL_POLL)), None
+        # bwrap leads the group; its sandbox (a PID namespace, --die-with-parent) dies with it.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        log.write(f"skyline: build timed out after {timeout:g}s; process group killed\n".encode())
-        return -signal.SIGKILL
+        log.write(f"skyline: {note}; process group killed\n".encode())
+        return -signal.SIGKILL, stop
     except BaseException:
         # Interrupted (e.g. KeyboardInterrupt): don't leave a build running under the lock.
         with contextlib.suppress(ProcessLookupError):
@@ -140,7 +187,9 @@ def _run_logged(
         raise
 
 
-def _rpmbuild_cmd(srpm: Path, arch: str, build_path: Path, log: IO[bytes]) -> list[str]:
+def _rpmbuild_cmd(
+    srpm: Path, arch: str, build_path: Path, log: IO[bytes], *, buildroot: bool = False
+) -> list[str]:
     cmd = [
         "rpmbuild",
         "--rebuild",
@@ -156,14 +205,24 @@ def _rpmbuild_cmd(srpm: Path, arch: str, build_path: Path, log: IO[bytes]) -> li
             b"BuildRequires are NOT checked (--nodeps)\n"
         )
         cmd.append("--nodeps")
+    elif buildroot:
+        log.write(
+            b"skyline: buildroot packages are unpacked, not in the rpm database: "
+            b"BuildRequires are NOT checked (--nodeps)\n"
+        )
+        cmd.append("--nodeps")
     return [*cmd, str(srpm)]
 
 
-def _mock_cmd(srpm: Path, arch: str, resultdir: Path, mock_config: str | None) -> list[str]:
+def _mock_cmd(
+    srpm: Path, arch: str, resultdir: Path, mock_config: str | None, repos: Sequence[str] = ()
+) -> list[str]:
     # mock builds in /builddir/build inside its chroot: a fixed path on every host already.
     cmd = ["mock"]
     if mock_config:
         cmd += ["-r", mock_config]
+    for repo in repos:  # a lease's buildroot repositories, added to the chroot's
+        cmd.append(f"--addrepo={repo}")
     cmd += ["--rebuild", str(srpm), "--resultdir", str(resultdir), *macro_args(REPRODUCIBLE_MACROS)]
     if arch != "noarch":
         cmd += ["--target", arch]
@@ -179,8 +238,22 @@ def build(
     timeout: float = 3600,
     backend: str = "auto",
     mock_config: str | None = None,
+    sandbox: Sandbox | None = None,
+    path_env: str | None = None,
+    cancel: threading.Event | None = None,
+    buildroot_rpms: Sequence[Path] = (),
+    repos: Sequence[str] = (),
+    max_disk_mb: int = 0,
 ) -> BuildOutcome:
-    """Rebuild srpm for arch; copy the RPMs into results_dir. Build failures never raise."""
+    """Rebuild srpm for arch; copy the RPMs into results_dir. Build failures never raise.
+
+    With a sandbox (the agent always passes one), rpmbuild runs confined with a minimal
+    environment whose PATH is path_env (default: the agent's); without, it runs as before.
+    Setting `cancel` stops the build within CANCEL_POLL seconds (outcome.cancelled).
+    buildroot_rpms (rpmbuild in bwrap) are unpacked in the sandbox and laid over /usr; repos
+    (mock) are added to mock's chroot. A build whose directory grows past max_disk_mb (0: no
+    limit) is killed (outcome.limit_exceeded).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if not arch or "/" in arch or arch.startswith("-"):
@@ -194,12 +267,14 @@ def build(
         if _is_within(p, build_path):
             raise ValueError(f"{p} is inside build_path {build_path}")
     use_mock = backend == "mock" or (backend == "auto" and shutil.which("mock") is not None)
+    if buildroot_rpms and not use_mock and (sandbox is None or sandbox.kind != "bwrap"):
+        raise ValueError("buildroot packages need the bwrap sandbox (or mock and its repos)")
 
     results_dir.mkdir(parents=True, exist_ok=True)
     log_path = results_dir / LOG_NAME
     build_path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = build_path.with_name(build_path.name + ".lock")
-    rc, ok = -1, False
+    rc, ok, stop = -1, False, None
     rpms: list[Path] = []
     # Two builders on one host share build_path, so the whole build runs under an exclusive lock.
     with open(lock_path, "a") as lock, open(log_path, "wb") as log:
@@ -209,14 +284,43 @@ def build(
             _wipe(build_path)
             build_path.mkdir()
             env = tool_env()
+            user: Mapping[str, Any] = {}
+            cmd: list[str] | None
+            if path_env is not None:
+                env["PATH"] = path_env
             if use_mock:
                 out_dir = build_path / "mock-result"  # mock writes its own build.log there
-                cmd = _mock_cmd(srpm, arch, out_dir, mock_config)
+                cmd = _mock_cmd(srpm, arch, out_dir, mock_config, repos)
+            elif sandbox is not None:
+                out_dir = build_path / "RPMS"
+                env = sandbox.env(env.get("PATH", os.defpath), build_path)
+                user = sandbox.popen_user()
+                log.write(f"skyline: sandbox {sandbox.kind}\n".encode())
+                inside = _stage_input(srpm, build_path, sandbox)
+                extra_usr = None
+                if buildroot_rpms:
+                    rc, stop = _unpack_buildroot(
+                        buildroot_rpms, build_path, sandbox, log, env, timeout, lock, cancel
+                    )
+                    extra_usr = build_path / BUILDROOT_DIR / "usr"
+                if rc not in (-1, 0) or stop:
+                    log.write(b"skyline: the buildroot packages could not be unpacked\n")
+                    cmd = None
+                else:
+                    rpmbuild_cmd = _rpmbuild_cmd(
+                        inside, arch, build_path, log, buildroot=bool(buildroot_rpms)
+                    )
+                    cmd = sandbox.command(rpmbuild_cmd, build_path=build_path, extra_usr=extra_usr)
             else:
                 out_dir = build_path / "RPMS"
                 env["HOME"] = str(build_path)  # ignore the volunteer's ~/.rpmmacros
                 cmd = _rpmbuild_cmd(srpm, arch, build_path, log)
-            rc = _run_logged(cmd, log, env, timeout, lock)
+            if cmd is not None:
+                # Unpacking a buildroot counted against the same wall-time limit.
+                spent = time.monotonic() - started if buildroot_rpms else 0.0
+                left = max(1.0, timeout - spent)
+                watch = _DiskWatch(build_path, max_disk_mb) if max_disk_mb > 0 else None
+                rc, stop = _run_logged(cmd, log, env, left, lock, user, cancel, watch)
             rpms = _collect(out_dir, results_dir, log) if rc == 0 else []
             # On a digest failure the copies stay in rpms as evidence, but succeeded is False.
             ok = rc == 0 and bool(rpms) and _digests_ok(rpms, log)
@@ -232,21 +336,115 @@ def build(
         log=log_path,
         returncode=rc,
         duration=time.monotonic() - started,
+        timed_out=stop == "timeout",
+        cancelled=stop == "cancelled",
+        limit_exceeded=stop == "limit",
     )
+
+
+class _DiskWatch:
+    """Says when the build directory holds more than max_mb (measured every few seconds)."""
+
+    def __init__(self, path: Path, max_mb: int) -> None:
+        self.path = path
+        self.max_bytes = max_mb * 2**20
+        self.max_mb = max_mb
+        self.next_check = 0.0
+
+    def __call__(self) -> str | None:
+        now = time.monotonic()
+        if now < self.next_check:
+            return None
+        self.next_check = now + DISK_CHECK_SECONDS
+        used = disk_usage(self.path)
+        if used > self.max_bytes:
+            return f"build directory uses {used // 2**20} MiB, over the limit of {self.max_mb} MiB"
+        return None
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes allocated under root, not following symbolic links (files may vanish meanwhile)."""
+    total, stack = 0, [str(root)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total
+
+
+def _unpack_buildroot(
+    rpms: Sequence[Path],
+    build_path: Path,
+    sandbox: Sandbox,
+    log: IO[bytes],
+    env: dict[str, str],
+    timeout: float,
+    lock: IO[str],
+    cancel: threading.Event | None,
+) -> tuple[int, str | None]:
+    """Copy the buildroot RPMs in and unpack them under BUILDROOT_DIR, inside the sandbox."""
+    staged = build_path / INPUT_DIR / "buildroot"
+    staged.mkdir()
+    inside = []
+    for i, rpm in enumerate(rpms):
+        dest = staged / f"{i:03}.rpm"
+        shutil.copyfile(rpm, dest)
+        inside.append(str(dest))
+    if sandbox.identity is not None:
+        for path in (staged, *map(Path, inside)):
+            os.chown(path, sandbox.identity.uid, sandbox.identity.gid)
+    script = _UNPACK.format(root=shlex.quote(str(build_path / BUILDROOT_DIR)))
+    cmd = sandbox.command(["sh", "-c", script, "sh", *inside], build_path=build_path)
+    return _run_logged(cmd, log, env, timeout, lock, sandbox.popen_user(), cancel)
+
+
+def _stage_input(srpm: Path, build_path: Path, sandbox: Sandbox) -> Path:
+    """Copy the SRPM into build_path (the only path the build sees of the agent's files)."""
+    inside = build_path / INPUT_DIR / srpm.name
+    inside.parent.mkdir()
+    shutil.copyfile(srpm, inside)
+    if sandbox.identity is not None:
+        # A root agent builds as build_user, who must own what it writes to.
+        for path in (build_path, inside.parent, inside):
+            os.chown(path, sandbox.identity.uid, sandbox.identity.gid)
+    return inside
 
 
 def _collect(out_dir: Path, results_dir: Path, log: IO[bytes]) -> list[Path]:
     # Source RPMs are excluded: the input SRPM is recorded separately (mock re-emits one).
+    # The build wrote out_dir: a symlink there could make the agent copy (and upload) any file
+    # it can read, e.g. its key. Only regular files really inside out_dir are results.
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        return []
+    root = out_dir.resolve()
     found = sorted(
         p for p in out_dir.rglob("*.rpm") if p.is_file() and not p.name.endswith(".src.rpm")
     )
     copied: list[Path] = []
     for src in found:
+        if src.is_symlink() or not src.resolve().is_relative_to(root):
+            log.write(f"skyline: {src.name} is a symbolic link; ignored\n".encode())
+            continue
         dest = results_dir / src.name
-        shutil.copyfile(src, dest)
+        _copy_nofollow(src, dest)
         log.write(f"skyline: result {dest.name}\n".encode())
         copied.append(dest)
     return copied
+
+
+def _copy_nofollow(src: Path, dest: Path) -> None:
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fin, open(dest, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
 
 
 def _digests_ok(rpms: list[Path], log: IO[bytes]) -> bool:
@@ -257,55 +455,3 @@ def _digests_ok(rpms: list[Path], log: IO[bytes]) -> bool:
             log.write(f"skyline: {exc}\n".encode())
             return False
     return True
-
-
-def _first_line(cmd: list[str]) -> str | None:
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        proc = subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            env=tool_env(),
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = proc.stdout.decode(errors="replace").strip().splitlines()
-    return lines[0].strip() if proc.returncode == 0 and lines else None
-
-
-def _os_release(path: Path = Path("/etc/os-release")) -> str | None:
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            fields[key.strip()] = value.strip().strip("\"'")
-    if "ID" not in fields:
-        return None
-    return f"{fields['ID']} {fields.get('VERSION_ID', '')}".strip()
-
-
-def environment_manifest() -> dict[str, str]:
-    """Versions of the toolchain that shape the output; hosts are only comparable if these match."""
-    probes = {
-        "rpmbuild": ["rpmbuild", "--version"],
-        "gcc": ["gcc", "-dumpfullversion"],
-        "ld": ["ld", "--version"],
-        "mock": ["mock", "--version"],
-    }
-    manifest = {key: v for key, cmd in probes.items() if (v := _first_line(cmd)) is not None}
-    if (os_id := _os_release()) is not None:
-        manifest["os"] = os_id
-    return manifest
-
-
-def manifest_digest(manifest: Mapping[str, str]) -> str:
-    canonical = json.dumps(dict(manifest), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,10 @@ from services.common.config import BuilderConfig
 from services.common.rpmfiles import result_set_digest, sha256_file
 from services.common.signing import now_iso
 
-from . import client, rpmbuild
+from . import buildroot, client, rpmbuild
 from .journal import Journal
 from .publisher import Publisher
+from .sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,13 @@ def attestation(
     logs: list[dict[str, Any]],
     env_manifest: Mapping[str, str],
     duration: float,
+    failure: str | None = None,
 ) -> dict[str, Any]:
-    """The unsigned body of `task.finished`: what was built, from what, with what."""
-    return {
+    """The unsigned body of `task.finished`: what was built, from what, with what.
+
+    A failed task says whose failure it is (`failure`): the package's, or the agent's.
+    """
+    body = {
         **{k: lease[k] for k in TASK_KEYS},
         "nvr": lease["nvr"],
         "status": status,
@@ -62,6 +68,9 @@ def attestation(
         "env_digest": rpmbuild.manifest_digest(env_manifest),
         "duration": round(max(duration, 0.0), 3),
     }
+    if status == "failed":
+        body["failure"] = failure or "agent"
+    return body
 
 
 def lease_expired(lease: Mapping[str, Any]) -> bool:
@@ -99,8 +108,12 @@ class Runner:
         publisher: Publisher,
         session: Callable[[], aiohttp.ClientSession],
         signing_key: Callable[[], Ed25519PrivateKey],
+        sandbox: Sandbox,
     ) -> None:
         self.settings = settings
+        self.sandbox = sandbox
+        # Per running lease: set to stop its build (a revoked lease); see revoke().
+        self._cancels: dict[str, threading.Event] = {}
         self.build_path = build_path
         self.workdir = workdir
         self.journal = journal
@@ -112,6 +125,7 @@ class Runner:
         """Run one lease to its attestation; raises only CancelledError."""
         lease_id = lease["lease_id"]
         progress = _Progress()
+        cancel = self._cancels.setdefault(lease_id, threading.Event())
         try:
             if lease_expired(lease):
                 # The dispatcher has requeued it elsewhere; building it would be wasted.
@@ -121,13 +135,22 @@ class Runner:
             with telemetry.span(
                 "skyline.builder.task", lease_id=lease_id, nvr=lease["nvr"], arch=lease["arch"]
             ):
-                body = await self._execute(lease, progress)
+                body = await self._execute(lease, progress, cancel)
                 await self._finish(lease, body)
         except Exception as exc:
             log.exception(
                 "task for lease %s (%s, %s) failed", lease_id, lease["nvr"], lease["arch"]
             )
             await self._report_crash(lease, progress, exc)
+        finally:
+            self._cancels.pop(lease_id, None)
+
+    def revoke(self, lease_id: str) -> None:
+        """Stop this lease's build within seconds; it is reported as failed ("revoked").
+
+        Safe from any thread, and before the lease's task has started (it then never builds).
+        """
+        self._cancels.setdefault(lease_id, threading.Event()).set()
 
     async def expire(self, lease_id: str, entry: dict[str, Any]) -> None:
         self.journal.save(lease_id, {**entry, "state": "expired", "at": now_iso()})
@@ -136,7 +159,9 @@ class Runner:
     def task_dir(self, lease_id: str) -> Path:
         return self.workdir / "tasks" / self.journal.path(lease_id).stem
 
-    async def _execute(self, lease: dict[str, Any], progress: _Progress) -> dict[str, Any]:
+    async def _execute(
+        self, lease: dict[str, Any], progress: _Progress, cancel: threading.Event
+    ) -> dict[str, Any]:
         """Fetch, check, build and upload; return the unsigned attestation."""
         lease_id = lease["lease_id"]
         progress.started = asyncio.get_running_loop().time()
@@ -150,7 +175,7 @@ class Runner:
             self.session(), lease["srpm_url"], srpm, lease["srpm_sha256"], MAX_SRPM_BYTES
         )
         progress.srpm_sha256 = got
-        env = await asyncio.to_thread(rpmbuild.environment_manifest)
+        env = await asyncio.to_thread(self.environment_manifest)
         if got != lease["srpm_sha256"]:
             log.error(
                 "lease %s: SRPM sha256 %s, expected %s; not building",
@@ -172,6 +197,16 @@ class Runner:
                 logs=[await self._upload(lease, note)],
                 env_manifest=env,
                 duration=0.0,
+                failure="agent",  # not the sources asked for: another host may fetch them
+            )
+        if cancel.is_set():
+            return await self._revoked(lease, results, got, env)
+        repos = list(lease.get("repos", []))
+        buildroot_rpms: list[Path] = []
+        if repos and self.sandbox.kind != "mock":
+            # mock adds the repositories to its chroot; rpmbuild gets their packages unpacked.
+            buildroot_rpms = await buildroot.fetch_buildroot(
+                self.session(), repos, lease["arch"], task_dir / "buildroot"
             )
         outcome = await asyncio.to_thread(
             rpmbuild.build,
@@ -180,7 +215,14 @@ class Runner:
             results_dir=results,
             build_path=self.build_path,
             timeout=self.settings.build_timeout,
-            backend=self.settings.backend,
+            # The sandbox was chosen at start-up (sandbox.resolve), mock or rpmbuild.
+            backend="mock" if self.sandbox.kind == "mock" else "rpmbuild",
+            sandbox=self.sandbox,
+            path_env=self.settings.tool_path or None,
+            cancel=cancel,
+            buildroot_rpms=buildroot_rpms,
+            repos=repos,
+            max_disk_mb=self.settings.build_max_disk_mb,
         )
         log.info(
             "lease %s: build %s in %.0f s (rc=%d)",
@@ -199,6 +241,30 @@ class Runner:
             logs=[await self._upload(lease, outcome.log)],
             env_manifest=env,
             duration=outcome.duration,
+            failure=_failure_kind(outcome),
+        )
+
+    async def _revoked(
+        self, lease: dict[str, Any], results: Path, srpm_sha256: str, env: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """The attestation of a lease revoked before its build started."""
+        note = results / rpmbuild.LOG_NAME
+        note.write_text("skyline: the lease was revoked before the build started\n")
+        return attestation(
+            lease,
+            status="failed",
+            srpm_sha256=srpm_sha256,
+            rpms=[],
+            logs=[await self._upload(lease, note)],
+            env_manifest=env,
+            duration=0.0,
+            failure="revoked",
+        )
+
+    def environment_manifest(self) -> dict[str, str]:
+        """What builds here run with: the build's PATH, the sandbox kind."""
+        return rpmbuild.environment_manifest(
+            path=self.settings.tool_path or None, sandbox=self.sandbox.kind
         )
 
     async def _report_crash(
@@ -223,7 +289,7 @@ class Runner:
                     log.warning(
                         "lease %s: could not upload %s: %s", lease_id, path.name, upload_exc
                     )
-            env = await asyncio.to_thread(rpmbuild.environment_manifest)
+            env = await asyncio.to_thread(self.environment_manifest)
             elapsed = (
                 asyncio.get_running_loop().time() - progress.started if progress.started else 0
             )
@@ -236,6 +302,7 @@ class Runner:
                 logs=logs,
                 env_manifest=env,
                 duration=elapsed,
+                failure="agent",
             )
             await self._finish(lease, body)
         except Exception:
@@ -276,6 +343,17 @@ class Runner:
             key=self.signing_key(),
         )
         return {"name": path.name, "size": size, "sha256": sha256}
+
+
+def _failure_kind(outcome: rpmbuild.BuildOutcome) -> str:
+    """Whose failure a failed build is: the package's, unless the agent stopped it."""
+    if outcome.cancelled:
+        return "revoked"
+    if outcome.timed_out:
+        return "timeout"
+    if outcome.limit_exceeded:
+        return "limit"
+    return "package"
 
 
 def _digest_and_size(path: Path) -> tuple[str, int]:

@@ -131,8 +131,18 @@ class BuilderConfig:
     enrol_token: str = ""
     heartbeat_seconds: float = 10.0
     build_path: str = "/var/tmp/skyline-build"  # identical on every host: see builder/rpmbuild.py
-    backend: str = "auto"
+    backend: str = "auto"  # auto: mock where installed, else rpmbuild in a bwrap sandbox
     build_timeout: float = 4 * 3600
+    # Without a sandbox (no bwrap, no user namespaces) the agent refuses to build, unless this
+    # is true: then strangers' spec files run unconfined next to the host's key.
+    allow_unsandboxed: bool = False
+    build_user: str = "nobody"  # an agent running as root builds as this user, never as root
+    build_max_processes: int = 1024  # per build, inside its sandbox (0: no limit)
+    build_max_memory_mb: int = 16384  # address space per build process (0: no limit)
+    build_max_file_mb: int = 20480  # largest file a build may write (0: no limit)
+    build_max_disk_mb: int = 65536  # the build directory's size, checked every 5 s (0: none)
+    tool_path: str = ""  # PATH for builds and the environment manifest; empty: the agent's
+    sandbox_hide: list[str] = dataclasses.field(default_factory=list)  # more paths to hide
 
 
 @dataclasses.dataclass(frozen=True)

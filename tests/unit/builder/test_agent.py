@@ -22,7 +22,7 @@ from fedora_messaging import message as fm
 from skyline_messages import HostHeartbeatV1, TaskFinishedV1, TaskLeasedV1, TaskStartedV1
 
 from services.builder import __main__ as builder_main
-from services.builder import client, rpmbuild, runner
+from services.builder import client, rpmbuild, runner, sandbox
 from services.builder.agent import Agent
 from services.builder.journal import Journal
 from services.common.config import BuilderConfig, Config
@@ -42,6 +42,7 @@ SRPM_SHA = hashlib.sha256(SRPM).hexdigest()
 NVR = "skyline-hello-1.0-1"
 RPM_NAME = f"{NVR}.noarch.rpm"
 ENV = {"rpmbuild": "RPM version 4.18.0", "os": "fedora 41"}
+SANDBOX_PROBLEM = sandbox.bwrap_problem()
 LEASE_A = "3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b"
 LEASE_B = "7d1e2f3a-4b5c-4d6e-8f7a-9b0c1d2e3f4a"
 LEASE_C = "0a1b2c3d-4e5f-4a6b-8c7d-8e9f0a1b2c3d"
@@ -184,7 +185,7 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         return rpmbuild.BuildOutcome(True, [rpm], log, 0, 1.5)
 
     monkeypatch.setattr(rpmbuild, "build", fake_build)
-    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda: dict(ENV))
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
     return calls
 
 
@@ -203,6 +204,9 @@ def make_config(tmp_path: Path, services: Services, **builder: Any) -> Config:
         "build_path": str(tmp_path / "build"),
         "backend": "rpmbuild",
         "build_timeout": 123.0,
+        # Where bwrap cannot sandbox (e.g. a container without user namespaces), the agent
+        # would refuse to start; the tests of the sandbox itself skip there instead.
+        "allow_unsandboxed": SANDBOX_PROBLEM is not None,
         **builder,
     }
     return Config(builder=BuilderConfig(**settings))
@@ -329,6 +333,7 @@ async def test_successful_build_is_uploaded_and_attested(
     assert body["env_manifest"] == ENV
     assert body["env_digest"] == rpmbuild.manifest_digest(ENV)
     assert body["duration"] == 1.5
+    assert "failure" not in body  # only a failed task says whose failure it is
     assert (body["task_id"], body["build_id"], body["host"], body["nvr"]) == (11, 7, HOST, NVR)
 
     entry = Journal(agent.workdir / "journal").load(LEASE_A)
@@ -469,7 +474,7 @@ async def test_agent_error_is_reported_as_failed(
         raise OSError("disk on fire")
 
     monkeypatch.setattr(rpmbuild, "build", broken_build)
-    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda: dict(ENV))
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
     bus = FakeBus()
     agent = Agent(make_config(tmp_path, services), bus=bus)
     async with running(agent, bus):
@@ -481,6 +486,7 @@ async def test_agent_error_is_reported_as_failed(
     assert body["status"] == "failed" and body["srpm_sha256"] == SRPM_SHA
     assert body["result_digest"] == result_set_digest([])
     assert "disk on fire" in services.uploads[(LEASE_A, "agent-error.log")].decode()
+    assert body["failure"] == "agent"
     assert [f["name"] for f in body["files"]] == ["agent-error.log"]
 
 
@@ -502,7 +508,7 @@ async def test_heartbeat_counts_running_tasks(
 ) -> None:
     release = asyncio.Event()
     monkeypatch.setattr(rpmbuild, "build", gated_build(release, succeeded=False))
-    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda: dict(ENV))
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
     bus = FakeBus()
     agent = Agent(make_config(tmp_path, services), bus=bus)
     async with running(agent, bus):
@@ -517,7 +523,14 @@ async def test_heartbeat_counts_running_tasks(
 
 
 def test_config_is_checked(tmp_path: Path) -> None:
-    good = Config(builder=BuilderConfig(host="b1", owner="alice", workdir=str(tmp_path)))
+    good = Config(
+        builder=BuilderConfig(
+            host="b1",
+            owner="alice",
+            workdir=str(tmp_path),
+            allow_unsandboxed=SANDBOX_PROBLEM is not None,
+        )
+    )
     Agent(good, bus=FakeBus())
     for bad in ({"host": "Bad_Name"}, {"owner": ""}, {"build_path": "relative"}, {"slots": 0}):
         config = dataclasses.replace(good, builder=dataclasses.replace(good.builder, **bad))
@@ -645,7 +658,7 @@ async def test_stop_interrupts_builds_after_the_grace_period(
         raise AssertionError("the build was killed: its result must not be used")
 
     monkeypatch.setattr(rpmbuild, "build", endless_build)
-    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda: dict(ENV))
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
     bus = FakeBus()
     agent = Agent(make_config(tmp_path, services), bus=bus, grace=0.2)
     started = time.monotonic()
@@ -666,7 +679,7 @@ async def test_stop_stops_consuming_but_lets_running_builds_report(
 ) -> None:
     release = asyncio.Event()
     monkeypatch.setattr(rpmbuild, "build", gated_build(release, succeeded=True))
-    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda: dict(ENV))
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
     bus = FakeBus()
     agent = Agent(make_config(tmp_path, services), bus=bus, grace=5)
     stop = asyncio.Event()
@@ -710,3 +723,149 @@ async def test_refused_upload_fails_the_task_with_both_logs(
     assert body["status"] == "failed" and body["result_digest"] == result_set_digest([])
     assert [f["name"] for f in body["files"]] == ["build.log", "agent-error.log"]
     assert "HTTP 422" in services.uploads[(LEASE_A, "agent-error.log")].decode()
+
+
+# -- the sandbox --------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(SANDBOX_PROBLEM is not None, reason=f"no sandbox: {SANDBOX_PROBLEM}")
+async def test_builds_are_sandboxed_and_the_heartbeat_says_so(
+    tmp_path: Path, services: Services, builds: list[dict[str, Any]]
+) -> None:
+    bus = FakeBus()
+    agent = Agent(make_config(tmp_path, services), bus=bus)
+    assert agent.sandbox.kind == "bwrap"
+    # The key and journal (the work directory) and the agent's home are hidden from builds.
+    assert agent.workdir in agent.sandbox.hide and Path.home().resolve() in agent.sandbox.hide
+    async with running(agent, bus):
+        await eventually(lambda: bool(bus.of(HostHeartbeatV1)))
+        await deliver(bus, lease_msg(services))
+        await eventually(lambda: bool(bus.of(TaskFinishedV1)))
+    assert bus.of(HostHeartbeatV1)[0].sandbox == "bwrap"
+    [call] = builds
+    assert call["sandbox"] is agent.sandbox
+
+
+def test_no_sandbox_refuses_to_start_unless_allowed(tmp_path: Path, caplog: Any) -> None:
+    # A PATH without bwrap on it: no sandbox can be made.
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    base = {"host": HOST, "owner": "alice", "workdir": str(tmp_path / "w"), "backend": "rpmbuild"}
+    refused = Config(builder=BuilderConfig(**base, tool_path=str(empty)))
+    with pytest.raises(
+        ConfigError, match=r"refusing to build without a sandbox.*allow_unsandboxed"
+    ):
+        Agent(refused, bus=FakeBus())
+    allowed = Config(builder=BuilderConfig(**base, tool_path=str(empty), allow_unsandboxed=True))
+    agent = Agent(allowed, bus=FakeBus())
+    assert agent.sandbox.kind == "none" and "not installed" in agent.sandbox.reason
+    with caplog.at_level("WARNING"):
+        agent._log_sandbox()
+    assert "WITHOUT a sandbox" in caplog.text
+
+
+async def test_unsandboxed_agent_says_so_in_its_heartbeat(
+    tmp_path: Path, services: Services
+) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    config = make_config(tmp_path, services, tool_path=str(empty), allow_unsandboxed=True)
+    bus = FakeBus()
+    agent = Agent(config, bus=bus)
+    async with running(agent, bus):
+        await eventually(lambda: bool(bus.of(HostHeartbeatV1)))
+    beat = bus.of(HostHeartbeatV1)[0]
+    beat.validate()
+    assert beat.sandbox == "none"
+
+
+LEASE_C = "0a1b2c3d-4e5f-4a6b-8c7d-8e9f0a1b2c3d"
+
+
+async def test_timed_out_build_is_the_agents_failure(
+    tmp_path: Path, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outcomes = {
+        LEASE_A: dict(succeeded=False, returncode=-9, timed_out=True),
+        LEASE_B: dict(succeeded=False, returncode=1, timed_out=False),
+        LEASE_C: dict(succeeded=False, returncode=-9, limit_exceeded=True),
+    }
+
+    def build(srpm: Path, **kwargs: Any) -> rpmbuild.BuildOutcome:
+        lease = kwargs["results_dir"].parent.name
+        log = kwargs["results_dir"] / rpmbuild.LOG_NAME
+        log.write_text("whatever\n")
+        return rpmbuild.BuildOutcome(rpms=[], log=log, duration=1.0, **outcomes[lease])
+
+    monkeypatch.setattr(rpmbuild, "build", build)
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
+    bus = FakeBus()
+    agent = Agent(make_config(tmp_path, services), bus=bus)
+    async with running(agent, bus):
+        await deliver(bus, lease_msg(services, LEASE_A))
+        await deliver(bus, lease_msg(services, LEASE_B))
+        await deliver(bus, lease_msg(services, LEASE_C))
+        await eventually(lambda: len(bus.of(TaskFinishedV1)) == 3)
+    failures = {m.body["lease_id"]: (m.body["status"], m.failure) for m in bus.of(TaskFinishedV1)}
+    assert failures == {
+        LEASE_A: ("failed", "timeout"),
+        LEASE_B: ("failed", "package"),
+        LEASE_C: ("failed", "limit"),
+    }
+
+
+async def test_revoked_lease_stops_its_build_and_reports_it(
+    tmp_path: Path, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def build(srpm: Path, **kwargs: Any) -> rpmbuild.BuildOutcome:
+        # Like the real build: runs until its cancel event is set (or 30 s pass).
+        loop.call_soon_threadsafe(started.set)
+        cancelled = kwargs["cancel"].wait(30)
+        log = kwargs["results_dir"] / rpmbuild.LOG_NAME
+        log.write_text("skyline: build cancelled\n")
+        return rpmbuild.BuildOutcome(False, [], log, -9, 0.5, cancelled=cancelled)
+
+    monkeypatch.setattr(rpmbuild, "build", build)
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
+    bus = FakeBus()
+    agent = Agent(make_config(tmp_path, services), bus=bus)
+    async with running(agent, bus):
+        assert not agent.revoke(LEASE_A)  # nothing to revoke yet
+        await deliver(bus, lease_msg(services, LEASE_A))
+        await asyncio.wait_for(started.wait(), 5)
+        assert agent.revoke(LEASE_A)
+        await eventually(lambda: bool(bus.of(TaskFinishedV1)), timeout=5)
+    [finished] = bus.of(TaskFinishedV1)
+    assert (finished.body["status"], finished.failure) == ("failed", "revoked")
+
+
+async def test_lease_repositories_become_the_builds_buildroot(
+    tmp_path: Path,
+    services: Services,
+    builds: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fetched: list[tuple[list[str], str]] = []
+
+    async def fetch_buildroot(session: Any, repos: list[str], arch: str, dest: Path) -> list[Path]:
+        fetched.append((repos, arch))
+        return [dest / "0-base-1-1.noarch.rpm"]
+
+    monkeypatch.setattr(runner.buildroot, "fetch_buildroot", fetch_buildroot)
+    msg = lease_msg(services)
+    repo = "http://repo.example/chain/1/"
+    msg = TaskLeasedV1(topic=msg.topic, body={**msg.body, "repos": [repo]})
+    msg.validate()
+    assert msg.repos == [repo]
+    bus = FakeBus()
+    agent = Agent(make_config(tmp_path, services), bus=bus)
+    async with running(agent, bus):
+        await deliver(bus, msg)
+        await eventually(lambda: bool(bus.of(TaskFinishedV1)))
+    assert fetched == [([repo], "noarch")]
+    [call] = builds
+    assert [p.name for p in call["buildroot_rpms"]] == ["0-base-1-1.noarch.rpm"]
+    assert call["repos"] == [repo]

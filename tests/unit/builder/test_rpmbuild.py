@@ -201,19 +201,19 @@ def test_mock_command_line(srpm: Path, tmp_path: Path) -> None:
 
 def test_environment_manifest_and_digest() -> None:
     manifest = rb.environment_manifest()
-    assert manifest["rpmbuild"].startswith("RPM version ")
+    assert manifest["rpmbuild.version"].startswith("RPM version ")
     assert "os" in manifest
     if shutil.which("gcc"):
-        assert manifest["gcc"][0].isdigit()
+        assert manifest["gcc.version"][0].isdigit()
     if shutil.which("ld"):
-        assert "ld" in manifest["ld"].lower()
+        assert "ld" in manifest["ld.version"].lower()
     d = rb.manifest_digest(manifest)
     assert len(d) == 64
     assert rb.manifest_digest(dict(reversed(list(manifest.items())))) == d
     assert rb.manifest_digest({"b": "2", "a": "1"}) == (
         hashlib.sha256(b'{"a":"1","b":"2"}').hexdigest()
     )
-    assert rb.manifest_digest({**manifest, "rpmbuild": "RPM version 0"}) != d
+    assert rb.manifest_digest({**manifest, "rpmbuild.version": "RPM version 0"}) != d
 
 
 def test_build_path_problem_is_reported_before_any_build(tmp_path: Path) -> None:
@@ -221,3 +221,22 @@ def test_build_path_problem_is_reported_before_any_build(tmp_path: Path) -> None
     # A parent that cannot be written (here: missing) is found even when running as root.
     problem = rb.build_path_problem(tmp_path / "missing" / "build")
     assert problem is not None and "is not writable" in problem
+
+
+def test_mock_gets_the_lease_repositories(tmp_path: Path) -> None:
+    cmd = rb._mock_cmd(
+        tmp_path / "x.src.rpm", "noarch", tmp_path, "fedora-41-x86_64", ["http://r/1/"]
+    )
+    assert cmd[:4] == ["mock", "-r", "fedora-41-x86_64", "--addrepo=http://r/1/"]
+
+
+def test_buildroot_packages_need_the_bwrap_sandbox(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="bwrap"):
+        rb.build(
+            tmp_path / "x.src.rpm",
+            arch="noarch",
+            results_dir=tmp_path / "r",
+            build_path=tmp_path / "b",
+            backend="rpmbuild",
+            buildroot_rpms=[tmp_path / "a.rpm"],
+        )
