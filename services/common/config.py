@@ -9,6 +9,7 @@ Environment overrides: `SKYLINE_AMQP_URL`, `SKYLINE_DATABASE_URL`, and
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import platform
 import tomllib
@@ -17,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
+
+from services.verifier.policy import PolicyConfig
 
 from .errors import ConfigError
 
@@ -90,6 +93,10 @@ class DispatcherConfig:
 class VerifierConfig:
     registry_url: str = "http://127.0.0.1:8410"
     collector_url: str = "http://127.0.0.1:8412"
+    # The acceptance policy ([verifier.policy], services/verifier/policy.py's PolicyConfig).
+    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    # Packages whose results are sampled for replicas more often (risk_critical_package).
+    critical_packages: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +114,9 @@ class CollectorConfig:
     # Per owner: source RPMs stored in any hour, and their bytes in any day.
     source_uploads_per_hour: int = 60
     source_mb_per_day: int = 10240
+    # Leases whose RPM facts (GET /api/v1/leases/{id}/facts) are read at once: each hashes
+    # every payload file of up to max_lease_mb.
+    facts_reads: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +218,12 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             raise ConfigError(f"{name}: expected a number, got {value!r}") from None
     if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        try:
+            return kind(value)
+        except ValueError:
+            choices = ", ".join(str(m.value) for m in kind)
+            raise ConfigError(f"{name}: expected one of {choices}, got {value!r}") from None
     if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         return value
     raise ConfigError(f"{name}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
@@ -226,6 +242,17 @@ def _build(cls: type, data: Mapping[str, Any], env: Mapping[str, str], prefix: s
     values: dict[str, Any] = {}
     for name in names:
         env_key = f"{prefix}{name.upper()}"
+        kind = hints[name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            # A table inside a section ([verifier.policy]); env: SKYLINE_VERIFIER_POLICY_<KEY>.
+            table = data.get(name, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{name} must be a table")
+            try:
+                values[name] = _build(kind, table, env, f"{env_key}_")
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+            continue
         if env_key in env:
             values[name] = _coerce(env_key, hints[name], env[env_key])
         elif name in data:
