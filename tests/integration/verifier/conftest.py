@@ -41,6 +41,8 @@ class Peers:
     uploads: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
     # GET /api/v1/leases/{lease_id}/facts answers {"lease_id", "rpms": facts[lease_id]}.
     facts: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    # Leases whose RPMs the stand-in collector cannot read (it answers 422 with this error).
+    unreadable: dict[str, str] = dataclasses.field(default_factory=dict)
     registry_status: int = 200  # anything else: the registry answers with that error
     collector_status: int = 200  # the same for the collector
     requests: list[str] = dataclasses.field(default_factory=list)
@@ -159,6 +161,8 @@ async def peers(runtime: Runtime) -> AsyncIterator[Peers]:
         peers.requests.append(request.path)
         if peers.collector_status != 200:
             return web.json_response({"error": "down"}, status=peers.collector_status)
+        if lease_id in peers.unreadable:
+            return web.json_response({"error": peers.unreadable[lease_id]}, status=422)
         if lease_id not in peers.facts:
             raise _not_found("unknown lease")
         return web.json_response({"lease_id": lease_id, "rpms": peers.facts[lease_id]})

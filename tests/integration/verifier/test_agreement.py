@@ -269,3 +269,22 @@ async def test_no_agreement_within_the_results_limit_is_refused(
 async def test_a_result_after_acceptance_changes_nothing(runtime, peers, sent, hosts) -> None:
     only(await build(runtime, peers, sent, "core-1"), TaskVerifiedV1)
     assert await build(runtime, peers, sent, "trusty", "tampered") == []
+
+
+async def test_rpms_the_collector_cannot_read_are_refused(runtime, peers, sent, hosts) -> None:
+    msg = await lease_and_attest(runtime, peers, "core-1")
+    peers.unreadable[msg.lease_id] = "not an intact RPM: x.rpm: header digest of /a differs"
+    await SERVICE.handle(runtime, msg)
+    refused = only(await sent(), TaskMismatchV1)
+    assert (refused["reason"], refused["detail"]) == ("bad_rpm", peers.unreadable[msg.lease_id])
+    assert await runtime.pool.fetch("SELECT * FROM results") == []
+
+
+async def test_staged_rpms_that_are_not_the_attested_ones_are_refused(
+    runtime, peers, sent, hosts
+) -> None:
+    msg = await lease_and_attest(runtime, peers, "core-1")
+    # Replaced after the listing was checked: the facts are of other bytes.
+    peers.facts[msg.lease_id][0]["sha256"] = "0" * 64
+    await SERVICE.handle(runtime, msg)
+    assert only(await sent(), TaskMismatchV1)["reason"] == "digest_mismatch"
