@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fedora_messaging.message import DEBUG, INFO, WARNING
 
 from .base import (
@@ -70,6 +72,22 @@ class _HostTopic(PartyTopic, _TaskMessage):
     def host(self) -> str:
         return str(self.body["host"])
 
+    @property
+    def task_id(self) -> int:
+        return int(self.body["task_id"])
+
+    @property
+    def build_id(self) -> int:
+        return int(self.body["build_id"])
+
+    @property
+    def lease_id(self) -> str:
+        return str(self.body["lease_id"])
+
+    @property
+    def arch(self) -> str:
+        return str(self.body["arch"])
+
 
 class TaskLeasedV1(_HostTopic):
     """The dispatcher leases a task to one host; published on `skyline.task.leased.<host>`."""
@@ -109,6 +127,18 @@ class TaskLeasedV1(_HostTopic):
     @property
     def purpose(self) -> str:
         return str(self.body.get("purpose", "build"))
+
+    @property
+    def nvr(self) -> str:
+        return str(self.body["nvr"])
+
+    @property
+    def srpm_sha256(self) -> str:
+        return str(self.body["srpm_sha256"])
+
+    @property
+    def scratch(self) -> bool:
+        return bool(self.body.get("scratch", False))
 
     @property
     def summary(self) -> str:
@@ -180,6 +210,30 @@ class TaskFinishedV1(_HostTopic):
             "signature": SIGNATURE,
         },
     )
+
+    @property
+    def nvr(self) -> str:
+        return str(self.body["nvr"])
+
+    @property
+    def status(self) -> str:
+        return str(self.body["status"])
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        return list(self.body["files"])
+
+    @property
+    def result_digest(self) -> str:
+        return str(self.body["result_digest"])
+
+    @property
+    def env_digest(self) -> str:
+        return str(self.body["env_digest"])
+
+    @property
+    def duration(self) -> float:
+        return float(self.body["duration"])
 
     @property
     def failure(self) -> str | None:

@@ -2,8 +2,10 @@
 
 The handler that stores a lease cannot remove its uploads itself: its transaction commits
 after it returns, and a rollback (then a redelivery) still needs them. So a periodic sweep
-removes them once the lease is recorded as stored, and gives up on any other lease (failed,
-never verified, refused) after RETENTION, which leaves time to look at refused uploads.
+removes them once the lease is recorded as stored or superseded (another lease of its task
+was stored: replicas and tie-breaks of an accepted task), and gives up on any other lease
+(failed, never verified, refused, or of a task still waiting for agreement: the verifier
+compares later results with it) after RETENTION, which leaves time to look at refused uploads.
 """
 
 from __future__ import annotations

@@ -67,6 +67,8 @@ async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
     results = await _store(ctx, lease, body["files"])
     await store.record_stored(ctx.conn, lease_id, results)
     log.info("lease %s: stored %d file(s) of %s", lease_id, len(results), lease["nvr"])
+    if others := await store.supersede_other_leases(ctx.conn, lease["task_id"], lease_id):
+        log.info("task %s: superseded %d other lease(s)", lease["task_id"], len(others))
     await ctx.publish(stored_message(lease, [r.entry() for r in results]))
 
 

@@ -9,6 +9,11 @@ GET  /api/v1/uploads/{lease_id}          {"files": [{name, size, sha256, rpm}]}:
 GET  /api/v1/leases/{lease_id}           {"lease_id", "state", "files"}: the lease's state
                                          (open, stored, failed, superseded) and the files
                                          it stored, as build.stored lists them
+GET  /api/v1/leases/{lease_id}/facts     {"lease_id", "rpms": [{name, sha256, nevra, files,
+                                         deps, tags}]}: what the verifier compares of each
+                                         staged RPM (services/common/rpmfacts.py); 404 for
+                                         an unknown lease or one whose uploads are removed,
+                                         422 when an RPM is not intact
 PUT  /api/v1/sources/{sha256}/{name}     an N-V-R.src.rpm, stored by digest, from an owner
                                          (Authorization: Bearer <owner token>, owners.py)
 GET  /sources/{sha256}/{name}            download it
@@ -50,7 +55,7 @@ from services.common.http import error
 from services.common.rpmfiles import RpmCheckError, check_rpm_digests, read_rpm_info
 from services.common.service import RUNTIME, Runtime
 
-from . import auth, limits, owners, storage, store
+from . import auth, facts, limits, owners, storage, store
 from .spool import spool
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,7 @@ _FILE_NAME = re.compile(FILE_NAME["pattern"])
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 MB = 1024 * 1024
 _RATE_KEY = "host-upload-rate"
+_FACTS_KEY = "facts-reads"
 
 
 def _name(request: web.Request) -> str:
@@ -247,6 +253,35 @@ async def get_lease(request: web.Request) -> web.Response:
     return web.json_response(
         {"lease_id": str(lease_id), "state": lease["state"], "files": [dict(f) for f in files]}
     )
+
+
+@routes.get("/api/v1/leases/{lease_id}/facts")
+async def get_facts(request: web.Request) -> web.Response:
+    """The facts of the lease's staged RPMs, for the verifier's comparison. Like the upload
+    listing, open to the services: RPM contents are what gets published anyway."""
+    runtime = request.app[RUNTIME]
+    lease_id = _lease_id(request)
+    async with runtime.pool.acquire() as conn:
+        lease = await store.get_lease(conn, lease_id)
+        if lease is None:
+            raise error(404, "unknown lease")
+        staged = await store.staged_files(conn, lease_id)
+    gone = error(404, f"the uploads of lease {lease_id} were removed")
+    if lease["cleaned_at"] is not None:
+        raise gone
+    names = [r["name"] for r in staged if r["name"].endswith(".rpm")]
+    slots = runtime.state.get(_FACTS_KEY)
+    if slots is None:
+        slots = runtime.state[_FACTS_KEY] = asyncio.Semaphore(runtime.config.collector.facts_reads)
+    folder = storage.staging_dir(runtime.config, lease_id)
+    async with slots:
+        try:
+            rpms = await asyncio.to_thread(facts.read_facts, folder, names)
+        except RpmCheckError as exc:
+            raise error(422, f"not an intact RPM: {exc}") from None
+        except FileNotFoundError:
+            raise gone from None
+    return web.json_response({"lease_id": str(lease_id), "rpms": rpms})
 
 
 @routes.put("/api/v1/sources/{sha256}/{name}")

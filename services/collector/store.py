@@ -76,6 +76,20 @@ async def stored_lease_of_task(
     )
 
 
+async def supersede_other_leases(
+    conn: asyncpg.Connection, task_id: int, lease_id: uuid.UUID
+) -> list[uuid.UUID]:
+    """The task was stored from `lease_id`: its other open leases (replicas, tie-breaks whose
+    uploads the verifier read facts from) are superseded, so the sweep removes them."""
+    rows = await conn.fetch(
+        "UPDATE leases SET state = 'superseded' WHERE task_id = $1 AND lease_id <> $2"
+        " AND state = 'open' RETURNING lease_id",
+        task_id,
+        lease_id,
+    )
+    return [r["lease_id"] for r in rows]
+
+
 async def staged_files(conn: asyncpg.Connection, lease_id: uuid.UUID) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT name, size, sha256 FROM staged_files WHERE lease_id = $1 ORDER BY name", lease_id
@@ -171,6 +185,9 @@ async def claim_leases_to_clean(
     conn: asyncpg.Connection, retention: datetime.timedelta, limit: int
 ) -> list[uuid.UUID]:
     """Leases whose staging folder can go: stored or superseded ones at once, others when stale.
+
+    An open lease of a task not yet accepted stays until `retention`: the verifier reads its
+    RPM facts whenever a later result of the task is compared with it.
 
     SKIP LOCKED: a lease being stored right now is left alone, and replicas share the work.
     """

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from services.registry.trust import TrustConfig
+from services.verifier.policy import PolicyConfig
 
 from .errors import ConfigError
 
@@ -96,6 +97,10 @@ class DispatcherConfig:
 class VerifierConfig:
     registry_url: str = "http://127.0.0.1:8410"
     collector_url: str = "http://127.0.0.1:8412"
+    # The acceptance policy ([verifier.policy], services/verifier/policy.py's PolicyConfig).
+    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    # Packages whose results are sampled for replicas more often (risk_critical_package).
+    critical_packages: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +120,9 @@ class CollectorConfig:
     # Per owner: source RPMs stored in any hour, and their bytes in any day.
     source_uploads_per_hour: int = 60
     source_mb_per_day: int = 10240
+    # Leases whose RPM facts (GET /api/v1/leases/{id}/facts) are read at once: each hashes
+    # every payload file of up to max_lease_mb.
+    facts_reads: int = 2
 
 
 @dataclasses.dataclass(frozen=True)

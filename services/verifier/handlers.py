@@ -8,28 +8,32 @@ from collections.abc import Mapping
 from typing import Any
 
 from skyline_messages import TaskFinishedV1, TaskLeasedV1, TaskMismatchV1, TaskVerifiedV1
+from skyline_messages.task import TASK_FIELDS
 
 from services.common.errors import SignatureError
+from services.common.rpmfacts import RpmFacts, comparison_key
 from services.common.service import Context
 from services.common.signing import verify_body
 
-from . import checks, peers
+from . import agreement, checks, peers
 
 log = logging.getLogger(__name__)
 
 
 async def on_task_leased(msg: TaskLeasedV1, ctx: Context) -> None:
-    b = msg.body
     await ctx.conn.execute(
-        "INSERT INTO leases (lease_id, task_id, build_id, host, arch, nvr, srpm_sha256)"
-        " VALUES ($1::uuid, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        b["lease_id"],
-        b["task_id"],
-        b["build_id"],
-        b["host"],
-        b["arch"],
-        b["nvr"],
-        b["srpm_sha256"],
+        "INSERT INTO leases (lease_id, task_id, build_id, host, arch, nvr, srpm_sha256,"
+        " scratch, purpose) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9)"
+        " ON CONFLICT DO NOTHING",
+        msg.lease_id,
+        msg.task_id,
+        msg.build_id,
+        msg.host,
+        msg.arch,
+        msg.nvr,
+        msg.srpm_sha256,
+        msg.scratch,
+        msg.purpose,
     )
 
 
@@ -50,7 +54,7 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
     # attests to a lease never issued, or issued to another host, is refused without a record:
     # recording it would lock the holder out (its real attestation would be a "replay").
     holder = lease is not None and lease["host"] == body["host"]
-    if host["state"] == "quarantined":
+    if host["state"] == "quarantined" or host.get("trust") == "quarantined":
         return await refuse(
             ctx, body, "host_not_allowed", f"{body['host']} is quarantined", keep=holder
         )
@@ -68,34 +72,53 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
 
     refusal = checks.check_lease(body, dict(lease) if lease else None)
     refusal = refusal or checks.check_result_digest(body)
-    if refusal is None and body["status"] == "succeeded":
-        staged = await peers.staged_files(ctx.runtime.http, config.collector_url, body["lease_id"])
-        refusal = checks.check_uploads(body["files"], staged)
-        refusal = refusal or checks.check_packages(dict(lease), body["files"], staged)
+    facts: list[RpmFacts] = []
+    if refusal is None and msg.status == "succeeded":
+        staged = await peers.staged_files(ctx.runtime.http, config.collector_url, msg.lease_id)
+        refusal = checks.check_uploads(msg.files, staged)
+        refusal = refusal or checks.check_packages(dict(lease), msg.files, staged)
+        if refusal is None:
+            facts, refusal = await _facts(ctx, msg)
     if refusal is not None:
         return await refuse(ctx, body, *refusal, keep=holder)
 
     await record(ctx, body, "verified")
-    log.info("verified task %s (%s) from %s", body["task_id"], body["arch"], body["host"])
-    await ctx.publish(
-        TaskVerifiedV1(
-            body={
-                k: body[k]
-                for k in (
-                    "task_id",
-                    "build_id",
-                    "lease_id",
-                    "host",
-                    "arch",
-                    "nvr",
-                    "status",
-                    "files",
-                    "result_digest",
-                )
-            }
-        )
-    )
+    log.info("verified task %s (%s) from %s", msg.task_id, msg.arch, msg.host)
+    if msg.status != "succeeded":
+        # A failure needs no agreement here: the dispatcher confirms failures (failures.py).
+        failed = {k: body[k] for k in (*TASK_FIELDS, "nvr", "status", "files", "result_digest")}
+        return await ctx.publish(TaskVerifiedV1(body=failed))
+    for out in await agreement.on_result(
+        ctx.conn,
+        ctx.runtime.http,
+        config,
+        msg,
+        host,
+        dict(lease),
+        facts,
+        comparison_key(facts),
+    ):
+        await ctx.publish(out)
     return None
+
+
+async def _facts(ctx: Context, msg: TaskFinishedV1) -> tuple[list[RpmFacts], checks.Refusal]:
+    """The facts of the attested RPMs as the collector read them from the staged bytes."""
+    url = ctx.config.verifier.collector_url
+    try:
+        found = await peers.rpm_facts_of_files(ctx.runtime.http, url, msg.lease_id)
+    except peers.FactsRefused as exc:
+        return [], ("bad_rpm", str(exc))
+    if found is None:
+        return [], ("missing_upload", "the collector no longer has the lease's uploads")
+    attested = {(f["name"], f["sha256"]) for f in msg.files if f["name"].endswith(".rpm")}
+    if {(name, sha) for name, sha, _ in found} != attested:
+        # Replaced since the listing was checked: judge the bytes attested, or nothing.
+        return [], ("digest_mismatch", "the staged RPMs changed during verification")
+    facts = [f for _, _, f in found]
+    if len({f.nevra for f in facts}) != len(facts):
+        return [], ("bad_rpm", "two RPMs of the result have the same N-E-V-R-A")
+    return facts, None
 
 
 async def refuse(

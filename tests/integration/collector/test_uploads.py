@@ -33,6 +33,7 @@ from services.common import db, outbox
 from services.common.config import Config
 from services.common.errors import Reject
 from services.common.http import make_app
+from services.common.rpmfacts import comparison_key, facts_from_json, read_rpm_facts
 from services.common.rpmfiles import (
     REPRODUCIBLE_MACROS,
     macro_args,
@@ -1128,3 +1129,80 @@ async def test_owner_bytes_per_day_are_limited(collector: Collector, srpms: list
         "UPDATE sources SET created_at = now() - interval '25 hours' WHERE owner = 'alice'"
     )
     assert (await collector.put_source(srpms[0], token)).status == 201
+
+
+async def facts_of(collector: Collector, lease_id: str) -> tuple[int, dict]:
+    resp = await collector.client.get(f"/api/v1/leases/{lease_id}/facts")
+    return resp.status, await resp.json()
+
+
+async def test_facts_of_staged_rpms_are_what_the_verifier_compares(
+    collector: Collector, built: tuple[Path, Path, Path], built_elsewhere: Path
+) -> None:
+    _, rpm_path, log_path = built
+    lease_id = await collector.lease()
+    await upload_results(collector, lease_id, [rpm_path, log_path])
+    status, answer = await facts_of(collector, lease_id)
+    assert status == 200
+    # Logs are not compared; each RPM comes with the digest of the bytes read.
+    assert answer["lease_id"] == lease_id
+    [entry] = answer["rpms"]
+    assert (entry["name"], entry["sha256"]) == (RPM_NAME, sha256_file(rpm_path))
+    assert set(entry) == {"name", "sha256", "nevra", "files", "deps", "tags"}
+    assert facts_from_json(entry) == read_rpm_facts(rpm_path)
+
+    # The same package rebuilt on another build host: other bytes, the same comparison key.
+    elsewhere = await collector.lease()
+    await upload_results(collector, elsewhere, [built_elsewhere])
+    _, other = await facts_of(collector, elsewhere)
+    assert other["rpms"][0]["sha256"] != entry["sha256"]
+    keys = {comparison_key([facts_from_json(r) for r in a["rpms"]]) for a in (answer, other)}
+    assert len(keys) == 1
+
+    status, unknown = await facts_of(collector, str(uuid.uuid4()))
+    assert (status, unknown["error"]) == (404, "unknown lease")
+    status, bad = await facts_of(collector, "not-a-uuid")
+    assert (status, bad["error"]) == (400, "the lease id is not a UUID")
+
+
+async def test_an_rpm_that_cannot_be_read_is_a_422(collector: Collector) -> None:
+    lease_id = await collector.lease()
+    assert (await collector.upload(lease_id, RPM_NAME, b"not an rpm")).status == 201
+    status, answer = await facts_of(collector, lease_id)
+    assert status == 422
+    assert answer["error"].startswith("not an intact RPM: ") and RPM_NAME in answer["error"]
+    assert str(collector.runtime.config.path(".")) not in answer["error"]  # no server paths
+
+
+async def test_a_tasks_other_leases_stay_until_it_is_stored_then_go(
+    collector: Collector, built: tuple[Path, Path, Path], built_elsewhere: Path
+) -> None:
+    _, rpm_path, log_path = built
+    first, replica = await collector.lease(), await collector.lease()  # both of task 42
+    waiting = await collector.lease(task_id=43)  # a task still waiting for agreement
+    files = await upload_results(collector, first, [rpm_path, log_path])
+    for lease_id in (replica, waiting):
+        await upload_results(collector, lease_id, [built_elsewhere])
+
+    # Not accepted yet: the sweep leaves every lease's uploads for the verifier to compare.
+    await cleanup.sweep_staging(collector.runtime)
+    assert [_staged(collector, x) for x in (first, replica, waiting)] == [
+        sorted([RPM_NAME, "build.log"]),
+        [RPM_NAME],
+        [RPM_NAME],
+    ]
+    assert (await facts_of(collector, replica))[0] == 200
+
+    # Accepted from the first lease: the replica is superseded and swept with it.
+    await SERVICE.handle(collector.runtime, verified(first, files))
+    states = {}
+    for lease_id in (first, replica, waiting):
+        resp = await collector.client.get(f"/api/v1/leases/{lease_id}")
+        states[lease_id] = (await resp.json())["state"]
+    assert states == {first: "stored", replica: "superseded", waiting: "open"}
+    assert (await collector.upload(replica, "late.log", b"x")).status == 409
+    await cleanup.sweep_staging(collector.runtime)
+    assert [_staged(collector, x) for x in (first, replica, waiting)] == [[], [], [RPM_NAME]]
+    status, gone = await facts_of(collector, replica)
+    assert (status, gone["error"]) == (404, f"the uploads of lease {replica} were removed")
+    assert (await facts_of(collector, waiting))[0] == 200

@@ -4,6 +4,7 @@ collector that answer over HTTP with the JSON the real ones return."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -38,6 +39,10 @@ class Peers:
 
     hosts: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     uploads: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    # GET /api/v1/leases/{lease_id}/facts answers {"lease_id", "rpms": facts[lease_id]}.
+    facts: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    # Leases whose RPMs the stand-in collector cannot read (it answers 422 with this error).
+    unreadable: dict[str, str] = dataclasses.field(default_factory=dict)
     registry_status: int = 200  # anything else: the registry answers with that error
     collector_status: int = 200  # the same for the collector
     requests: list[str] = dataclasses.field(default_factory=list)
@@ -57,22 +62,63 @@ class Peers:
         source = None if arch == "src" else sourcerpm
         return {**file, "rpm": {**header, "arch": arch, "sourcerpm": source}}
 
-    def stage(self, lease_id: str, *files: dict[str, Any], sourcerpm: str) -> None:
-        """The collector now lists `files` (attested entries) as uploaded for the lease."""
+    def stage(
+        self, lease_id: str, *files: dict[str, Any], sourcerpm: str, content: str = "honest"
+    ) -> None:
+        """The collector now lists `files` (attested entries) as uploaded for the lease, and
+        answers facts for its RPMs whose payload is `content` (other content: other keys).
+        test_real_collector.py holds the facts' shape to what the real collector answers."""
         self.uploads[lease_id] = [self.listed(f, sourcerpm) for f in files]
+        self.facts[lease_id] = [
+            {
+                "name": f["name"],
+                "sha256": f["sha256"],
+                "nevra": f["name"].removesuffix(".rpm"),
+                "files": {
+                    "/usr/share/data": {
+                        "digest": hashlib.sha256(content.encode()).hexdigest(),
+                        "mode": 0o100644,
+                        "user": "root",
+                        "group": "root",
+                        "size": len(content),
+                        "link": "",
+                        "flags": 0,
+                        "rdev": 0,
+                        "verify": -1,
+                        "caps": "",
+                    }
+                },
+                "deps": {"require": ["coreutils >= 8.0"]},
+                "tags": {"NAME": f["name"].split("-")[0]},
+            }
+            for f in files
+            if f["name"].endswith(".rpm")
+        ]
 
-    def host_view(self, host: str, public_key: str, *, state: str = "online") -> None:
-        """Enrol a host as GET /api/v1/hosts/{host} shows it (registry.store.public_view)."""
+    def host_view(
+        self,
+        host: str,
+        public_key: str,
+        *,
+        state: str = "online",
+        owner: str = "alice",
+        trust: str = "core",
+    ) -> None:
+        """Enrol a host as GET /api/v1/hosts/{host} shows it (registry.store.public_view).
+        A core host by default: its result alone is accepted (tests of agreement say
+        otherwise)."""
         self.hosts[host] = {
             "host": host,
-            "owner": "alice",
+            "owner": owner,
             "public_key": public_key,
             "arches": ["noarch", "x86_64"],
             "releases": ["f40"],
             "cpus": 4,
             "memory_mb": 8192,
             "disk_gb": 100,
-            "trust": "untrusted",
+            "trust": trust,
+            "consecutive_confirmed": 0,
+            "total_results": 0,
             "state": state,
             "free_slots": 1,
             "running": 0,
@@ -110,10 +156,22 @@ async def peers(runtime: Runtime) -> AsyncIterator[Peers]:
             raise _not_found("unknown lease")
         return web.json_response({"files": files})
 
+    async def get_facts(request: web.Request) -> web.Response:
+        lease_id = request.match_info["lease_id"]
+        peers.requests.append(request.path)
+        if peers.collector_status != 200:
+            return web.json_response({"error": "down"}, status=peers.collector_status)
+        if lease_id in peers.unreadable:
+            return web.json_response({"error": peers.unreadable[lease_id]}, status=422)
+        if lease_id not in peers.facts:
+            raise _not_found("unknown lease")
+        return web.json_response({"lease_id": lease_id, "rpms": peers.facts[lease_id]})
+
     registry_app = web.Application()
     registry_app.router.add_get("/api/v1/hosts/{host}", get_host)
     collector_app = web.Application()
     collector_app.router.add_get("/api/v1/uploads/{lease_id}", get_uploads)
+    collector_app.router.add_get("/api/v1/leases/{lease_id}/facts", get_facts)
     registry, collector = TestServer(registry_app), TestServer(collector_app)
     await registry.start_server()
     await collector.start_server()

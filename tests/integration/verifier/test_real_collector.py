@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,13 +15,26 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from skyline_messages import TaskFinishedV1, TaskLeasedV1, TaskMismatchV1, TaskVerifiedV1
+from skyline_messages import (
+    TaskFinishedV1,
+    TaskLeasedV1,
+    TaskMismatchV1,
+    TaskReplicateV1,
+    TaskVerifiedV1,
+)
 
 from services.builder.client import upload_headers
 from services.collector import storage
 from services.collector.__main__ import SERVICE as COLLECTOR
 from services.common.config import Config
-from services.common.rpmfiles import result_set_digest, sha256_file
+from services.common.rpmfacts import comparison_key, read_rpm_facts
+from services.common.rpmfiles import (
+    REPRODUCIBLE_MACROS,
+    macro_args,
+    result_set_digest,
+    sha256_file,
+    tool_env,
+)
 from services.common.service import Runtime
 from services.common.signing import public_key_b64, sign_body
 from services.common.testing import (
@@ -36,6 +50,7 @@ pytestmark = pytest.mark.integration
 
 HOST = "builder-1"
 KEY = Ed25519PrivateKey.generate()
+KEY2 = Ed25519PrivateKey.generate()
 NVR = "hello-1.0-1"
 
 
@@ -46,6 +61,24 @@ class Built:
     other: Path  # other-1.0-1.x86_64.rpm: another package
     aarch64: Path  # hello-1.0-1.aarch64.rpm: the package, another arch
     log: Path
+    elsewhere: list[Path]  # the same SRPM rebuilt on another build host, at another time
+    tampered: Path  # hello-1.0-1.x86_64.rpm whose header lies about its payload
+
+
+def rebuild(srpm: Path, top: Path, **macros: str) -> list[Path]:
+    subprocess.run(
+        [
+            *("rpmbuild", "--rebuild", "--nodeps", "--target", "x86_64"),
+            *("--define", f"_topdir {top}"),
+            *macro_args({**REPRODUCIBLE_MACROS, **macros}),
+            str(srpm),
+        ],
+        env={**tool_env(), "HOME": str(top)},
+        stdin=subprocess.DEVNULL,
+        check=True,
+        capture_output=True,
+    )
+    return sorted((top / "RPMS").rglob("*.rpm"))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +91,21 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     [aarch64] = build_test_package(tmp / "aarch64", name="hello", arch="aarch64")[1]
     log = tmp / "build.log"
     log.write_text("+ rpmbuild --rebuild hello-1.0-1.src.rpm\n")
-    return Built(srpm, rpms, other, aarch64, log)
+    elsewhere = rebuild(
+        srpm,
+        tmp / "elsewhere",
+        _buildhost="volunteer-7",
+        use_source_date_epoch_as_buildtime="0",
+    )
+    # An uncompressed payload lets a file's bytes change under an honest header (rpmkeys -K
+    # does not notice): only reading the payload does.
+    [tampered] = [
+        p for p in rebuild(srpm, tmp / "tampered", _binary_payload="w.ufdio") if "doc" not in p.name
+    ]
+    data = tampered.read_bytes()
+    assert data.count(b"main\n") == 1
+    tampered.write_bytes(data.replace(b"main\n", b"evil\n"))
+    return Built(srpm, rpms, other, aarch64, log, elsewhere, tampered)
 
 
 @dataclasses.dataclass
@@ -68,12 +115,12 @@ class System:
     client: TestClient  # the collector's HTTP API, as builders and the verifier reach it
     srpm_sha256: str
 
-    async def lease(self, arch: str = "x86_64") -> TaskLeasedV1:
+    async def lease(self, arch: str = "x86_64", host: str = HOST) -> TaskLeasedV1:
         body = {
             "task_id": 1,
             "build_id": 1,
             "lease_id": str(uuid.uuid4()),
-            "host": HOST,
+            "host": host,
             "arch": arch,
             "owner": "alice",
             "nvr": NVR,
@@ -83,25 +130,29 @@ class System:
             "scratch": False,
             "lease_expires": "2099-01-01T00:00:00+00:00",
         }
-        msg = TaskLeasedV1(body=body, topic=TaskLeasedV1.topic_for(HOST))
+        msg = TaskLeasedV1(body=body, topic=TaskLeasedV1.topic_for(host))
         await VERIFIER.handle(self.verifier, msg)
         await COLLECTOR.handle(self.collector, msg)
         return msg
 
-    async def upload(self, lease: TaskLeasedV1, paths: list[Path]) -> list[dict[str, Any]]:
+    async def upload(
+        self, lease: TaskLeasedV1, paths: list[Path], key: Ed25519PrivateKey = KEY
+    ) -> list[dict[str, Any]]:
         """Upload as the leased host does (signed); return the attested file entries."""
         files = []
         for path in paths:
             entry = {"name": path.name, "size": path.stat().st_size, "sha256": sha256_file(path)}
             lease_id = lease.body["lease_id"]
-            headers = upload_headers(lease_id, path.name, entry["sha256"], host=HOST, key=KEY)
+            headers = upload_headers(lease_id, path.name, entry["sha256"], host=lease.host, key=key)
             url = f"/api/v1/uploads/{lease_id}/{path.name}"
             resp = await self.client.put(url, data=path.read_bytes(), headers=headers)
             assert resp.status == 201, await resp.text()
             files.append(entry)
         return files
 
-    async def attest(self, lease: TaskLeasedV1, files: list[dict[str, Any]]) -> list[Any]:
+    async def attest(
+        self, lease: TaskLeasedV1, files: list[dict[str, Any]], key: Ed25519PrivateKey = KEY
+    ) -> list[Any]:
         """The host's signed attestation of `files`; return what the verifier published."""
         rpms = [(f["name"], f["sha256"]) for f in files if f["name"].endswith(".rpm")]
         body = {
@@ -116,7 +167,7 @@ class System:
             "duration": 1.0,
         }
         before = len(await outbox_messages(self.verifier))
-        await VERIFIER.handle(self.verifier, TaskFinishedV1(body=sign_body(body, KEY)))
+        await VERIFIER.handle(self.verifier, TaskFinishedV1(body=sign_body(body, key)))
         return (await outbox_messages(self.verifier))[before:]
 
     async def nothing_stored(self) -> None:
@@ -192,4 +243,56 @@ async def test_rpm_of_another_arch_with_true_digests_is_refused(system, built) -
     assert (
         refused.body["detail"] == "hello-1.0-1.aarch64.rpm is aarch64, but the task builds x86_64"
     )
+    await system.nothing_stored()
+
+
+async def test_the_collector_serves_facts_as_the_stand_in_does(system, peers, built) -> None:
+    lease = await system.lease()
+    files = await system.upload(lease, [*built.rpms, built.log])
+    lease_id = lease.body["lease_id"]
+    found = await verifier_peers.rpm_facts_of_files(
+        system.verifier.http, system.verifier.config.verifier.collector_url, lease_id
+    )
+    assert found is not None
+    by_name = {p.name: p for p in built.rpms}
+    assert sorted((name, sha) for name, sha, _ in found) == sorted(
+        (f["name"], f["sha256"]) for f in files if f["name"].endswith(".rpm")
+    )
+    for name, _, facts in found:
+        assert facts == read_rpm_facts(by_name[name])
+    # The stand-in's answer has the real one's shape.
+    resp = await system.client.get(f"/api/v1/leases/{lease_id}/facts")
+    real = await resp.json()
+    peers.stage(lease_id, *files, sourcerpm=f"{NVR}.src.rpm")
+    assert {frozenset(r) for r in real["rpms"]} == {frozenset(r) for r in peers.facts[lease_id]}
+
+
+async def test_an_honest_rebuild_elsewhere_agrees_with_an_untrusted_result(
+    system, peers, built
+) -> None:
+    # An untrusted volunteer's result waits; a trusted host of another owner rebuilds it on
+    # another build host at another time (other bytes): the comparison agrees.
+    peers.host_view(HOST, public_key_b64(KEY), owner="bob", trust="untrusted")
+    peers.host_view("builder-2", public_key_b64(KEY2), owner="carol", trust="trusted")
+    first = await system.lease()
+    [replicate] = await system.attest(first, await system.upload(first, built.rpms))
+    assert type(replicate) is TaskReplicateV1
+    second = await system.lease(host="builder-2")
+    files = await system.upload(second, built.elsewhere, KEY2)
+    [verified] = await system.attest(second, files, KEY2)
+    assert type(verified) is TaskVerifiedV1, verified.body
+    assert [a["host"] for a in verified.body["agreeing"]] == [HOST, "builder-2"]
+    assert verified.body["rule"] == "quorum"
+    assert verified.body["comparison_key"] == comparison_key(
+        [read_rpm_facts(p) for p in built.rpms]
+    )
+
+
+async def test_a_payload_changed_under_its_header_is_refused(system, built) -> None:
+    lease = await system.lease()
+    files = await system.upload(lease, [built.tampered])
+    [refused] = await system.attest(lease, files)
+    assert type(refused) is TaskMismatchV1
+    assert refused.body["reason"] == "bad_rpm"
+    assert "DIGESTS NOT OK" in refused.body["detail"]
     await system.nothing_stored()

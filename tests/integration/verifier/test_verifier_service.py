@@ -15,6 +15,7 @@ from fedora_messaging import message as fm
 from skyline_messages import TaskFinishedV1, TaskLeasedV1, TaskMismatchV1, TaskVerifiedV1
 
 from services.common.errors import Retry
+from services.common.rpmfacts import comparison_key, facts_from_json
 from services.common.rpmfiles import result_set_digest
 from services.common.service import Runtime
 from services.common.signing import public_key_b64, sign_body
@@ -119,19 +120,30 @@ async def test_valid_attestation_is_verified(runtime, peers, sent, lease) -> Non
     msg = attestation(lease)
     [verified] = await judge(runtime, sent, msg)
     assert type(verified) is TaskVerifiedV1
+    lease_id = lease.body["lease_id"]
     assert verified.body == {
-        k: msg.body[k]
-        for k in (
-            "task_id",
-            "build_id",
-            "lease_id",
-            "host",
-            "arch",
-            "nvr",
-            "status",
-            "files",
-            "result_digest",
-        )
+        **{
+            k: msg.body[k]
+            for k in (
+                "task_id",
+                "build_id",
+                "lease_id",
+                "host",
+                "arch",
+                "nvr",
+                "status",
+                "files",
+                "result_digest",
+            )
+        },
+        # builder-1 is a core host: its result alone meets the policy.
+        "comparison_key": comparison_key([facts_from_json(f) for f in peers.facts[lease_id]]),
+        "rule": "core",
+        "agreeing": [
+            {"host": "builder-1", "owner": "alice", "trust": "core", "lease_id": lease_id}
+        ],
+        "odd_ones_out": [],
+        "not_reproducible": False,
     }
     [row] = await attestations(runtime)
     assert (row["verdict"], row["signature"]) == ("verified", msg.body["signature"])

@@ -15,6 +15,8 @@ from services.common.config import (
     masked,
 )
 from services.common.errors import ConfigError
+from services.registry.trust import Trust
+from services.verifier.policy import PolicyConfig
 
 
 def write(tmp_path: Path, text: str, name: str = "skyline.toml") -> Path:
@@ -251,4 +253,36 @@ def test_registry_trust_is_a_sub_table(tmp_path: Path) -> None:
 )
 def test_bad_registry_trust_settings(tmp_path: Path, text: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
+        load_config(write(tmp_path, text), env={})
+
+
+def test_verifier_policy_table_and_critical_packages(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[verifier]\n"
+        'critical_packages = ["openssh", "glibc"]\n'
+        "[verifier.policy]\n"
+        "official_quorum = 3\n"
+        "sample_floor = 0.1\n"
+        'replica_min_trust = "core"\n',
+    )
+    config = load_config(path, env={"SKYLINE_VERIFIER_POLICY_MAX_RESULTS": "7"})
+    assert config.verifier.critical_packages == ["openssh", "glibc"]
+    assert config.verifier.policy == PolicyConfig(
+        official_quorum=3, sample_floor=0.1, replica_min_trust=Trust.CORE, max_results=7
+    )
+    assert load_config(env={}).verifier.policy == PolicyConfig()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[verifier.policy]\nquorum = 2\n", r"unknown setting\(s\) \['quorum'\]"),
+        ("[verifier.policy]\nofficial_quorum = 1\n", "official_quorum needs at least 2"),
+        ('[verifier.policy]\nreplica_min_trust = "root"\n', "expected one of untrusted"),
+        ("[verifier]\npolicy = 3\n", r"\[verifier\.policy\] must be a table"),
+    ],
+)
+def test_bad_verifier_policy(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, text), env={})

@@ -6,11 +6,18 @@ keeps the same N-V-R (its true digests attested), as a tampering builder would.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from services.common.rpmfacts import (
+    comparison_key,
+    facts_from_json,
+    facts_to_json,
+    read_rpm_facts,
+)
 from services.common.rpmfiles import (
     REPRODUCIBLE_MACROS,
     RpmCheckError,
@@ -24,7 +31,6 @@ from services.verifier.compare import (
     Comparison,
     ResultSet,
     compare_results,
-    read_rpm_facts,
 )
 
 _SPEC = """\
@@ -265,3 +271,42 @@ def test_header_that_lies_about_its_payload_is_refused(tmp_path: Path) -> None:
     path.write_bytes(data.replace(b"hello\n", b"HELLO\n"))
     with pytest.raises(RpmCheckError, match="/usr/share/skyline-cmp/data does not match"):
         read_rpm_facts(path)
+
+
+@pytest.mark.parametrize(
+    ("spec", "agree"),
+    [
+        ({"buildhost": "volunteer-7", "sde_buildtime": False}, True),
+        ({"install": "echo HELLO > %{buildroot}/usr/share/skyline-cmp/data"}, False),
+        ({"install": "printf x > %{buildroot}/usr/bin/b", "files": "/usr/bin/b"}, False),
+        ({"requires": "Requires: coreutils >= 9.0"}, False),
+    ],
+)
+def test_comparison_key_is_equal_exactly_when_the_comparison_agrees(
+    honest: ResultSet, tmp_path: Path, spec: dict, agree: bool
+) -> None:
+    other = host_build(tmp_path, **spec)
+    assert other.digest != honest.digest  # the slow path decides
+    assert compare_results(honest, other).agree is agree
+    assert (comparison_key(honest.rpms) == comparison_key(other.rpms)) is agree
+    # Carried as JSON (collector to verifier): equal facts, the same key, in any order.
+    carried = [facts_from_json(json.loads(json.dumps(facts_to_json(r)))) for r in other.rpms]
+    assert carried == list(other.rpms)
+    assert comparison_key(carried[::-1]) == comparison_key(other.rpms)
+
+
+def test_facts_of_another_shape_are_refused(honest: ResultSet) -> None:
+    good = facts_to_json(honest.rpms[0])
+    path = next(iter(good["files"]))
+    for bad in (
+        [],
+        {**good, "nevra": 1},
+        {**good, "files": {path: {**good["files"][path], "mode": "0755"}}},
+        {**good, "files": {path: {"digest": ""}}},
+        {**good, "deps": {"evil": []}},
+        {**good, "tags": {"X": None}},
+    ):
+        with pytest.raises(ValueError):
+            facts_from_json(bad)
+    with pytest.raises(ValueError, match="twice"):
+        comparison_key([honest.rpms[0], honest.rpms[0]])
