@@ -2,20 +2,31 @@
 
 from pathlib import Path
 
-from skyline_messages import TaskLeasedV1, TaskVerifiedV1
+from skyline_messages import BuildCompleteV1, TaskFinishedV1, TaskLeasedV1, TaskVerifiedV1
 
 from services.common.service import Periodic, Service
 
 from .cleanup import INTERVAL, sweep_staging
-from .handlers import on_task_leased, on_task_verified
+from .handlers import on_build_complete, on_task_finished, on_task_leased, on_task_verified
+from .kojiimport import import_pending
 from .routes import ROUTES
 
 SERVICE = Service(
     name="collector",
-    handlers={TaskLeasedV1: on_task_leased, TaskVerifiedV1: on_task_verified},
+    handlers={
+        TaskLeasedV1: on_task_leased,
+        TaskVerifiedV1: on_task_verified,
+        TaskFinishedV1: on_task_finished,
+        BuildCompleteV1: on_build_complete,
+    },
     routes=ROUTES,
     listen=lambda config: config.collector.listen,
-    periodic=[Periodic("staging-sweep", lambda config: INTERVAL, sweep_staging)],
+    periodic=[
+        Periodic("staging-sweep", lambda config: INTERVAL, sweep_staging),
+        Periodic(
+            "koji-import", lambda config: config.collector.koji_import_interval, import_pending
+        ),
+    ],
     migrations=Path(__file__).parent / "migrations",
 )
 

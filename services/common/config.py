@@ -107,6 +107,14 @@ class CollectorConfig:
     # Per owner: source RPMs stored in any hour, and their bytes in any day.
     source_uploads_per_hour: int = 60
     source_mb_per_day: int = 10240
+    # A Koji hub's XML-RPC URL (https://koji.example.org/kojihub): when set, every complete
+    # non-scratch build is imported into it as a content generator (collector/kojiimport.py);
+    # empty: builds stay in koji_topdir only. The CG user logs in with a password (from a file).
+    koji_hub_url: str = ""
+    koji_cg_user: str = ""
+    koji_cg_password_file: str = ""
+    koji_cg_name: str = "skyline"  # the content generator the admin granted (grantCGAccess)
+    koji_import_interval: float = 10.0  # seconds between looks for pending imports
 
 
 @dataclasses.dataclass(frozen=True)
