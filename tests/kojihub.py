@@ -53,7 +53,9 @@ class KojiHub:
         session.login()
         return session
 
-    def cli(self, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, tmp: Path, *args: str, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the stock `koji` command against the hub as the admin (the CLI ignores
         user/password in a profile, so they go as options)."""
         conf = tmp / "koji-cli.conf"
@@ -64,7 +66,7 @@ class KojiHub:
         argv = [str(koji_cli), "-c", str(conf), "-p", "skyline-test"]
         argv += ["--authtype", "password", "--user", self.admin[0], "--password", self.admin[1]]
         return subprocess.run(
-            [*argv, *args], capture_output=True, text=True, timeout=120, check=False
+            [*argv, *args], capture_output=True, text=True, timeout=120, check=False, cwd=cwd
         )
 
 

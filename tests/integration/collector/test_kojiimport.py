@@ -205,6 +205,16 @@ async def test_complete_build_is_readable_with_stock_koji(
     assert "State: COMPLETE" in shown.stdout
     for name in expected:
         assert name in shown.stdout
+    # ... and downloads it over the hub's /kojifiles, byte for byte.
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    got = await asyncio.to_thread(
+        koji_hub.cli, tmp_path, "download-build", "--arch=noarch", built.nvr, cwd=downloads
+    )
+    assert got.returncode == 0, got.stderr
+    fetched = list(downloads.glob("*.rpm"))
+    assert [f.name for f in fetched] == [n for n in expected if n.endswith(".noarch.rpm")]
+    assert all(sha256_file(f) == attested[f.name] for f in fetched)
 
 
 async def test_crash_between_upload_and_import_neither_loses_nor_duplicates(
