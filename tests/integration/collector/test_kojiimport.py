@@ -280,3 +280,30 @@ async def test_without_a_hub_no_import_is_recorded(config: Config, tmp_path: Pat
             await on_build_complete(BuildCompleteV1(body=body), ctx)
         assert await _intent(rt, 7) is None
         await kojiimport.import_pending(rt)  # nothing configured: nothing to do
+
+
+async def test_only_the_leased_hosts_first_manifest_is_kept(config: Config) -> None:
+    async with service_runtime(config, "collector") as rt:
+        lease_id = str(uuid.uuid4())
+        lease = {"lease_id": lease_id, "task_id": 1, "build_id": 1, "host": "builder-a"}
+        lease |= {"arch": "x86_64", "owner": "alice", "nvr": "a-1-1", "srpm_sha256": "2" * 64}
+        lease |= {"srpm_url": "http://c/a-1-1.src.rpm", "release": "f41"}
+        async with rt.transaction() as ctx:
+            await on_task_leased(TaskLeasedV1(body={**lease, "lease_expires": SIGNED_AT}), ctx)
+
+        async def finished(host: str, manifest: dict[str, str], status: str = "succeeded") -> None:
+            body = {k: lease[k] for k in ("lease_id", "task_id", "build_id", "arch", "nvr")}
+            body |= {"host": host, "status": status, "srpm_sha256": "2" * 64, "files": []}
+            body |= {"result_digest": "0" * 64, "env_manifest": manifest, "env_digest": "1" * 64}
+            body |= {"duration": 1.0, "signed_at": SIGNED_AT, "signature": SIGNATURE}
+            async with rt.transaction() as ctx:
+                await on_task_finished(TaskFinishedV1(body=body), ctx)
+
+        await finished("builder-a", {"gcc": "1"}, status="failed")  # no result: not kept
+        await finished("builder-b", {"gcc": "2"})  # not the lease's host
+        await finished("builder-a", {"gcc": "3"})
+        await finished("builder-a", {"gcc": "4"})  # a second attestation changes nothing
+        manifest = await rt.pool.fetchval(
+            "SELECT env_manifest FROM leases WHERE lease_id = $1", uuid.UUID(lease_id)
+        )
+        assert json.loads(manifest) == {"gcc": "3"}
