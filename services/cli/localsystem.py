@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from services.common import principals
@@ -161,6 +161,7 @@ public_url = "{collector}"
 koji_topdir = "koji"
 staging_dir = "staging"
 registry_url = "{registry}"
+dispatcher_url = "{self.url("dispatcher")}"
 
 [builder]
 owner = "{os.environ.get("USER") or "local"}"
@@ -240,11 +241,16 @@ prefetch_count = 25
         env = {"SKYLINE_AMQP_USER": user, "SKYLINE_AMQP_PASSWORD_FILE": str(self.secrets / user)}
         self._spawn(name, [sys.executable, "-m", f"services.{name}"], env)
 
-    def start_builder(self, host: str) -> None:
+    def start_builder(
+        self, host: str, *, owner: str | None = None, program: Sequence[str] = ()
+    ) -> None:
+        """Start a builder agent; `owner` enrols it for another owner than the config's, and
+        `program` runs another agent program (the tests' cheating builder)."""
         workdir = self.state / "builders" / host
+        argv = [sys.executable, *(program or ["-m", "services.builder"])]
         self._spawn(
             host,
-            [sys.executable, "-m", "services.builder"],
+            [*argv, *(["--owner", owner] if owner else [])],
             {"SKYLINE_BUILDER_HOST": host, "SKYLINE_BUILDER_WORKDIR": str(workdir)},
         )
 

@@ -1,4 +1,5 @@
-"""skyline-collector: takes builders' uploads and puts verified results into Koji storage."""
+"""skyline-collector: takes builders' uploads and puts verified results into Koji storage;
+keeps the contributors' statistics and serves their dashboard."""
 
 from pathlib import Path
 
@@ -6,6 +7,7 @@ from skyline_messages import BuildCompleteV1, TaskFinishedV1, TaskLeasedV1, Task
 
 from services.common.service import Periodic, Service
 
+from . import stats_handlers, stats_routes
 from .cleanup import INTERVAL, sweep_staging
 from .handlers import on_build_complete, on_task_finished, on_task_leased, on_task_verified
 from .kojiimport import import_pending
@@ -15,11 +17,13 @@ SERVICE = Service(
     name="collector",
     handlers={
         TaskLeasedV1: on_task_leased,
-        TaskVerifiedV1: on_task_verified,
-        TaskFinishedV1: on_task_finished,
-        BuildCompleteV1: on_build_complete,
+        TaskVerifiedV1: stats_handlers.both(stats_handlers.on_task_verified, on_task_verified),
+        **stats_handlers.HANDLERS,
+        # The Koji import shares these with the statistics: the env manifest, the intent.
+        TaskFinishedV1: stats_handlers.both(stats_handlers.on_task_finished, on_task_finished),
+        BuildCompleteV1: stats_handlers.both(stats_handlers.on_build_complete, on_build_complete),
     },
-    routes=ROUTES,
+    routes=[*ROUTES, *stats_routes.ROUTES],
     listen=lambda config: config.collector.listen,
     periodic=[
         Periodic("staging-sweep", lambda config: INTERVAL, sweep_staging),

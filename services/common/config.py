@@ -9,6 +9,7 @@ Environment overrides: `SKYLINE_AMQP_URL`, `SKYLINE_DATABASE_URL`, and
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import platform
 import tomllib
@@ -17,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
+
+from services.registry.trust import TrustConfig
 
 from .errors import ConfigError
 
@@ -67,6 +70,9 @@ class RegistryConfig:
     broker_api_user: str = ""
     broker_api_password_file: str = ""
     enrol_max_skew: float = 600.0  # seconds an enrolment's signature may be old (or early)
+    # [registry.trust]: when verified results promote or demote a host (trust.TrustConfig:
+    # promote_after, demote_trusted_to, demote_untrusted_to, quarantine_after).
+    trust: TrustConfig = dataclasses.field(default_factory=TrustConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +106,8 @@ class CollectorConfig:
     staging_dir: str = "staging"
     max_upload_mb: int = 4096
     registry_url: str = "http://127.0.0.1:8410"  # where uploads' signing keys are looked up
+    # The dashboard shows the queue as the dispatcher counts it (its GET /api/v1/queue).
+    dispatcher_url: str = "http://127.0.0.1:8411"
     # What one lease may stage in all (a big multi-package build such as texlive needs more).
     max_files_per_lease: int = 500
     max_lease_mb: int = 16384
@@ -214,6 +222,12 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             return kind(value)
         except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        try:
+            return kind(value)
+        except ValueError:
+            choices = ", ".join(str(m.value) for m in kind)
+            raise ConfigError(f"{name}: expected one of {choices}, got {value!r}") from None
     if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
     if isinstance(kind, type) and dataclasses.is_dataclass(kind):
@@ -228,17 +242,29 @@ def _build(cls: type, data: Mapping[str, Any], env: Mapping[str, str], prefix: s
     sections = set(SECTIONS) if cls is Config else set()
     names = {f.name for f in dataclasses.fields(cls)} - sections
     unknown = set(data) - names - sections
+    # [registry] for SKYLINE_REGISTRY_, [registry.trust] for SKYLINE_REGISTRY_TRUST_.
+    where = prefix.removeprefix("SKYLINE_").rstrip("_").lower().replace("_", ".", 1)
+    where = where or "top level"
     if unknown:
-        where = prefix.removeprefix("SKYLINE_").rstrip("_").lower() or "top level"
         raise ConfigError(f"unknown setting(s) {sorted(unknown)} in [{where}]")
     values: dict[str, Any] = {}
     for name in names:
         env_key = f"{prefix}{name.upper()}"
-        if env_key in env:
-            values[name] = _coerce(env_key, hints[name], env[env_key])
+        kind = hints[name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            # A sub-table such as [registry.trust]: its own keys, SKYLINE_REGISTRY_TRUST_*.
+            table = data.get(name, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"[{where}.{name}] must be a table")
+            values[name] = _build(kind, table, env, f"{env_key}_")
+        elif env_key in env:
+            values[name] = _coerce(env_key, kind, env[env_key])
         elif name in data:
-            values[name] = _coerce(name, hints[name], data[name])
-    return cls(**values)
+            values[name] = _coerce(name, kind, data[name])
+    try:
+        return cls(**values)
+    except ValueError as exc:  # a dataclass's own checks (TrustConfig.__post_init__)
+        raise ConfigError(f"[{where}]: {exc}") from None
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:

@@ -8,6 +8,7 @@ from skyline_messages import (
     HostStatusV1,
     TaskFinishedV1,
     TaskMismatchV1,
+    TaskReplicateV1,
     TaskVerifiedV1,
 )
 
@@ -24,6 +25,7 @@ SERVICE = Service(
         TaskVerifiedV1: handlers.on_task_verified,
         TaskFinishedV1: handlers.on_task_finished,
         TaskMismatchV1: handlers.on_task_mismatch,
+        TaskReplicateV1: handlers.on_task_replicate,
         BuildStoredV1: handlers.on_build_stored,
     },
     routes=ROUTES,

@@ -17,6 +17,7 @@ from skyline_messages import (
     TaskFinishedV1,
     TaskLeasedV1,
     TaskMismatchV1,
+    TaskReplicateV1,
     TaskVerifiedV1,
 )
 
@@ -26,7 +27,9 @@ from services.common.service import Context, Runtime
 from . import collector, failures, matching, quota, store
 
 log = logging.getLogger(__name__)
-MAX_ATTEMPTS = 3  # a task refused or lost this many times fails its build
+# A task refused or lost this many times fails its build; counted apart for its own (build)
+# leases and for the replicas or tie-breaks of each replicate request.
+MAX_ATTEMPTS = 3
 SCHEDULE_BATCH = 200
 
 
@@ -90,10 +93,10 @@ async def schedule(ctx: Context) -> int:
     tasks = await store.lock_queued_tasks(ctx.conn, SCHEDULE_BATCH)
     leases = matching.assign(tasks, hosts)
     for task, host in leases:
-        row = await store.lease(
-            ctx.conn, task.task_id, host.host, ctx.config.dispatcher.lease_seconds
+        row = await store.lease(ctx.conn, task, host, ctx.config.dispatcher.lease_seconds)
+        log.info(
+            "leased task %s (%s) to %s for a %s", row["id"], row["arch"], host.host, task.purpose
         )
-        log.info("leased task %s (%s) to %s", row["id"], row["arch"], host.host)
         await ctx.publish(lease_message(row))
     return len(leases)
 
@@ -112,19 +115,129 @@ def lease_message(row: Any) -> TaskLeasedV1:
         "release": row["release"] or "any",
         "scratch": row["scratch"],
         "lease_expires": row["lease_expires"].isoformat(),
+        "purpose": row["purpose"],
     }
     return TaskLeasedV1(body=body, topic=TaskLeasedV1.topic_for(row["host"]))
 
 
 async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
+    if msg.body["status"] == "failed":
+        await verified_failure(msg, ctx)
+        return
+    # An accepted result may be any lease's: say the replica agreed with the first build.
+    found = await store.lease_and_task(ctx.conn, msg.body["lease_id"])
+    if found is None:
+        log.warning("verified result for unknown lease %s ignored", msg.body["lease_id"])
+        return
+    lease, task = found
+    if lease["lease_state"] not in ("open", "finished") or task["state"] not in (
+        "leased",
+        "queued",
+    ):
+        log.warning(
+            "verified result for lease %s (%s) of task %s (%s) ignored",
+            msg.body["lease_id"],
+            lease["lease_state"],
+            task["id"],
+            task["state"],
+        )
+        return
+    await accept(ctx, task, lease, msg)
+
+
+async def accept(ctx: Context, task: Any, lease: Any, msg: TaskVerifiedV1) -> None:
+    """The task is accepted through `lease`: the collector stores that lease's results, and
+    the task's other leases (a replica still building, results that agreed) are superseded."""
+    lease_id = lease["lease_id"]
+    await store.end_lease(ctx.conn, lease_id, "accepted", only_from=("open", "finished"))
+    await store.supersede_leases(ctx.conn, task["id"], lease_id)
+    await store.set_task(
+        ctx.conn,
+        task["id"],
+        "verified",
+        host=lease["lease_host"],
+        lease_id=lease_id,
+        result_digest=msg.body["result_digest"],
+        agreeing=msg.agreeing,
+        rule=msg.rule,
+        waiting=None,
+    )
+    # A task accepted while it waited for a replica had no running lease: the collector gets
+    # as long as after any task.finished before the expiry sweep asks it.
+    await store.extend_lease(ctx.conn, task["id"], ctx.config.dispatcher.verdict_grace_seconds)
+    if lease_id != task["lease_id"]:
+        log.info("task %s accepted through its earlier lease %s", task["id"], lease_id)
+
+
+async def verified_failure(msg: TaskVerifiedV1, ctx: Context) -> None:
+    """The current lease's host verifiably failed to build the task."""
     task = await store.task_by_lease(ctx.conn, msg.body["lease_id"])
     if task is None or task["state"] != "leased":
-        log.warning("verified result for stale lease %s ignored", msg.body["lease_id"])
+        log.warning("verified failure for stale lease %s ignored", msg.body["lease_id"])
         return
-    if msg.body["status"] == "failed":
-        await task_failed(ctx, task)
+    await store.end_lease(ctx.conn, task["lease_id"], "failed")
+    if task["purpose"] != "build" and await store.awaits_agreement(ctx.conn, task["id"]):
+        # A succeeded result waits for agreement: a replica that fails says nothing about the
+        # package (failures.py would fail the build on two owners' word, one of them the
+        # replica's). Another eligible host tries, within MAX_ATTEMPTS replica leases.
+        await replica_lost(ctx, task, f"{task['purpose']} failed on {task['host']}")
         return
-    await store.set_task(ctx.conn, task["id"], "verified", result_digest=msg.body["result_digest"])
+    await task_failed(ctx, task)
+
+
+async def replica_lost(ctx: Context, task: Any, reason: str) -> None:
+    """A replica or tie-break gave no usable result: its host does not get it again, and the
+    task is requeued with the same constraints (or fails after MAX_ATTEMPTS of them)."""
+    await store.refuse_host(ctx.conn, task["id"], task["host"])
+    await requeue_or_fail(ctx, task, reason)
+    await schedule(ctx)
+
+
+async def on_task_replicate(msg: TaskReplicateV1, ctx: Context) -> None:
+    """The verifier needs another result before it accepts one: lease the task again, with
+    the same SRPM and settings, to a host that meets the request's constraints.
+
+    Idempotent: a request is acted on only if it counts more results than the newest one acted
+    on, so a redelivered or stale request never leases the task twice.
+    """
+    b = msg.body
+    task = await store.lock_task(ctx.conn, b["task_id"])
+    if task is None or task["build_id"] != b["build_id"] or task["arch"] != b["arch"]:
+        log.warning("replicate request for unknown task %s ignored", b["task_id"])
+        return
+    if task["state"] not in ("queued", "leased"):
+        log.info("replicate request for task %s (%s) ignored", task["id"], task["state"])
+        return
+    build = await store.get_build(ctx.conn, task["build_id"])
+    if build is None or build["state"] != "building":
+        log.info("replicate request for task %s of a finished build ignored", task["id"])
+        return
+    # Every host with a result is excluded: without a count, that is how many there are.
+    results = b.get("results", len(msg.exclude_hosts))
+    if results <= task["replicate_results"]:
+        log.info("replicate request for task %s at %s results seen already", task["id"], results)
+        return
+    waiting = f"waiting for agreement: {b['reason']}"
+    constraints = {
+        "purpose": b["purpose"],
+        # No host below untrusted is ever leased to: "at least quarantined" is "any".
+        "min_trust": "untrusted" if msg.min_trust == "quarantined" else msg.min_trust,
+        "exclude_hosts": msg.exclude_hosts,
+        "exclude_owners": msg.exclude_owners,
+        "waiting": waiting,
+        "replicate_results": results,
+        "replica_attempts": 0,
+    }
+    if task["state"] == "leased" and task["host"] not in msg.exclude_hosts:
+        # The current lease has no result yet (it was leased again after an expiry while the
+        # verifier judged): it runs on, and its result is the next one the verifier weighs.
+        await store.set_task(ctx.conn, task["id"], "leased", **constraints)
+        return
+    if task["state"] == "leased":
+        await store.end_lease(ctx.conn, task["lease_id"], "finished")
+    log.info("task %s requeued for a %s: %s", task["id"], b["purpose"], b["reason"])
+    await store.requeue(ctx.conn, task["id"], waiting, **constraints)
+    await schedule(ctx)
 
 
 async def task_failed(ctx: Context, task: Any) -> None:
@@ -162,7 +275,9 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
     task = await store.task_by_lease(ctx.conn, msg.body["lease_id"])
     if task is None or task["state"] != "leased" or task["host"] != msg.host:
         return
-    await store.extend_lease(ctx.conn, task["id"], ctx.config.dispatcher.verdict_grace_seconds)
+    await store.extend_lease(
+        ctx.conn, task["id"], ctx.config.dispatcher.verdict_grace_seconds, finished=True
+    )
 
 
 async def on_task_mismatch(msg: TaskMismatchV1, ctx: Context) -> None:
@@ -185,9 +300,18 @@ async def on_task_mismatch(msg: TaskMismatchV1, ctx: Context) -> None:
             task["host"],
         )
         return
-    # The refused host does not get this task again: the next try is another host's.
+    await store.end_lease(ctx.conn, task["lease_id"], "refused")
+    what = f"result from {task['host']} refused: {msg.body['reason']}"
+    if msg.body["reason"] == "no_agreement":
+        # The verifier's final word: its results limit was reached without agreement.
+        reason = f"{task['arch']}: no agreement among results: {msg.body['detail']}"
+        await store.set_task(ctx.conn, task["id"], "failed", reason=reason, waiting=None)
+        await fail_build(ctx, task["build_id"], reason)
+        return
+    # The refused host does not get this task again: the next try is another host's (for a
+    # replica, with the same constraints).
     await store.refuse_host(ctx.conn, task["id"], task["host"])
-    await requeue_or_fail(ctx, task, f"result from {task['host']} refused: {msg.body['reason']}")
+    await requeue_or_fail(ctx, task, what)
     await schedule(ctx)
 
 
@@ -212,7 +336,13 @@ async def task_stored(ctx: Context, task: Any, files: list[dict[str, Any]]) -> N
     if task["state"] == "stored":
         log.info("task %s was stored already; announcement ignored", task["id"])
         return
-    await store.set_task(ctx.conn, task["id"], "stored", files=files)
+    await store.set_task(ctx.conn, task["id"], "stored", files=files, waiting=None)
+    if task["lease_id"] is not None:
+        # Its task.verified may have been lost: the stored lease is the accepted one.
+        await store.end_lease(
+            ctx.conn, task["lease_id"], "accepted", only_from=("open", "finished")
+        )
+        await store.supersede_leases(ctx.conn, task["id"], task["lease_id"])
     tasks = await store.build_tasks(ctx.conn, task["build_id"])
     if all(t["state"] == "stored" for t in tasks):
         build = await store.finish_build(ctx.conn, task["build_id"], "complete")
@@ -228,9 +358,25 @@ async def task_stored(ctx: Context, task: Any, files: list[dict[str, Any]]) -> N
                     "nvr": build["nvr"],
                     "scratch": build["scratch"],
                     "files": every_file,
+                    "tasks": [accepted_task(t) for t in tasks],
                 }
             )
         )
+
+
+def accepted_task(task: Any) -> dict[str, Any]:
+    """How one task was accepted, for build.complete: the hosts that agreed, the rule met.
+
+    A task stored without the verifier's agreement fields (its task.verified lost, or from a
+    verifier before them) names the host whose result was stored, and rule "unrecorded".
+    """
+    agreeing = [a["host"] for a in json.loads(task["agreeing"])] or [task["host"]]
+    return {
+        "task_id": task["id"],
+        "arch": task["arch"],
+        "agreeing": agreeing,
+        "rule": task["rule"] or "unrecorded",
+    }
 
 
 async def fail_build(ctx: Context, build_id: int, reason: str) -> None:
@@ -273,6 +419,9 @@ async def requeue_expired_leases(runtime: Runtime) -> None:
                     "expired leases wait: the collector cannot say if they were stored: %s", exc
                 )
                 break
+            await store.end_lease(
+                ctx.conn, task["lease_id"], "expired", only_from=("open", "accepted")
+            )
             await requeue_or_fail(ctx, task, f"lease on {task['host']} expired")
         await schedule(ctx)
 
@@ -293,14 +442,18 @@ async def stored_by_collector(ctx: Context, task: Any) -> bool:
 
 
 async def requeue_or_fail(ctx: Context, task: Any, reason: str) -> None:
-    """Give a task another host, or fail its build once it has had MAX_ATTEMPTS leases."""
+    """Give a task another host (with the same constraints, for a replica), or fail its build
+    once it has had MAX_ATTEMPTS leases (of a replica: since the verifier asked for it)."""
     build = await store.get_build(ctx.conn, task["build_id"])
     if build is not None and build["state"] != "building":
         # Its build already failed (another arch did): building this one again is wasted work.
         await store.set_task(ctx.conn, task["id"], "failed", reason=f"{reason}; build over")
         return
-    if task["attempts"] >= MAX_ATTEMPTS:
-        await store.set_task(ctx.conn, task["id"], "failed", reason=reason)
+    tries = task["attempts"] if task["purpose"] == "build" else task["replica_attempts"]
+    if tries >= MAX_ATTEMPTS:
+        if task["purpose"] != "build":
+            reason = f"{reason} ({tries} {task['purpose']} leases)"
+        await store.set_task(ctx.conn, task["id"], "failed", reason=reason, waiting=None)
         await fail_build(ctx, task["build_id"], reason)
     else:
         log.warning("requeueing task %s: %s", task["id"], reason)

@@ -1,11 +1,15 @@
 """Which host may build which task: pure policy, no I/O.
 
 Rules: the host is online with a free slot; it builds the task's architecture (hosts advertise
-"noarch" to take noarch tasks); it offers the requested release, if one was requested;
-official (non-scratch) builds go only to core hosts, the infrastructure's own, because a
-volunteer's result counts only after independent agreement (see the verifier); and a task
-that failed on a host goes neither to that host nor to any host of the same owner (its
-failure is being confirmed: see failures.py).
+"noarch" to take noarch tasks); it offers the requested release, if one was requested; it is
+not quarantined; a task that failed on a host goes neither to that host nor to any host of the
+same owner (its failure is being confirmed: see failures.py); and a replica or tie-break the
+verifier asked for (task.replicate) goes only to a host of at least its minimum trust that is
+none of its excluded hosts and of none of its excluded owners.
+
+Any host may build an official (non-scratch) build: a volunteer's result counts only after the
+verifier's acceptance policy found independent agreement. Still, an official build's own lease
+(not a replica) goes to a free core host when there is one: its result is accepted at once.
 
 Free slots are the dispatcher's own count (free_slots()), never a heartbeat's word alone.
 """
@@ -15,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from collections.abc import Iterable
+
+from services.registry.trust import Trust, at_least
 
 
 @dataclasses.dataclass
@@ -37,6 +43,17 @@ class TaskView:
     # those that failed it: not asked again.
     failed_hosts: frozenset[str] = frozenset()
     failed_owners: frozenset[str] = frozenset()
+    # What the next lease is for ("build", "replica", "tiebreak") and who may take it
+    # (task.replicate): at least this trust (None: any), none of these hosts or owners.
+    purpose: str = "build"
+    min_trust: str | None = None
+    exclude_hosts: frozenset[str] = frozenset()
+    exclude_owners: frozenset[str] = frozenset()
+
+    @property
+    def prefers_core(self) -> bool:
+        """An official build's own lease: a core host's result is accepted without replica."""
+        return not self.scratch and self.purpose == "build"
 
 
 def free_slots(advertised_free: int, running: int, max_slots: int, open_leases: int) -> int:
@@ -52,25 +69,43 @@ def free_slots(advertised_free: int, running: int, max_slots: int, open_leases: 
     return max(0, min(advertised_free, capacity - open_leases))
 
 
+def trusted_enough(trust: str, minimum: str | None) -> bool:
+    """Never a quarantined host (nor one of a trust level unknown here); else >= minimum."""
+    try:
+        level = Trust(trust)
+    except ValueError:
+        return False
+    if level == Trust.QUARANTINED:
+        return False
+    return minimum is None or at_least(level, Trust(minimum))
+
+
 def can_build(host: HostView, task: TaskView) -> bool:
     return (
         host.free_slots > 0
         and task.arch in host.arches
         and (task.release is None or task.release in host.releases)
-        and (task.scratch or host.trust == "core")
+        and trusted_enough(host.trust, task.min_trust)
         and host.host not in task.failed_hosts
         and host.owner not in task.failed_owners
+        and host.host not in task.exclude_hosts
+        and host.owner not in task.exclude_owners
     )
 
 
 def pick_host(task: TaskView, hosts: Iterable[HostView]) -> HostView | None:
-    """The eligible host with the most free slots; ties spread by a hash of task and host."""
+    """The eligible host with the most free slots (a core one first for an official build's
+    own lease); ties spread by a hash of task and host."""
     eligible = [h for h in hosts if can_build(h, task)]
     if not eligible:
         return None
     return max(
         eligible,
-        key=lambda h: (h.free_slots, zlib.crc32(f"{task.task_id}:{h.host}".encode())),
+        key=lambda h: (
+            task.prefers_core and h.trust == Trust.CORE,
+            h.free_slots,
+            zlib.crc32(f"{task.task_id}:{h.host}".encode()),
+        ),
     )
 
 

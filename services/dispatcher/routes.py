@@ -20,8 +20,45 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def lease_view(lease: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "lease_id": str(lease["lease_id"]),
+        "host": lease["host"],
+        "owner": lease["owner"],
+        "purpose": lease["purpose"],
+        "state": lease["state"],
+        "created_at": _iso(lease["created_at"]),
+        "expires_at": _iso(lease["expires_at"]),
+        "finished_at": _iso(lease["finished_at"]),
+    }
+
+
+def task_view(task: asyncpg.Record, leases: list[asyncpg.Record]) -> dict[str, Any]:
+    return {
+        "task_id": task["id"],
+        "arch": task["arch"],
+        "state": task["state"],
+        "host": task["host"],
+        "attempts": task["attempts"],
+        "result_digest": task["result_digest"],
+        "reason": task["reason"],
+        "files": json.loads(task["files"]),
+        # What its next lease is for and who may take it (a replica the verifier asked for),
+        # why it waits, and once accepted, who agreed and the rule met.
+        "purpose": task["purpose"],
+        "min_trust": task["min_trust"],
+        "exclude_hosts": list(task["exclude_hosts"]),
+        "exclude_owners": list(task["exclude_owners"]),
+        "waiting": task["waiting"],
+        "agreeing": json.loads(task["agreeing"]),
+        "rule": task["rule"],
+        "leases": [lease_view(lease) for lease in leases],
+    }
+
+
 async def build_view(conn: asyncpg.Connection, build: asyncpg.Record) -> dict[str, Any]:
     tasks = await store.build_tasks(conn, build["id"])
+    leases = await store.task_leases(conn, [t["id"] for t in tasks])
     return {
         "build_id": build["id"],
         "request_id": build["request_id"],
@@ -33,18 +70,14 @@ async def build_view(conn: asyncpg.Connection, build: asyncpg.Record) -> dict[st
         "srpm_url": build["srpm_url"],
         "created_at": _iso(build["created_at"]),
         "finished_at": _iso(build["finished_at"]),
-        "tasks": [
-            {
-                "task_id": t["id"],
-                "arch": t["arch"],
-                "state": t["state"],
-                "host": t["host"],
-                "attempts": t["attempts"],
-                "result_digest": t["result_digest"],
-                "reason": t["reason"],
-                "files": json.loads(t["files"]),
-            }
+        # Why the build is not complete yet (e.g. "waiting for agreement: ..."), per task.
+        "waiting": [
+            f"{t['arch']}: {t['waiting']}"
             for t in tasks
+            if t["waiting"] and t["state"] in ("queued", "leased")
+        ],
+        "tasks": [
+            task_view(t, [lease for lease in leases if lease["task_id"] == t["id"]]) for t in tasks
         ],
     }
 
@@ -73,6 +106,9 @@ async def find_builds(request: web.Request) -> web.Response:
         return web.json_response({"builds": [await build_view(conn, r) for r in rows]})
 
 
+WAITING_LISTED = 200  # the queue lists at most this many waiting tasks, oldest first
+
+
 @routes.get("/api/v1/queue")
 async def queue(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
@@ -80,11 +116,31 @@ async def queue(request: web.Request) -> web.Response:
         tasks = await conn.fetch("SELECT state, count(*) AS n FROM tasks GROUP BY state")
         hosts = await conn.fetch(
             "SELECT h.host, h.state, h.trust, h.free_slots, h.running, h.max_slots,"
-            " (SELECT count(*) FROM tasks t WHERE t.host = h.host AND t.state = 'leased')"
+            " (SELECT count(*) FROM leases l WHERE l.host = h.host AND l.state = 'open')"
             " AS open_leases FROM hosts h ORDER BY h.host"
         )
+        waiting = await conn.fetch(
+            "SELECT id, build_id, arch, state, purpose, min_trust, waiting FROM tasks"
+            " WHERE waiting IS NOT NULL AND state IN ('queued', 'leased') ORDER BY id LIMIT $1",
+            WAITING_LISTED,
+        )
     return web.json_response(
-        {"tasks": {r["state"]: r["n"] for r in tasks}, "hosts": [_capacity(h) for h in hosts]}
+        {
+            "tasks": {r["state"]: r["n"] for r in tasks},
+            "hosts": [_capacity(h) for h in hosts],
+            "waiting": [
+                {
+                    "task_id": w["id"],
+                    "build_id": w["build_id"],
+                    "arch": w["arch"],
+                    "state": w["state"],
+                    "purpose": w["purpose"],
+                    "min_trust": w["min_trust"],
+                    "waiting": w["waiting"],
+                }
+                for w in waiting
+            ],
+        }
     )
 
 

@@ -13,7 +13,7 @@ from skyline_messages import HostStatusV1
 from . import failures, matching
 from .matching import HostView, TaskView
 
-JSON_COLUMNS = ("files", "failures")
+JSON_COLUMNS = ("files", "failures", "agreeing")
 
 
 async def create_build(
@@ -89,7 +89,7 @@ async def lock_available_hosts(conn: asyncpg.Connection) -> list[HostView]:
     if not rows:
         return []
     counts = await conn.fetch(
-        "SELECT host, count(*) AS n FROM tasks WHERE state = 'leased' AND host = ANY($1::text[])"
+        "SELECT host, count(*) AS n FROM leases WHERE state = 'open' AND host = ANY($1::text[])"
         " GROUP BY host",
         [r["host"] for r in rows],
     )
@@ -112,7 +112,8 @@ async def lock_available_hosts(conn: asyncpg.Connection) -> list[HostView]:
 
 async def lock_queued_tasks(conn: asyncpg.Connection, limit: int) -> list[TaskView]:
     rows = await conn.fetch(
-        "SELECT t.id, t.arch, t.failures, t.refused_hosts, b.release, b.scratch"
+        "SELECT t.id, t.arch, t.failures, t.refused_hosts, t.purpose, t.min_trust,"
+        " t.exclude_hosts, t.exclude_owners, b.release, b.scratch"
         " FROM tasks t JOIN builds b ON b.id = t.build_id"
         " WHERE t.state = 'queued' ORDER BY t.priority DESC, t.id LIMIT $1"
         " FOR UPDATE OF t SKIP LOCKED",
@@ -129,25 +130,44 @@ async def lock_queued_tasks(conn: asyncpg.Connection, limit: int) -> list[TaskVi
                 r["scratch"],
                 failed_hosts=frozenset(f.host for f in failed) | set(r["refused_hosts"]),
                 failed_owners=frozenset(f.owner for f in failed),
+                purpose=r["purpose"],
+                min_trust=r["min_trust"],
+                exclude_hosts=frozenset(r["exclude_hosts"]),
+                exclude_owners=frozenset(r["exclude_owners"]),
             )
         )
     return views
 
 
 async def lease(
-    conn: asyncpg.Connection, task_id: int, host: str, lease_seconds: int
+    conn: asyncpg.Connection, task: TaskView, host: HostView, lease_seconds: int
 ) -> asyncpg.Record:
-    """Lease a task to a host; returns the task joined with its build for the lease message."""
-    return await conn.fetchrow(
-        "UPDATE tasks t SET state = 'leased', host = $2, lease_id = $3, attempts = attempts + 1,"
+    """Lease a task to a host, recorded in leases; returns the task joined with its build for
+    the lease message. A build lease counts in attempts, a replica or tie-break in
+    replica_attempts (each bounded by handlers.MAX_ATTEMPTS)."""
+    row = await conn.fetchrow(
+        "UPDATE tasks t SET state = 'leased', host = $2, lease_id = $3,"
+        " attempts = attempts + (t.purpose = 'build')::int,"
+        " replica_attempts = replica_attempts + (t.purpose <> 'build')::int,"
         " lease_expires = now() + make_interval(secs => $4), updated_at = now()"
         " FROM builds b WHERE t.id = $1 AND b.id = t.build_id"
         " RETURNING t.*, b.owner, b.nvr, b.srpm_url, b.srpm_sha256, b.release, b.scratch",
-        task_id,
-        host,
+        task.task_id,
+        host.host,
         uuid.uuid4(),
         lease_seconds,
     )
+    await conn.execute(
+        "INSERT INTO leases (lease_id, task_id, host, owner, purpose, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        row["lease_id"],
+        row["id"],
+        host.host,
+        host.owner,
+        row["purpose"],
+        row["lease_expires"],
+    )
+    return row
 
 
 async def task_by_lease(conn: asyncpg.Connection, lease_id: str) -> asyncpg.Record | None:
@@ -155,12 +175,77 @@ async def task_by_lease(conn: asyncpg.Connection, lease_id: str) -> asyncpg.Reco
     return await conn.fetchrow("SELECT * FROM tasks WHERE lease_id = $1::uuid FOR UPDATE", lease_id)
 
 
-async def extend_lease(conn: asyncpg.Connection, task_id: int, seconds: float) -> None:
+async def lease_and_task(
+    conn: asyncpg.Connection, lease_id: str
+) -> tuple[asyncpg.Record, asyncpg.Record] | None:
+    """Any lease the task ever had (not only its current one) and its task, locked."""
+    found = await conn.fetchrow(
+        "SELECT l.lease_id, l.task_id, l.state AS lease_state, l.host AS lease_host"
+        " FROM leases l JOIN tasks t ON t.id = l.task_id WHERE l.lease_id = $1::uuid"
+        " FOR UPDATE OF t, l",
+        lease_id,
+    )
+    if found is None:
+        return None
+    task = await conn.fetchrow("SELECT * FROM tasks WHERE id = $1", found["task_id"])
+    return found, task
+
+
+async def end_lease(
+    conn: asyncpg.Connection, lease_id: Any, state: str, *, only_from: tuple[str, ...] = ("open",)
+) -> None:
+    """Move a lease on (finished, accepted, refused, expired, failed, superseded)."""
     await conn.execute(
+        "UPDATE leases SET state = $2 WHERE lease_id = $1 AND state = ANY($3::text[])",
+        lease_id,
+        state,
+        list(only_from),
+    )
+
+
+async def supersede_leases(conn: asyncpg.Connection, task_id: int, keep: Any) -> None:
+    """The task was accepted through lease `keep`: its other leases' results are not stored."""
+    await conn.execute(
+        "UPDATE leases SET state = 'superseded' WHERE task_id = $1 AND lease_id <> $2"
+        " AND state IN ('open', 'finished')",
+        task_id,
+        keep,
+    )
+
+
+async def awaits_agreement(conn: asyncpg.Connection, task_id: int) -> bool:
+    """Whether a succeeded result of the task waits for another to agree with it."""
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM leases WHERE task_id = $1 AND state = 'finished')", task_id
+    )
+
+
+async def task_leases(conn: asyncpg.Connection, task_ids: list[int]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT * FROM leases WHERE task_id = ANY($1::bigint[]) ORDER BY created_at, lease_id",
+        task_ids,
+    )
+
+
+async def extend_lease(
+    conn: asyncpg.Connection, task_id: int, seconds: float, *, finished: bool = False
+) -> None:
+    """Push the task's current lease's expiry to at least `seconds` from now; `finished`:
+    its host reported the build done."""
+    expires = await conn.fetchval(
         "UPDATE tasks SET lease_expires = GREATEST(lease_expires,"
-        " now() + make_interval(secs => $2)), updated_at = now() WHERE id = $1",
+        " now() + make_interval(secs => $2)), updated_at = now() WHERE id = $1"
+        " RETURNING lease_expires",
         task_id,
         seconds,
+    )
+    await conn.execute(
+        "UPDATE leases l SET expires_at = $2,"
+        " finished_at = CASE WHEN $3 THEN coalesce(l.finished_at, now()) ELSE l.finished_at END"
+        " FROM tasks t WHERE t.id = $1 AND l.lease_id = t.lease_id",
+        task_id,
+        expires,
+        finished,
     )
 
 

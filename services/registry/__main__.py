@@ -2,13 +2,14 @@
 
 from pathlib import Path
 
-from skyline_messages import HostHeartbeatV1
+from skyline_messages import HostHeartbeatV1, TaskVerifiedV1
 
 from services.common.service import Periodic, Runtime, Service
 
 from . import broker
 from .handlers import mark_silent_hosts_offline, on_heartbeat, on_heartbeats
 from .routes import ROUTES
+from .verified import on_task_verified
 
 
 async def connect_broker_admin(runtime: Runtime) -> None:
@@ -17,7 +18,8 @@ async def connect_broker_admin(runtime: Runtime) -> None:
 
 SERVICE = Service(
     name="registry",
-    handlers={HostHeartbeatV1: on_heartbeat},
+    # Verified results grade their hosts' trust (verified.py).
+    handlers={HostHeartbeatV1: on_heartbeat, TaskVerifiedV1: on_task_verified},
     batched={HostHeartbeatV1: on_heartbeats},  # on the bus: many heartbeats per transaction
     routes=ROUTES,
     listen=lambda config: config.registry.listen,

@@ -16,7 +16,7 @@ from services.common.http import error
 from services.common.service import RUNTIME
 from services.common.signing import verify_body
 
-from . import broker, owners_api, store, trust_api
+from . import broker, hoststate, owners_api, store, trust_api
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -131,15 +131,12 @@ async def _set_state(request: web.Request, state: str) -> web.Response:
     runtime = request.app[RUNTIME]
     host = request.match_info["host"]
     async with runtime.transaction() as ctx:
-        row = await store.set_state(ctx.conn, host, state)
+        try:
+            row = await hoststate.set_state(ctx, host, state)
+        except Retry as exc:
+            raise error(503, str(exc)) from None
         if row is None:
             raise error(404, f"no host named {host!r} is enrolled")
-        admin = runtime.state.get("broker_admin")
-        if state == "quarantined" and admin is not None:
-            try:  # in the transaction: a host is never marked quarantined but still connected
-                await broker.revoke_credentials(admin, host)
-            except Retry as exc:
-                raise error(503, str(exc)) from None
         await ctx.publish(store.status_message(row))
     log.warning("host %s is now %s", host, state)
     return web.json_response(store.public_view(row))

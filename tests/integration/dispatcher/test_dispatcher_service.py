@@ -265,18 +265,18 @@ async def test_request_is_leased_at_once_when_a_host_is_waiting(runtime, sent) -
     assert [type(m) for m in new] == [BuildQueuedV1, TaskLeasedV1, TaskLeasedV1]
 
 
-async def test_untrusted_host_gets_only_scratch_builds(runtime, sent) -> None:
+async def test_volunteers_build_official_builds_too_but_never_quarantined_hosts(
+    runtime, sent
+) -> None:
+    # A volunteer's official result counts only once the verifier found independent agreement
+    # (test_replicas.py); a quarantined host gets nothing, whatever state it reports.
     await SERVICE.handle(runtime, request(priority=900))
     await SERVICE.handle(runtime, request(scratch=True))
-    for trust in ("untrusted", "trusted"):
-        new = await new_messages(runtime, sent, status(f"{trust}-1", trust=trust, free_slots=5))
-        if trust == "untrusted":
-            [lease] = new
-            assert lease.body["scratch"] is True
-        else:
-            assert new == []  # the only scratch task is taken; the official one waits
-    states = {(t["build_id"], t["state"]) for t in await task_rows(runtime)}
-    assert states == {(1, "queued"), (2, "leased")}
+    banned = status("banned-1", trust="quarantined", owner="mallory", free_slots=5)
+    assert await new_messages(runtime, sent, banned) == []
+    new = await new_messages(runtime, sent, status("untrusted-1", trust="untrusted", free_slots=5))
+    assert sorted(m.body["scratch"] for m in new) == [False, True]
+    assert {t["state"] for t in await task_rows(runtime)} == {"leased"}
 
 
 async def test_arch_and_release_mismatches_are_not_leased(runtime, sent) -> None:

@@ -222,3 +222,33 @@ def test_builder_defaults_have_noarch() -> None:
 def test_masked_hides_passwords(url: str, shown: str) -> None:
     assert masked(url) == shown
     assert "secret" not in masked(url)
+
+
+def test_registry_trust_is_a_sub_table(tmp_path: Path) -> None:
+    from services.registry.trust import Trust, TrustConfig
+
+    assert load_config(env={}).registry.trust == TrustConfig()
+    path = write(
+        tmp_path,
+        "[registry]\nlisten = '0.0.0.0:1'\n[registry.trust]\npromote_after = 3\n"
+        "demote_trusted_to = 'quarantined'\n",
+    )
+    trust = load_config(path, env={"SKYLINE_REGISTRY_TRUST_QUARANTINE_AFTER": "4"}).registry.trust
+    assert trust == TrustConfig(
+        promote_after=3, demote_trusted_to=Trust.QUARANTINED, quarantine_after=4
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("[registry.trust]\npromote_aftr = 3\n", r"unknown setting.*\[registry\.trust\]"),
+        ("[registry.trust]\npromote_after = 0\n", r"\[registry\.trust\].*at least 1"),
+        ("[registry.trust]\ndemote_untrusted_to = 'core'\n", "cannot demote to core"),
+        ("[registry.trust]\ndemote_trusted_to = 'nowhere'\n", "expected one of untrusted"),
+        ("[registry]\ntrust = 3\n", r"\[registry\.trust\] must be a table"),
+    ],
+)
+def test_bad_registry_trust_settings(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(write(tmp_path, text), env={})

@@ -34,6 +34,10 @@ def task(
     scratch: bool = False,
     failed_hosts: tuple[str, ...] = (),
     failed_owners: tuple[str, ...] = (),
+    purpose: str = "build",
+    min_trust: str | None = None,
+    exclude_hosts: tuple[str, ...] = (),
+    exclude_owners: tuple[str, ...] = (),
 ) -> TaskView:
     return TaskView(
         task_id,
@@ -42,6 +46,10 @@ def task(
         scratch,
         failed_hosts=frozenset(failed_hosts),
         failed_owners=frozenset(failed_owners),
+        purpose=purpose,
+        min_trust=min_trust,
+        exclude_hosts=frozenset(exclude_hosts),
+        exclude_owners=frozenset(exclude_owners),
     )
 
 
@@ -77,14 +85,81 @@ def test_no_release_requested_matches_a_host_without_releases() -> None:
     [
         ("core", False, True),
         ("core", True, True),
-        ("trusted", False, False),
+        # A volunteer's result counts only once the verifier found independent agreement.
+        ("trusted", False, True),
         ("trusted", True, True),
-        ("untrusted", False, False),
+        ("untrusted", False, True),
         ("untrusted", True, True),
+        ("quarantined", False, False),
+        ("quarantined", True, False),
+        ("wizard", True, False),  # a level unknown here: never trusted with a lease
     ],
 )
-def test_official_builds_only_on_core_hosts(trust: str, scratch: bool, ok: bool) -> None:
+def test_any_host_but_a_quarantined_one_may_build(trust: str, scratch: bool, ok: bool) -> None:
     assert can_build(host(trust=trust), task(scratch=scratch)) is ok
+
+
+# Replicas and tie-breaks (task.replicate): (host trust, host name, host owner) against
+# (min_trust, excluded hosts, excluded owners).
+@pytest.mark.parametrize(
+    ("trust", "name", "owner", "min_trust", "exclude_hosts", "exclude_owners", "ok"),
+    [
+        ("untrusted", "b1", "bob", "untrusted", ("a1",), ("alice",), True),
+        ("untrusted", "a2", "alice", "untrusted", ("a1",), ("alice",), False),  # same owner
+        ("untrusted", "a1", "alice", "untrusted", ("a1",), (), False),  # same host
+        ("core", "a1", "infra", None, ("a1",), (), False),  # excluded host, even core
+        ("untrusted", "b1", "bob", "trusted", ("a1",), ("alice",), False),
+        ("trusted", "b1", "bob", "trusted", ("a1",), ("alice",), True),
+        ("core", "c1", "infra", "trusted", ("a1",), ("alice",), True),
+        ("trusted", "b1", "bob", "core", ("a1",), ("alice",), False),
+        ("core", "c1", "infra", "core", ("a1", "b1"), ("alice", "bob"), True),
+        ("core", "c1", "infra", "core", (), ("infra",), False),  # excluded owner, even core
+        ("quarantined", "b1", "bob", None, (), (), False),
+        ("quarantined", "b1", "bob", "untrusted", (), (), False),
+        ("untrusted", "b1", "bob", None, (), (), True),
+    ],
+)
+def test_replica_eligibility(
+    trust: str,
+    name: str,
+    owner: str,
+    min_trust: str | None,
+    exclude_hosts: tuple[str, ...],
+    exclude_owners: tuple[str, ...],
+    ok: bool,
+) -> None:
+    for scratch in (False, True):
+        replica = task(
+            scratch=scratch,
+            purpose="replica",
+            min_trust=min_trust,
+            exclude_hosts=exclude_hosts,
+            exclude_owners=exclude_owners,
+        )
+        assert can_build(host(name, trust=trust, owner=owner), replica) is ok
+
+
+@pytest.mark.parametrize(
+    ("scratch", "purpose", "expected"),
+    [
+        (False, "build", "core"),  # an official build's own lease: a free core host first
+        (True, "build", "volunteer"),  # scratch: the most free slots
+        (False, "replica", "volunteer"),  # a replica's constraints say who; no preference
+        (False, "tiebreak", "volunteer"),
+    ],
+)
+def test_official_builds_prefer_a_free_core_host(scratch: bool, purpose: str, expected: str):
+    hosts = [host("volunteer", trust="untrusted", owner="bob", slots=8), host("core", slots=1)]
+    for task_id in range(1, 10):
+        picked = pick_host(task(task_id, scratch=scratch, purpose=purpose), hosts)
+        assert picked.host == expected
+
+
+def test_official_builds_go_to_volunteers_when_no_core_host_is_free() -> None:
+    hosts = [host("core", slots=0), host("volunteer", trust="untrusted", owner="bob")]
+    assert pick_host(task(), hosts).host == "volunteer"
+    arm_core = host("core", arches=("aarch64",), slots=4)  # a core host that cannot build it
+    assert pick_host(task(), [arm_core, hosts[1]]).host == "volunteer"
 
 
 @pytest.mark.parametrize("slots", [0, -1])
@@ -146,10 +221,12 @@ def test_assign_skips_a_task_nobody_can_build_and_goes_on() -> None:
     assert [(t.task_id, h.host) for t, h in leases] == [(2, "core"), (3, "volunteer")]
 
 
-def test_assign_does_not_give_official_builds_to_volunteers_even_when_idle() -> None:
-    hosts = [host("volunteer", trust="untrusted", slots=5)]
-    assert assign([task(1), task(2)], hosts) == []
-    assert hosts[0].free_slots == 5
+def test_assign_leaves_a_replica_queued_when_no_host_meets_its_constraints() -> None:
+    hosts = [host("b1", trust="trusted", owner="bob", slots=5)]
+    needs_core = task(1, purpose="tiebreak", min_trust="core", exclude_owners=("alice",))
+    plain = task(2, scratch=True)
+    assert [(t.task_id, h.host) for t, h in assign([needs_core, plain], hosts)] == [(2, "b1")]
+    assert hosts[0].free_slots == 4
 
 
 def test_assign_is_deterministic() -> None:
