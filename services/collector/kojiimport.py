@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 CLAIM = datetime.timedelta(minutes=30)  # an import taking longer may be tried again beside it
 MAX_PAUSE = 3600.0  # seconds; the pause after the n-th failure is min(MAX_PAUSE, 30 * 2**n)
 UPLOAD_ROOT = "skyline"  # under the hub's work/
+# Per hub call (an upload goes in chunks of a few MB): a hung hub must not hold the job forever.
+HUB_TIMEOUT = 600
 
 
 class AnotherBuild(SkylineError):
@@ -70,7 +72,8 @@ def cg_version() -> str:
 
 
 def session(settings: HubSettings) -> Any:
-    s = koji.ClientSession(settings.url, {"user": settings.user, "password": settings.password})
+    opts = {"user": settings.user, "password": settings.password, "timeout": HUB_TIMEOUT}
+    s = koji.ClientSession(settings.url, opts)
     s.login()
     return s
 
