@@ -27,7 +27,10 @@ from services.common.broker_admin import Principals, new_password
 from services.common.config import Config, load_config
 from services.common.localstack import PostgreSQL, RabbitMQ
 
-pytest_plugins = ["tests.system"]  # the whole system, for tests/e2e and tests/security
+pytest_plugins = [
+    "tests.system",  # the whole system, for tests/e2e and tests/security
+    "tests.kojihub",  # a real Koji hub (koji_hub), for the content-generator import
+]
 
 
 @dataclasses.dataclass

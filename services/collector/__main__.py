@@ -3,13 +3,14 @@ keeps the contributors' statistics and serves their dashboard."""
 
 from pathlib import Path
 
-from skyline_messages import TaskLeasedV1, TaskVerifiedV1
+from skyline_messages import BuildCompleteV1, TaskFinishedV1, TaskLeasedV1, TaskVerifiedV1
 
 from services.common.service import Periodic, Service
 
 from . import stats_handlers, stats_routes
 from .cleanup import INTERVAL, sweep_staging
-from .handlers import on_task_leased, on_task_verified
+from .handlers import on_build_complete, on_task_finished, on_task_leased, on_task_verified
+from .kojiimport import import_pending
 from .routes import ROUTES
 
 SERVICE = Service(
@@ -18,10 +19,18 @@ SERVICE = Service(
         TaskLeasedV1: on_task_leased,
         TaskVerifiedV1: stats_handlers.both(stats_handlers.on_task_verified, on_task_verified),
         **stats_handlers.HANDLERS,
+        # The Koji import shares these with the statistics: the env manifest, the intent.
+        TaskFinishedV1: stats_handlers.both(stats_handlers.on_task_finished, on_task_finished),
+        BuildCompleteV1: stats_handlers.both(stats_handlers.on_build_complete, on_build_complete),
     },
     routes=[*ROUTES, *stats_routes.ROUTES],
     listen=lambda config: config.collector.listen,
-    periodic=[Periodic("staging-sweep", lambda config: INTERVAL, sweep_staging)],
+    periodic=[
+        Periodic("staging-sweep", lambda config: INTERVAL, sweep_staging),
+        Periodic(
+            "koji-import", lambda config: config.collector.koji_import_interval, import_pending
+        ),
+    ],
     migrations=Path(__file__).parent / "migrations",
 )
 

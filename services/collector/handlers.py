@@ -9,7 +9,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
-from skyline_messages import BuildStoredV1, TaskLeasedV1, TaskVerifiedV1
+from skyline_messages import (
+    BuildCompleteV1,
+    BuildStoredV1,
+    TaskFinishedV1,
+    TaskLeasedV1,
+    TaskVerifiedV1,
+)
 
 from services.common.errors import Reject
 from services.common.service import Context
@@ -141,3 +147,28 @@ async def _store(
         except storage.Refused as exc:
             raise Reject(str(exc)) from None
     return results
+
+
+async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
+    """Keep the builder's environment manifest: a Koji import describes the buildroot with it.
+
+    Only the lease's own host can have sent it (the broker and the consumer's sender check);
+    the verifier checks its signature, and only verified results are imported.
+    """
+    body = msg.body
+    if body["status"] == "succeeded":
+        await store.record_env_manifest(
+            ctx.conn, uuid.UUID(body["lease_id"]), body["host"], body["env_manifest"]
+        )
+
+
+async def on_build_complete(msg: BuildCompleteV1, ctx: Context) -> None:
+    """Record the intent to import the build into Koji; kojiimport.py does it, outside this
+    transaction. Scratch builds stay out of Koji, as Koji's own scratch builds do."""
+    body = msg.body
+    if not ctx.config.collector.koji_hub_url or body["scratch"]:
+        return
+    if await store.add_koji_import(
+        ctx.conn, body["build_id"], body["nvr"], body["owner"], msg.tasks
+    ):
+        log.info("build %s (%s): to be imported into Koji", body["build_id"], body["nvr"])

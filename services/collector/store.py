@@ -250,3 +250,90 @@ async def owner_source_usage(conn: asyncpg.Connection, owner: str) -> Usage:
 async def lock(conn: asyncpg.Connection, what: str) -> None:
     """Serialise the transactions that check and use one limit (a lease's, an owner's)."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", what)
+
+
+async def record_env_manifest(
+    conn: asyncpg.Connection, lease_id: uuid.UUID, host: str, manifest: Mapping[str, str]
+) -> bool:
+    """Keep the first environment manifest the lease's own host reported; False if none set."""
+    done = await conn.fetchval(
+        "UPDATE leases SET env_manifest = $3::jsonb"
+        " WHERE lease_id = $1 AND host = $2 AND env_manifest IS NULL RETURNING true",
+        lease_id,
+        host,
+        json.dumps(dict(manifest)),
+    )
+    return bool(done)
+
+
+async def add_koji_import(
+    conn: asyncpg.Connection, build_id: int, nvr: str, owner: str, tasks: list[Any]
+) -> bool:
+    """Record the intent to import a complete build; False if it was recorded already."""
+    added = await conn.fetchval(
+        "INSERT INTO koji_imports (build_id, nvr, owner, tasks) VALUES ($1, $2, $3, $4::jsonb)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        build_id,
+        nvr,
+        owner,
+        json.dumps(tasks),
+    )
+    return bool(added)
+
+
+async def claim_koji_import(
+    conn: asyncpg.Connection, claim: datetime.timedelta
+) -> asyncpg.Record | None:
+    """The next due import, its next_try pushed `claim` on so that nobody else takes it."""
+    return await conn.fetchrow(
+        "UPDATE koji_imports SET attempts = attempts + 1, next_try = now() + $1::interval"
+        " WHERE build_id = (SELECT build_id FROM koji_imports"
+        "  WHERE state = 'pending' AND next_try <= now()"
+        "  ORDER BY next_try LIMIT 1 FOR UPDATE SKIP LOCKED)"
+        " RETURNING *",
+        claim,
+    )
+
+
+async def koji_import_done(conn: asyncpg.Connection, build_id: int, koji_build_id: int) -> None:
+    await conn.execute(
+        "UPDATE koji_imports SET state = 'imported', koji_build_id = $2, imported_at = now(),"
+        " error = NULL WHERE build_id = $1",
+        build_id,
+        koji_build_id,
+    )
+
+
+async def koji_import_retry(
+    conn: asyncpg.Connection, build_id: int, error: str, pause: float
+) -> None:
+    await conn.execute(
+        "UPDATE koji_imports SET error = $2, next_try = now() + make_interval(secs => $3)"
+        " WHERE build_id = $1 AND state = 'pending'",
+        build_id,
+        error,
+        pause,
+    )
+
+
+async def koji_import_failed(conn: asyncpg.Connection, build_id: int, error: str) -> None:
+    await conn.execute(
+        "UPDATE koji_imports SET state = 'failed', error = $2 WHERE build_id = $1",
+        build_id,
+        error,
+    )
+
+
+async def get_koji_import(conn: asyncpg.Connection, build_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM koji_imports WHERE build_id = $1", build_id)
+
+
+async def build_stored_files(conn: asyncpg.Connection, build_id: int) -> list[asyncpg.Record]:
+    """Every file the build's stored leases put into Koji storage, with its task and host."""
+    return await conn.fetch(
+        "SELECT f.name, f.path, f.sha256, f.size, f.arch, l.task_id, l.arch AS task_arch,"
+        " l.host, l.env_manifest, l.srpm_sha256, l.created_at AS leased_at"
+        " FROM stored_files f JOIN leases l USING (lease_id)"
+        " WHERE l.build_id = $1 AND l.state = 'stored' ORDER BY l.task_id, f.name",
+        build_id,
+    )

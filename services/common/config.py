@@ -123,6 +123,14 @@ class CollectorConfig:
     # Leases whose RPM facts (GET /api/v1/leases/{id}/facts) are read at once: each hashes
     # every payload file of up to max_lease_mb.
     facts_reads: int = 2
+    # A Koji hub's XML-RPC URL (https://koji.example.org/kojihub): when set, every complete
+    # non-scratch build is imported into it as a content generator (collector/kojiimport.py);
+    # empty: builds stay in koji_topdir only. The CG user logs in with a password (from a file).
+    koji_hub_url: str = ""
+    koji_cg_user: str = ""
+    koji_cg_password_file: str = ""
+    koji_cg_name: str = "skyline"  # the content generator the admin granted (grantCGAccess)
+    koji_import_interval: float = 10.0  # seconds between looks for pending imports
 
 
 @dataclasses.dataclass(frozen=True)

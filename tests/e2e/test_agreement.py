@@ -132,8 +132,13 @@ async def online_only(farm: LocalSystem, *hosts: str, timeout: float = 90) -> No
 
 
 @pytest.fixture(scope="module")
-async def trusted_host(farm: LocalSystem) -> str:
+def trusted_host(farm: LocalSystem) -> str:
     """trusted-1, enrolled as any volunteer and then trusted by an admin."""
+    asyncio.run(trust_by_admin(farm))
+    return "trusted-1"
+
+
+async def trust_by_admin(farm: LocalSystem) -> None:
     await online_only(farm, "trusted-1")
     async with (
         aiohttp.ClientSession() as http,
@@ -144,7 +149,17 @@ async def trusted_host(farm: LocalSystem) -> str:
         ) as reply,
     ):
         assert reply.status == 200, await reply.text()
-    return "trusted-1"
+
+
+async def until_waiting_says(farm: LocalSystem, build_id: int, text: str) -> None:
+    """Wait until the dispatcher's status of the build gives `text` as why a task waits."""
+    url = f"{farm.url('dispatcher')}/api/v1/builds/{build_id}"
+    for _ in range(300):
+        status = await get_json(url)
+        if any(text in (t.get("waiting") or "") for t in status["tasks"]):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"build {build_id} never said {text!r}: {status}")
 
 
 async def submit(farm: LocalSystem, srpm: Path, *, scratch: bool) -> tuple[int, object]:
@@ -171,8 +186,7 @@ async def test_official_build_from_a_volunteer_waits_for_an_independent_replica(
     assert "vera" in replicate.body["exclude_owners"]
     assert replicate.body["min_trust"] in ("trusted", "core")
     # Waiting, and saying so; nothing of the lone result is stored.
-    status = await get_json(f"{farm.url('dispatcher')}/api/v1/builds/{build_id}")
-    assert "agreement" in str(status), status
+    await until_waiting_says(farm, build_id, "waiting for agreement")
     assert farm_tap.of(BuildStoredV1, build_id=build_id) == []
 
     await online_only(farm, "vol-1", trusted_host)
