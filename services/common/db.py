@@ -61,6 +61,19 @@ PLUMBING_MIGRATIONS = (
         CREATE INDEX processed_messages_at ON processed_messages (processed_at);
         """,
     ),
+    (
+        # The trace each build belongs to (outbox.build_traces): what a service says about a
+        # build later, whatever it is handling then, joins that build's trace.
+        "common_0002_trace_contexts",
+        """
+        CREATE TABLE trace_contexts (
+            aggregate   text PRIMARY KEY,
+            traceparent text NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX trace_contexts_at ON trace_contexts (created_at);
+        """,
+    ),
 )
 
 _SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
