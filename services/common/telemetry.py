@@ -63,7 +63,7 @@ class Metrics:
             unit="{verdict}",
             description="Verifier verdicts on finished tasks, by kind (verified, mismatch)",
         )
-        self.throttle_engaged = meter.create_up_down_counter(
+        self.throttle_engaged = meter.create_gauge(
             "skyline.throttle.engaged",
             unit="{throttle}",
             description="1 while the farm-wide throttle is engaged, 0 once released",
@@ -76,7 +76,6 @@ class Metrics:
 
 
 METRICS = Metrics(_meter)
-_throttle = {"engaged": False}  # this process's last announced state (for the up-down counter)
 
 
 def setup(service_name: str, otlp_endpoint: str = "") -> None:
@@ -255,10 +254,7 @@ def record_sent(routing_key: str, body: bytes) -> None:
                 attributes["status"] = str(json.loads(body).get("status", ""))
         METRICS.verdicts.add(1, attributes)
     elif routing_key in ("skyline.throttle.engaged", "skyline.throttle.released"):
-        engaged = routing_key == "skyline.throttle.engaged"
-        if engaged != _throttle["engaged"]:
-            _throttle["engaged"] = engaged
-            METRICS.throttle_engaged.add(1 if engaged else -1)
+        METRICS.throttle_engaged.set(1 if routing_key == "skyline.throttle.engaged" else 0)
 
 
 # -- database ---------------------------------------------------------------------------------

@@ -149,13 +149,11 @@ def test_confirmed_messages_count_leases_verdicts_and_the_throttle(monkeypatch) 
     reader = InMemoryMetricReader()
     meter = MeterProvider(metric_readers=[reader]).get_meter("test")
     monkeypatch.setattr(telemetry, "METRICS", telemetry.Metrics(meter))
-    monkeypatch.setattr(telemetry, "_throttle", {"engaged": False})
     telemetry.record_sent("skyline.task.leased.h1", b"{}")
     telemetry.record_sent("skyline.task.leased.h2", b"{}")
     telemetry.record_sent("skyline.task.verified", b'{"status": "succeeded"}')
     telemetry.record_sent("skyline.task.mismatch", b"{}")
     telemetry.record_sent("skyline.throttle.engaged", b"{}")
-    telemetry.record_sent("skyline.throttle.engaged", b"{}")  # sent again: still engaged once
     telemetry.record_sent("skyline.build.queued", b"{}")  # counts nothing
     telemetry.METRICS.queue_depth.set(3, {"queue": "skyline.dispatcher"})
 
