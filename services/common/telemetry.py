@@ -11,8 +11,8 @@ Spans: `<topic> process` (consume), `<topic> publish` (producer, when a message 
 the outbox or published directly), `<topic> relay` (the outbox relay sending it), `db
 transaction`, `HTTP <method>` (client) and `<method> <route>` (server).
 
-Metrics (`METRICS`): leases issued, verdicts by kind, throttle state and consumer queue depth,
-recorded as the messages that announce them are confirmed by the broker.
+Metrics (`METRICS`): leases issued, verdicts by kind and the throttle's state, recorded as the
+broker confirms the messages that announce them; each consumer queue's depth, read periodically.
 
 Export. `otlp_endpoint` set to an OTLP/HTTP collector (`http://collector:4318`) sends traces
 and metrics there when opentelemetry-exporter-otlp is installed; `file:///some/dir` makes each
