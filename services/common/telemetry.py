@@ -270,6 +270,38 @@ def db_span(operation: str, namespace: str) -> Iterator[trace.Span]:
         yield span
 
 
+# Transaction control and the pool's housekeeping: the transaction's own span covers them.
+_UNTRACED_STATEMENTS = (
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "RELEASE",
+    "RESET",
+    "SELECT PG_",
+)
+
+
+def query_span(statement: str) -> contextlib.AbstractContextManager[Any]:
+    """A span for one SQL statement, if it serves traced work (a message, a request, a build):
+    queries outside any trace (the relay's polling, periodic jobs) would each be a lone trace."""
+    text = statement.lstrip()
+    if not trace.get_current_span().get_span_context().is_valid or text.upper().startswith(
+        _UNTRACED_STATEMENTS
+    ):
+        return contextlib.nullcontext()
+    operation = text.split(None, 1)[0].upper() if text else "SQL"
+    return _tracer.start_as_current_span(
+        f"db {operation}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "db.system": "postgresql",
+            "db.operation.name": operation,
+            "db.query.text": text[:1000],  # parameters are never part of it
+        },
+    )
+
+
 # -- HTTP -------------------------------------------------------------------------------------
 
 

@@ -109,3 +109,16 @@ async def test_messages_written_outside_any_trace_record_none(pool, spans) -> No
     async with pool.acquire() as conn, conn.transaction():
         await outbox.add(conn, queued(4))
     assert await pool.fetchval("SELECT count(*) FROM trace_contexts") == 0
+
+
+async def test_queries_of_traced_work_get_a_span_each(pool, spans) -> None:
+    await pool.fetchval("SELECT 1")  # outside any trace: no lone span
+    with telemetry.span("handler") as handler:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("CREATE TEMP TABLE t (x int)")
+            await conn.fetch("SELECT $1::int AS x", 2)
+    db_spans = [s for s in spans.get_finished_spans() if s.name.startswith("db ")]
+    assert [s.name for s in db_spans] == ["db CREATE", "db SELECT"]  # not BEGIN, COMMIT
+    assert {s.parent.span_id for s in db_spans} == {handler.get_span_context().span_id}
+    assert db_spans[1].attributes["db.query.text"] == "SELECT $1::int AS x"
+    assert db_spans[1].attributes["db.system"] == "postgresql"
