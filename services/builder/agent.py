@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedora_messaging import message as fm
 from skyline_messages import HostHeartbeatV1, TaskLeasedV1
 
-from services.common import principals
+from services.common import principals, telemetry
 from services.common.bus import Bus, OnMessage
 from services.common.config import Config
 from services.common.errors import ConfigError, Reject
@@ -126,7 +126,9 @@ class Agent:
         """Serve until `stop` is set, then let running builds finish for up to `grace` s."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._key = load_or_create_key(self.key_file)
-        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as http:
+        async with aiohttp.ClientSession(
+            timeout=HTTP_TIMEOUT, trace_configs=[telemetry.client_trace_config()]
+        ) as http:
             self._http = http
             reply = await client.enrol(
                 http,
@@ -226,7 +228,8 @@ class Agent:
                     await self.runner.expire(lease_id, entry)
                 else:
                     log.info("resuming lease %s (%s)", lease_id, entry["lease"]["nvr"])
-                    self._start(entry["lease"])
+                    with telemetry.attached(entry.get("traceparent")):  # the lease's trace
+                        self._start(entry["lease"])
 
     async def _drain(self) -> None:
         tasks = list(self._tasks.values())
@@ -282,7 +285,15 @@ class Agent:
             log.info("lease %s is already running here; duplicate ignored", lease_id)
             return
         if entry is None:
-            self.journal.save(lease_id, {"lease": lease, "state": "accepted", "at": now_iso()})
+            self.journal.save(
+                lease_id,
+                {
+                    "lease": lease,
+                    "state": "accepted",
+                    "at": now_iso(),
+                    "traceparent": telemetry.current_traceparent(),
+                },
+            )
         if self._stopping:
             # Only a delivery that raced stop_consuming() gets here: a task started now could
             # outlive the bus and the HTTP session, so leave it to the next run.

@@ -197,8 +197,9 @@ class Bus:
         """Publish and wait for the broker's confirm; raises if the broker refuses it."""
         if self._exchange is None:
             raise RuntimeError("Bus.publish() before connect()")
-        routing_key, amqp_message = to_amqp(msg, self.user)
-        await self._exchange.publish(amqp_message, routing_key=routing_key)
+        with telemetry.publish_span(msg.topic):
+            routing_key, amqp_message = to_amqp(msg, self.user)
+            await self._exchange.publish(amqp_message, routing_key=routing_key)
 
     async def publish_encoded(self, wires: Sequence[Wire]) -> list[BaseException | None]:
         """Publish pre-encoded messages with their confirms pipelined (all in flight at once).
@@ -215,6 +216,19 @@ class Bus:
             return_exceptions=True,
         )
         return [r if isinstance(r, BaseException) else None for r in results]
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Messages ready in each queue consumed here (a passive declare on its own channel,
+        so an error never touches the publishing channel)."""
+        if self._connection is None or not self._consumers:
+            return {}
+        depths = {}
+        async with self._connection.channel() as channel:
+            for queue, _tag in self._consumers:
+                declared = await channel.declare_queue(queue.name, passive=True)
+                result = declared.declaration_result
+                depths[queue.name] = int(result.message_count or 0)
+        return depths
 
     async def subscribe(
         self,

@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
+from . import telemetry
 from .errors import BriefWhenUnavailable
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,46 @@ PLUMBING_MIGRATIONS = (
         CREATE INDEX processed_messages_at ON processed_messages (processed_at);
         """,
     ),
+    (
+        # The trace each build belongs to (outbox.build_traces): what a service says about a
+        # build later, whatever it is handling then, joins that build's trace.
+        "common_0002_trace_contexts",
+        """
+        CREATE TABLE trace_contexts (
+            aggregate   text PRIMARY KEY,
+            traceparent text NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE INDEX trace_contexts_at ON trace_contexts (created_at);
+        """,
+    ),
 )
+
+
+class TracedConnection(asyncpg.Connection):
+    """A pool connection whose statements get a span each (telemetry.query_span): every
+    query of every service, whichever way it reaches the database."""
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
+        with telemetry.query_span(query):
+            return await super().execute(query, *args, **kwargs)
+
+    async def executemany(self, command: str, args: Any, **kwargs: Any) -> None:
+        with telemetry.query_span(command):
+            await super().executemany(command, args, **kwargs)
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> list[Any]:
+        with telemetry.query_span(query):
+            return await super().fetch(query, *args, **kwargs)
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with telemetry.query_span(query):
+            return await super().fetchrow(query, *args, **kwargs)
+
+    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        with telemetry.query_span(query):
+            return await super().fetchval(query, *args, **kwargs)
+
 
 _SCHEMA_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _MIGRATION_NAME = re.compile(r"^\d{4}_[a-z0-9_]+\.sql$")
@@ -82,6 +123,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": schema, "application_name": f"skyline-{schema}"},
+        connection_class=TracedConnection,
     )
     assert pool is not None
     return pool

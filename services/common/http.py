@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
+from . import telemetry
 from .errors import describe, is_unavailable
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,9 @@ async def _health(request: web.Request) -> web.Response:
 
 
 def make_app(routes: Sequence[web.AbstractRouteDef]) -> web.Application:
-    app = web.Application(middlewares=[_error_boundary], client_max_size=1024**2)
+    app = web.Application(
+        middlewares=[telemetry.server_middleware, _error_boundary], client_max_size=1024**2
+    )
     app.add_routes([web.get("/healthz", _health), *routes])
     return app
 

@@ -32,6 +32,7 @@ import asyncpg
 import pika
 from fedora_messaging import message as fm
 
+from . import telemetry
 from .bus import Bus, Wire, encode
 from .errors import describe, is_unavailable
 
@@ -82,9 +83,46 @@ async def add(conn: asyncpg.Connection, msg: fm.Message) -> None:
     await add_many(conn, [msg])
 
 
+# Each build's trace: the first context that wrote a message about it here. The CTE's insert
+# is invisible to the SELECT (one snapshot), which so returns only contexts recorded before.
+_BUILD_TRACES = """
+WITH recorded AS (
+    INSERT INTO trace_contexts (aggregate, traceparent)
+    SELECT a, $2::text FROM unnest($1::text[]) AS a WHERE $2::text IS NOT NULL
+    ON CONFLICT DO NOTHING
+)
+SELECT aggregate, traceparent FROM trace_contexts WHERE aggregate = ANY($1::text[])
+"""
+
+
+def build_of(msg: fm.Message) -> str | None:
+    body = msg.body if isinstance(msg.body, dict) else {}
+    return f"build_id:{body['build_id']}" if "build_id" in body else None
+
+
+async def build_traces(conn: asyncpg.Connection, msgs: Sequence[fm.Message]) -> dict[str, str]:
+    """The trace of each build `msgs` speak of, recording the current one for new builds."""
+    builds = sorted({b for b in map(build_of, msgs) if b})
+    if not builds:
+        return {}
+    rows = await conn.fetch(_BUILD_TRACES, builds, telemetry.current_traceparent())
+    return {r["aggregate"]: r["traceparent"] for r in rows}
+
+
 async def add_many(conn: asyncpg.Connection, msgs: Sequence[fm.Message]) -> None:
-    """Queue `msgs`, in order, with one statement; raises ValidationError before writing any."""
-    wires = [encode(m) for m in msgs]
+    """Queue `msgs`, in order, with one statement; raises ValidationError before writing any.
+
+    Each row's headers carry the trace context of a producer span: a child of the current
+    span, or of the build's own trace when the current one is another (see telemetry.py).
+    """
+    traces = await build_traces(conn, msgs)
+    wires = []
+    for msg in msgs:
+        build = build_of(msg)
+        with telemetry.publish_span(msg.topic, traces.get(build) if build else None):
+            wire = encode(msg)
+            telemetry.replace_context(wire.headers)
+        wires.append(wire)
     if not wires:
         return
     await conn.execute(
@@ -172,7 +210,15 @@ class Relay:
             rows = [r for r in claimed if not r["blocked"]]
             if not rows:
                 return 0, len(claimed), len(claimed)
-            results = await self.bus.publish_encoded([row_wire(r) for r in rows])
+            wires = [row_wire(r) for r in rows]
+            spans = [telemetry.start_relay_span(w.routing_key, w.headers) for w in wires]
+            for wire, span in zip(wires, spans, strict=True):
+                telemetry.inject_span(span, wire.headers)  # consumers continue from here
+            results = await self.bus.publish_encoded(wires)
+            for wire, span, error in zip(wires, spans, results, strict=True):
+                telemetry.end_span(span, error)
+                if error is None:
+                    telemetry.record_sent(wire.routing_key, wire.body)
             confirmed = [r["id"] for r, error in zip(rows, results, strict=True) if error is None]
             if confirmed:
                 await conn.execute(

@@ -30,6 +30,13 @@ _PRUNE_SENT = (
     " SELECT id FROM outbox WHERE sent_at < now() - make_interval(secs => $1) LIMIT $2)"
 )
 
+# Build trace contexts are kept as long as processed ids: longer than a build takes.
+_PRUNE_TRACES = (
+    "DELETE FROM trace_contexts WHERE aggregate IN ("
+    " SELECT aggregate FROM trace_contexts"
+    " WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)"
+)
+
 
 async def prune(pool: asyncpg.Pool, settings: BusConfig) -> tuple[int, int]:
     """Delete what is past its window; returns (processed ids, outbox rows) deleted."""
@@ -52,5 +59,9 @@ async def prune(pool: asyncpg.Pool, settings: BusConfig) -> tuple[int, int]:
 async def run(runtime: Runtime) -> None:
     """The periodic job every Service runs."""
     processed, sent = await prune(runtime.pool, runtime.config.bus)
+    settings = runtime.config.bus
+    await runtime.pool.execute(
+        _PRUNE_TRACES, settings.processed_retention_hours * 3600, settings.retention_chunk
+    )
     if processed or sent:
         log.info("retention: deleted %d processed ids, %d sent outbox rows", processed, sent)

@@ -52,8 +52,9 @@ class Runtime:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Context]:
         """A transaction whose outbox messages are published once it commits."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            yield Context(conn=conn, runtime=self)
+        with telemetry.db_span("transaction", self.name):
+            async with self.pool.acquire() as conn, conn.transaction():
+                yield Context(conn=conn, runtime=self)
         self.relay.wake()
 
 
@@ -128,7 +129,10 @@ class Service:
             if applied:
                 log.info("applied migrations: %s", ", ".join(applied))
             await bus.connect()
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+            async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=60),
+                trace_configs=[telemetry.client_trace_config()],
+            ) as http:
                 relay = outbox.Relay(
                     pool,
                     bus,
@@ -139,7 +143,7 @@ class Service:
                 if self.on_start:
                     await self.on_start(runtime)
                 tasks.append(asyncio.create_task(relay.run(config.bus.relay_interval)))
-                periodic = [*self.periodic, RETENTION]
+                periodic = [*self.periodic, RETENTION, QUEUE_DEPTH]
                 tasks += [asyncio.create_task(_every(p, runtime)) for p in periodic]
                 if self.listen:
                     app = make_app(self.routes)
@@ -220,6 +224,16 @@ class Service:
 
 
 RETENTION = Periodic("retention", lambda config: config.bus.retention_interval, retention.run)
+
+
+async def _record_queue_depth(runtime: Runtime) -> None:
+    for queue, depth in (await runtime.bus.queue_depths()).items():
+        telemetry.METRICS.queue_depth.set(depth, {"queue": queue})
+
+
+QUEUE_DEPTH = Periodic(
+    "queue-depth", lambda config: telemetry.QUEUE_DEPTH_INTERVAL, _record_queue_depth
+)
 
 
 async def _every(periodic: Periodic, runtime: Runtime) -> None:

@@ -19,12 +19,17 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedora_messaging import message as fm
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from skyline_messages import HostHeartbeatV1, TaskFinishedV1, TaskLeasedV1, TaskStartedV1
 
 from services.builder import __main__ as builder_main
 from services.builder import client, rpmbuild, runner, sandbox
 from services.builder.agent import Agent
 from services.builder.journal import Journal
+from services.common import telemetry
 from services.common.config import BuilderConfig, Config
 from services.common.errors import ConfigError
 from services.common.rpmfiles import result_set_digest
@@ -869,3 +874,43 @@ async def test_lease_repositories_become_the_builds_buildroot(
     [call] = builds
     assert [p.name for p in call["buildroot_rpms"]] == ["0-base-1-1.noarch.rpm"]
     assert call["repos"] == [repo]
+
+
+async def test_a_lease_is_built_in_its_trace_even_when_resumed_after_a_restart(
+    tmp_path: Path, services: Services, builds: list[dict[str, Any]]
+) -> None:
+    telemetry.setup("test")  # the first call sets the provider; later ones keep it
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    config = make_config(tmp_path, services)
+    bus = FakeBus()
+    agent = Agent(config, bus=bus)
+    async with running(agent, bus):
+        with telemetry.consume_span(lease_msg(services), {}) as consumed:  # as the bus does
+            await deliver(bus, lease_msg(services))
+        await eventually(lambda: bool(bus.of(TaskFinishedV1)))
+    journal = Journal(config.path(config.builder.workdir) / "journal")
+    # A lease accepted by an earlier run, in the trace its delivery carried.
+    lease_trace = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    journal.save(
+        LEASE_B,
+        {
+            "lease": lease_msg(services, LEASE_B).body,
+            "state": "accepted",
+            "traceparent": lease_trace,
+        },
+    )
+    async with running(Agent(config, bus=bus), bus):
+        await eventually(lambda: len(bus.of(TaskFinishedV1)) == 2)
+    tasks = {
+        s.attributes["lease_id"]: s
+        for s in exporter.get_finished_spans()
+        if s.name == "skyline.builder.task"
+    }
+    exporter.shutdown()
+    assert tasks[LEASE_A].context.trace_id == consumed.get_span_context().trace_id
+    assert tasks[LEASE_A].parent.span_id == consumed.get_span_context().span_id
+    assert f"{tasks[LEASE_B].context.trace_id:032x}" == "ab" * 16
+    assert f"{tasks[LEASE_B].parent.span_id:016x}" == "cd" * 8
