@@ -147,6 +147,7 @@ def definitions(folder: Path) -> dict:
 def main(argv: list[str]) -> None:
     folder = Path(argv[1] if len(argv) > 1 else Path(__file__).parent / "secrets")
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)  # also when it already existed
     db_password = make_secret(folder, "postgres-password", password)
     # libpq's password file format, which asyncpg reads through $PGPASSFILE.
     make_secret(folder, "pgpass", lambda: f"*:*:*:skyline:{db_password}")

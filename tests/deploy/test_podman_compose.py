@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,11 +99,17 @@ def wheelhouse(workdir: Path, env: dict[str, str]) -> Path:
     ).hexdigest()[:12]
     wheels = workdir / f"wheels-{key}"
     if not (wheels / ".complete").exists():
+        # From a copy: building the projects' own wheels leaves build/ folders in the sources.
+        src = workdir / "wheel-src"
+        shutil.rmtree(src, ignore_errors=True)
+        ignore = shutil.ignore_patterns("__pycache__", "build", "*.egg-info")
+        for part in ("schemas", "services"):
+            shutil.copytree(ROOT / part, src / part, ignore=ignore)
+        shutil.copy(ROOT / "pyproject.toml", src)
         run(
-            [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheels), *PROJECTS],
-            env,
-            cwd=ROOT,
+            [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheels), *PROJECTS], env, cwd=src
         )
+        shutil.rmtree(src)
         (wheels / ".complete").touch()
     return wheels
 
@@ -175,15 +182,17 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     started = time.monotonic()
     workdir = Path(os.environ.get("SKYLINE_PODMAN_DIR", Path.home() / ".cache/skyline-podman"))
     env = podman_env(workdir)
-    base = run([str(DEPLOY / "build-base-image")], env).strip().splitlines()[-1]
+    mirror = [os.environ["SKYLINE_DEBIAN_MIRROR"]] if "SKYLINE_DEBIAN_MIRROR" in os.environ else []
+    base = run([str(DEPLOY / "build-base-image"), *mirror], env).strip().splitlines()[-1]
     wheels = wheelhouse(workdir, env)
     tag = "test"
     for image in IMAGES:
+        pip = ("--build-arg", "PIP_ARGS=--no-index --find-links /wheels")
         run(
             [
                 *("podman", "build", "-q", "-f", str(DEPLOY / CONTAINERFILES[image])),
                 *("-t", f"localhost/skyline-{image}:{tag}", "--build-arg", f"BASE_IMAGE={base}"),
-                *("--build-arg", "PIP_ARGS=--no-index --find-links /wheels"),
+                *(pip if image in ("service", "builder") else ()),
                 *("-v", f"{wheels}:/wheels:ro", str(ROOT)),
             ],
             env,
@@ -223,6 +232,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         print(f"all {len(names)} containers healthy after {time.monotonic() - up:.0f} s")
         yield system
     finally:
+        # `rm -v` first: podman-compose 1.0.3's `down -v` leaves the builders' anonymous volumes.
+        names = system.containers()
+        if names:
+            subprocess.run(["podman", "rm", "-f", "-v", *names], env=env, capture_output=True)
         subprocess.run([*system.compose, "down", "-v"], env=env, capture_output=True, timeout=300)
         subprocess.run(
             ["podman", "network", "rm", "-f", f"{project}_default"], env=env, capture_output=True
@@ -282,6 +295,12 @@ public_url = "http://collector:8412"
     rpminfo = {**build, "arch": "noarch"}
     path = Path(koji.PathInfo(str(topdir)).build(build)) / koji.PathInfo().rpm(rpminfo)
     assert path.is_file(), f"{path} missing; the volume holds {sorted(topdir.rglob('*'))}"
+    # The very file the system recorded as stored: `skyline submit` ends by printing each
+    # stored file's path and SHA-256 as the dispatcher reports them.
+    assert re.search(r"^build \d+ complete$", out, re.MULTILINE), out
+    recorded = [line for line in out.splitlines() if path.name in line and " sha256 " in line]
+    assert len(recorded) == 1, out
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == recorded[0].split(" sha256 ")[1].strip()
     ts = rpm.TransactionSet()
     ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES)
     with open(path, "rb") as f:
