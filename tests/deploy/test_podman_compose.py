@@ -2,10 +2,11 @@
 
 Builds a Debian base image locally (deploy/podman/build-base-image: mmdebstrap, cached by its
 inputs; no registry is needed), the four images on it (pip installs from a local wheelhouse),
-then `podman-compose up` of deploy/podman/compose.yaml with fresh secrets from setup.py. Waits
-until every container's own health check passes, creates a packager through the registry's
-admin API, runs `skyline submit` of examples/skyline-hello in a container on the project's
-network, and reads the RPM back from the Koji storage volume. Tears everything down.
+then `podman-compose up` of deploy/podman/compose.yaml (two dispatchers, the farm's builder
+and a volunteer) with fresh secrets from setup.py. Waits until every container's own health
+check passes, creates a packager through the registry's admin API, runs `skyline submit` of
+examples/skyline-hello in a container on the project's network, and reads the RPM back from
+the Koji storage volume. Tears everything down.
 
 Slow (minutes; see deploy/podman/README.md for times): deselect with `-m "not slow"`.
 Podman state lives in $SKYLINE_PODMAN_DIR (default ~/.cache/skyline-podman), not in the
@@ -214,6 +215,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         "SKYLINE_SECRETS": str(secrets),
         "SKYLINE_BASE_IMAGE": base,
         "SKYLINE_VOLUNTEERS": "1",
+        "SKYLINE_DISPATCHERS": "2",  # replicas share the work through the database and queue
         **{f"SKYLINE_{i.upper()}_IMAGE": f"localhost/skyline-{i}:{tag}" for i in IMAGES},
     }
     system = Deployment(env, project, secrets, ports)
@@ -221,7 +223,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         up = time.monotonic()
         run([*system.compose, "up", "-d"], env, timeout=600)
         names = system.containers()
-        assert len(names) == 8, names  # broker, database, 4 services, builder, 1 volunteer
+        # broker, database, registry, 2 dispatchers, verifier, collector, builder, volunteer
+        assert len(names) == 9, names
         for name in names:
             wait_for(
                 f"{name} (its health check)",
@@ -252,6 +255,20 @@ def test_builders_enrol_with_their_trust(deployment: Deployment) -> None:
     host = run(["podman", "exec", volunteer, "cat", "/etc/hostname"], deployment.env).strip()
     view = deployment.registry(f"/api/v1/hosts/{host}")
     assert (view["state"], view["trust"], view["owner"]) == ("online", "untrusted", "volunteer")
+
+
+def test_dispatcher_replicas_share_its_queue(deployment: Deployment) -> None:
+    rabbitmq = next(n for n in deployment.containers() if "_rabbitmq_" in n)
+    out = run(
+        [
+            *("podman", "exec", rabbitmq, "setpriv", "--reuid=rabbitmq", "--regid=rabbitmq"),
+            *("--init-groups", "rabbitmqctl", "-q", "list_queues", "name", "consumers"),
+        ],
+        deployment.env,
+    )
+    consumers = dict(line.split() for line in out.splitlines() if line.strip())
+    assert consumers["skyline.dispatcher"] == "2", out
+    assert consumers["skyline.verifier"] == consumers["skyline.collector"] == "1", out
 
 
 def test_one_build_through_the_containers(deployment: Deployment, tmp_path: Path) -> None:
