@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import json
 import os
 import secrets
@@ -57,8 +58,16 @@ def rabbit_hash(pw: str) -> str:
     return base64.b64encode(salt + hashlib.sha256(salt + pw.encode()).digest()).decode()
 
 
+def service_bindings(service: str) -> list[str]:
+    """The routing keys `service` binds its queue to (from its handler table)."""
+    return importlib.import_module(f"services.{service}.__main__").SERVICE.routing_keys()
+
+
 def definitions(folder: Path) -> dict:
-    """Users, permissions, topic permissions and the services' queues of the permission model."""
+    """Users, permissions, topic permissions and the services' queues of the permission model,
+    with their bindings: a message published before its consumer's first start (a builder's
+    enrolment announced before the dispatchers are up) waits in the queue instead of being
+    dropped as unroutable."""
     users = [(ADMIN_USER, make_secret(folder, "broker-admin", password), "administrator", None)]
     for service in principals.SERVICES:
         user = principals.service_user(service)
@@ -130,6 +139,18 @@ def definitions(folder: Path) -> dict:
         ],
         "queues": [{"vhost": VHOST, "durable": True, "auto_delete": False, **q} for q in queues],
         "bindings": [
+            {
+                "source": EXCHANGE,
+                "vhost": VHOST,
+                "destination": principals.service_queue(service),
+                "destination_type": "queue",
+                "routing_key": key,
+                "arguments": {},
+            }
+            for service in principals.SERVICES
+            for key in service_bindings(service)
+        ]
+        + [
             {
                 "source": dlx,
                 "vhost": VHOST,

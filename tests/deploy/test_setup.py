@@ -67,6 +67,10 @@ def test_definitions_are_the_permission_model(tmp_path: Path) -> None:
     queues = {q["name"] for q in defs["queues"]}
     for service in principals.SERVICES:
         assert {f"skyline.{service}", f"skyline.{service}.dead"} <= queues
+    bound = {(b["source"], b["destination"], b["routing_key"]) for b in defs["bindings"]}
+    # The dispatcher hears of hosts even if the registry announced them before its first start.
+    assert ("amq.topic", "skyline.dispatcher", "skyline.host.status") in bound
+    assert ("skyline.dead-letter", "skyline.dispatcher.dead", "skyline.dispatcher") in bound
     # The database password file is libpq's format for the role the services log in as.
     pgpass = (tmp_path / "pgpass").read_text().strip()
     assert pgpass == "*:*:*:skyline:" + (tmp_path / "postgres-password").read_text().strip()
