@@ -298,6 +298,7 @@ async def record_fraud(request: web.Request) -> web.Response:
             ctx.conn, name, detail.strip(), "admin", host, None if task_id is None else str(task_id)
         )
         row = await owners.get(ctx.conn, name)
+        assert row is not None  # found above, and owners are never deleted
         sponsor = await owners.get(ctx.conn, row["sponsor"]) if row["sponsor"] else None
     log.warning("fraud recorded against owner %s: %s", name, detail.strip())
     return web.json_response(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -39,7 +40,7 @@ async def lock_counters(conn: asyncpg.Connection, host: str) -> qos.Counters:
 
 
 async def record_lease(
-    conn: asyncpg.Connection, body: dict[str, Any], package: str, leased_at: datetime.datetime
+    conn: asyncpg.Connection, body: Mapping[str, Any], package: str, leased_at: datetime.datetime
 ) -> asyncpg.Record | None:
     """The dispatcher's lease (its finish may be there already); None when the lease is
     known for another host (a finish published by a host it was not leased to)."""

@@ -4,6 +4,8 @@ running registry (real RabbitMQ and PostgreSQL): output, exit status, errors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import os
 import sys
@@ -12,11 +14,32 @@ from pathlib import Path
 import pytest
 from test_qos_bus import ADMIN, running_registry
 
+from services.cli import __main__ as cli
+
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
 
 
 async def skyline(conf: Path, *argv: str) -> tuple[int, str, str]:
+    """`skyline --conf conf argv...` run by the CLI's own main() in a thread (a process each
+    costs seconds of imports; `command` runs a few as real processes): (exit status, stdout,
+    stderr)."""
+
+    def run() -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main(["--conf", str(conf), *argv])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            else:
+                code = 0
+        return code, out.getvalue(), err.getvalue()
+
+    return await asyncio.to_thread(run)
+
+
+async def command(conf: Path, *argv: str) -> tuple[int, str, str]:
     """Run `python -m services.cli --conf conf argv...`; (exit status, stdout, stderr)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYLINE_")}
     proc = await asyncio.create_subprocess_exec(
@@ -49,7 +72,7 @@ async def test_the_host_and_owner_commands(config, broker, tmp_path: Path) -> No
         await farm.enrol("slow-1", "bob")
         admin = write_conf(tmp_path / "admin.toml", farm.url, ADMIN)
 
-        code, out, err = await skyline(admin, "hosts")
+        code, out, err = await command(admin, "hosts")
         assert code == 0, err
         lines = out.splitlines()
         assert lines[0].split()[:5] == ["HOST", "OWNER", "STATE", "TRUST", "QOS"]
@@ -114,14 +137,14 @@ async def test_the_host_and_owner_commands(config, broker, tmp_path: Path) -> No
             assert err.startswith("skyline: registry: ") and message in err, (argv, err)
 
         wrong = write_conf(tmp_path / "wrong.toml", farm.url, "not-the-admin-token")
-        code, _, err = await skyline(wrong, "host", "quarantine", "fast-1")
+        code, _, err = await command(wrong, "host", "quarantine", "fast-1")
         assert code == 1 and "admin token" in err and "(HTTP 401)" in err
         none = write_conf(tmp_path / "none.toml", farm.url, None)
         code, _, err = await skyline(none, "owner", "tree")
         assert code == 2 and "needs the registry's admin token" in err
         code, _, err = await skyline(none, "owner", "invite", "erin")
         assert code == 2 and "--token-file" in err
-        code, _, err = await skyline(none, "hosts", "--registry", "http://127.0.0.1:9")
+        code, _, err = await command(none, "hosts", "--registry", "http://127.0.0.1:9")
         assert code == 2 and "cannot reach the registry at http://127.0.0.1:9" in err
         code, _, err = await skyline(admin, "owner", "max-hosts", "dave", "many")
         assert code == 2 and "'default'" in err
