@@ -43,6 +43,7 @@ routes = web.RouteTableDef()
 MAX_HOSTS = 100_000  # an owner's host limit, when an admin sets one
 MAX_DETAIL = 2000
 HOST_NAME = re.compile(HOST["pattern"])
+RESERVED_NAMES = frozenset({"tree", "whoami", "invite"})  # paths under /api/v1/owners/
 
 
 def check_admin(request: web.Request) -> None:
@@ -79,6 +80,8 @@ def _name(value: Any, what: str = "an owner name") -> str:
         principals.owner_user(value)
     except ValueError as exc:
         raise error(400, str(exc)) from None
+    if value in RESERVED_NAMES:
+        raise error(400, f"{value!r} is a reserved name")
     return value
 
 

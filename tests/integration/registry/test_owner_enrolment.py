@@ -258,6 +258,7 @@ async def test_a_confirmed_fraud_counts_against_the_owner_and_lightly_its_sponso
         ("/api/v1/owners/nobody/max_hosts", {"max_hosts": 1}, 404),
         ("/api/v1/owners", {"name": "carol", "sponsor": "nobody"}, 400),
         ("/api/v1/owners", {"name": "bob"}, 409),
+        ("/api/v1/owners", {"name": "tree"}, 400),
     ],
 )
 async def test_owner_admin_calls_refuse_bad_input_with_json_errors(
