@@ -1,4 +1,14 @@
-"""Enrolment and host queries over HTTP."""
+"""Enrolment and host queries over HTTP.
+
+POST /api/v1/hosts   signed profile, Authorization: Bearer <owner token> -> 201 new, 200 again
+GET  /api/v1/hosts[?arch=&trust=&owner=&online=true|false&state=&limit=&after=]
+     -> 200 {"hosts", "next"}
+GET  /api/v1/hosts/{host}  -> 200 the host with `owner_standing`
+POST /api/v1/hosts/{host}/quarantine | release | revoke   (admin) -> 200 the host
+
+A host is enrolled for the owner whose token it brings (the body's `owner` must be that owner,
+or is left out), while the owner is in standing and under its host limit (standing.py).
+"""
 
 from __future__ import annotations
 
