@@ -54,7 +54,8 @@ class Rogue:
 
 
 async def enrol_host(system: LocalSystem, host: str, **profile: object) -> Rogue:
-    """Enrol `host` through the registry's API, signed with a new key, as an agent does."""
+    """Enrol `host` through the registry's API, signed with a new key, as an agent does,
+    with its owner's token (the owner made first if need be)."""
     key = Ed25519PrivateKey.generate()
     body = {
         "host": host,
@@ -67,7 +68,11 @@ async def enrol_host(system: LocalSystem, host: str, **profile: object) -> Rogue
     }
     async with (
         aiohttp.ClientSession() as http,
-        http.post(f"{system.url('registry')}/api/v1/hosts", json=sign_body(body, key)) as reply,
+        http.post(
+            f"{system.url('registry')}/api/v1/hosts",
+            json=sign_body(body, key),
+            headers={"Authorization": f"Bearer {system.owner_token(str(body['owner']))}"},
+        ) as reply,
     ):
         assert reply.status in (200, 201), await reply.text()
         broker = (await reply.json())["broker"]

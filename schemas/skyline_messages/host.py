@@ -25,6 +25,16 @@ RELEASES = {
     "maxItems": 64,
 }
 SLOTS = {"type": "integer", "minimum": 0, "maximum": 1024}
+# Optional profile fields of an enrolment: bounded, and free of control characters.
+MOCK_CONFIGS = {
+    "type": "array",
+    "items": {"type": "string", "pattern": "^[A-Za-z0-9._+-]{1,64}" + END},
+    "uniqueItems": True,
+    "maxItems": 64,
+}
+LOCATION = {"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f]{1,64}" + END}
+AGENT_VERSION = {"type": "string", "pattern": "^[A-Za-z0-9._+~-]{1,64}" + END}
+SANDBOX = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._+-]{0,31}" + END}
 # Every level a host can hold over its life (quarantined: the policy stopped trusting it).
 TRUST_LEVEL = {"type": "string", "enum": ["untrusted", "trusted", "core", "quarantined"]}
 TRUST_REASON = {"type": "string", "minLength": 1, "maxLength": 500}
@@ -71,6 +81,10 @@ class HostEnrolledV1(_HostMessage):
             "cpus": {"type": "integer", "minimum": 1},
             "memory_mb": {"type": "integer", "minimum": 0},
             "disk_gb": {"type": "integer", "minimum": 0},
+            "mock_configs": MOCK_CONFIGS,  # mock configurations it builds in (fedora-40-x86_64)
+            "location": LOCATION,  # where it runs, as its owner says ("Brno, CZ")
+            "agent_version": AGENT_VERSION,
+            "sandbox": SANDBOX,  # what isolates its builds ("mock", "podman", "vm")
         },
     )
 
@@ -133,8 +147,16 @@ class HostStatusV1(_HostMessage):
             "running": SLOTS,
             "max_slots": {"type": "integer", "minimum": 1, "maximum": SLOTS["maximum"]},
             "seen_at": TIMESTAMP,
+            # The registry's quality-of-service score (services/registry/qos.py): 1 is best.
+            "qos_score": {"type": "number", "minimum": 0, "maximum": 1},
         },
     )
+
+    @property
+    def qos_score(self) -> float | None:
+        """None from a registry that does not rate its hosts."""
+        score = self.body.get("qos_score")
+        return None if score is None else float(score)
 
     @property
     def running(self) -> int:

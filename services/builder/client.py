@@ -144,8 +144,8 @@ def _refusal(profile: HostProfile, status: int, detail: str, key_file: Path | No
         )
     if status in (401, 403):
         return (
-            f"the registry refused the enrolment ({detail}): set [builder] enrol_token to the "
-            f"token your Skyline admins gave you"
+            f"the registry refused the enrolment ({detail}): set [builder] enrol_token to your "
+            f"owner token (from your Skyline admins, or your sponsor's invitation)"
         )
     return f"the registry refused to enrol {profile.host!r}: HTTP {status}: {detail}"
 

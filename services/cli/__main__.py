@@ -12,6 +12,7 @@ from services.common.config import load_config
 from services.common.errors import ConfigError
 from services.common.localstack import LocalStackError
 
+from . import hosts
 from .localsystem import LocalSystem
 from .submit import SubmitError, print_files, status, submit
 
@@ -104,6 +105,8 @@ def parser() -> argparse.ArgumentParser:
     lo.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state directory")
     lo.add_argument("--builders", type=int, default=1, help="local builders to start")
     lo.set_defaults(func=cmd_local)
+
+    hosts.add_commands(sub, _config)
     return p
 
 
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     try:
         sys.exit(args.func(args))
+    except hosts.RegistryError as exc:
+        hosts.fail(exc)
     except (SubmitError, ConfigError, LocalStackError) as exc:
         print(f"skyline: {exc}", file=sys.stderr)
         sys.exit(2)

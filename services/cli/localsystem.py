@@ -164,7 +164,7 @@ registry_url = "{registry}"
 dispatcher_url = "{self.url("dispatcher")}"
 
 [builder]
-owner = "{os.environ.get("USER") or "local"}"
+owner = "{self.owner}"
 registry_url = "{registry}"
 collector_url = "{collector}"
 heartbeat_seconds = 3
@@ -244,14 +244,19 @@ prefetch_count = 25
     def start_builder(
         self, host: str, *, owner: str | None = None, program: Sequence[str] = ()
     ) -> None:
-        """Start a builder agent; `owner` enrols it for another owner than the config's, and
-        `program` runs another agent program (the tests' cheating builder)."""
+        """Start a builder agent; `owner` enrols it for another owner than the config's (made
+        through the registry's admin API if need be), and `program` runs another agent program
+        (the tests' cheating builder). It enrols with its owner's token."""
         workdir = self.state / "builders" / host
         argv = [sys.executable, *(program or ["-m", "services.builder"])]
         self._spawn(
             host,
             [*argv, *(["--owner", owner] if owner else [])],
-            {"SKYLINE_BUILDER_HOST": host, "SKYLINE_BUILDER_WORKDIR": str(workdir)},
+            {
+                "SKYLINE_BUILDER_HOST": host,
+                "SKYLINE_BUILDER_WORKDIR": str(workdir),
+                "SKYLINE_BUILDER_ENROL_TOKEN": self.owner_token(owner or self.owner),
+            },
         )
 
     def stop_process(self, name: str, timeout: float = 20) -> None:
@@ -306,12 +311,17 @@ prefetch_count = 25
     def ensure_owner(self) -> None:
         """The local packager, made through the registry's admin API like any owner: its
         token (kept in secrets/<owner>) is also its broker password."""
-        path = self.secrets / self.owner
+        self.owner_token(self.owner)
+
+    def owner_token(self, owner: str) -> str:
+        """`owner`'s token (kept in secrets/<owner>), the owner made through the registry's
+        admin API the first time: builders enrol with it, packagers publish with it."""
+        path = self.secrets / owner
         if path.exists():
-            return
+            return path.read_text().strip()
         request = urllib.request.Request(
             f"{self.url('registry')}/api/v1/owners",
-            data=json.dumps({"name": self.owner}).encode(),
+            data=json.dumps({"name": owner}).encode(),
             headers={
                 "Authorization": f"Bearer {self.secret('registry-admin-token')}",
                 "Content-Type": "application/json",
@@ -323,6 +333,7 @@ prefetch_count = 25
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
+        return token
 
     def down(self, progress: Progress = print) -> None:
         for name in [*self.builder_names(), *reversed(SERVICES)]:

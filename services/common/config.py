@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from services.registry.qos import QosConfig
+from services.registry.standing import StandingConfig
 from services.registry.trust import TrustConfig
 from services.verifier.policy import PolicyConfig
 
@@ -59,7 +61,9 @@ class RegistryConfig:
     # A host's status is published when what the dispatcher uses changes, and at least this
     # often while its heartbeats arrive (so a consumer that missed one catches up).
     status_refresh: float = 300.0
-    enrol_token: str = ""  # when set, enrolment requires `Authorization: Bearer <token>`
+    # Hosts one owner may have enrolled (revoked ones do not count); an admin may set another
+    # limit per owner (PUT /api/v1/owners/{name}/max_hosts). Enrolment needs the owner's token.
+    max_hosts_per_owner: int = 20
     # Guards the owner admin API (POST/DELETE /api/v1/owners) as a Bearer token; empty = disabled.
     admin_token: str = ""
     # Public keys (base64) of the infrastructure's own builders: they enrol as "core".
@@ -74,6 +78,11 @@ class RegistryConfig:
     # [registry.trust]: when verified results promote or demote a host (trust.TrustConfig:
     # promote_after, demote_trusted_to, demote_untrusted_to, quarantine_after).
     trust: TrustConfig = dataclasses.field(default_factory=TrustConfig)
+    # [registry.standing]: how confirmed frauds lower an owner's and its sponsor's standing
+    # (standing.StandingConfig: sponsor_weight, probation_at, suspend_at).
+    standing: StandingConfig = dataclasses.field(default_factory=StandingConfig)
+    # [registry.qos]: how each host's quality of service is measured (qos.QosConfig).
+    qos: QosConfig = dataclasses.field(default_factory=QosConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +153,8 @@ class BuilderConfig:
     key_file: str = ""  # defaults to <workdir>/host.key
     registry_url: str = "http://127.0.0.1:8410"
     collector_url: str = "http://127.0.0.1:8412"
+    # The owner's token (what POST /api/v1/owners or a sponsor's invite returned): the registry
+    # enrols a host only for the owner whose token it brings.
     enrol_token: str = ""
     heartbeat_seconds: float = 10.0
     build_path: str = "/var/tmp/skyline-build"  # identical on every host: see builder/rpmbuild.py

@@ -13,7 +13,17 @@ from skyline_messages.host import SLOTS
 
 MAX_SLOTS: int = SLOTS["maximum"]  # type: ignore[assignment]  # the schema's own bound
 
-PROFILE = ("arches", "releases", "cpus", "memory_mb", "disk_gb")
+PROFILE = (
+    "arches",
+    "releases",
+    "cpus",
+    "memory_mb",
+    "disk_gb",
+    "mock_configs",
+    "location",
+    "agent_version",
+    "sandbox",
+)
 BOOKKEEPING = ("status_published", "status_published_at", "enrol_signed_at")  # not shown
 
 
@@ -25,18 +35,17 @@ async def insert_host(
     conn: asyncpg.Connection, body: Mapping[str, Any], signed_at: datetime.datetime
 ) -> asyncpg.Record:
     return await conn.fetchrow(
-        "INSERT INTO hosts (host, owner, public_key, arches, releases, cpus, memory_mb, disk_gb,"
-        " trust, enrol_signed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+        "INSERT INTO hosts (host, owner, public_key, trust, enrol_signed_at, arches, releases,"
+        " cpus, memory_mb, disk_gb, mock_configs, location, agent_version, sandbox)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11::text[], '{}'),"
+        " $12, $13, $14)"
+        " RETURNING *",
         body["host"],
         body["owner"],
         body["public_key"],
-        body["arches"],
-        body["releases"],
-        body.get("cpus"),
-        body.get("memory_mb"),
-        body.get("disk_gb"),
         body["trust"],
         signed_at,
+        *(body.get(k) for k in PROFILE),
     )
 
 
@@ -46,7 +55,9 @@ async def update_profile(
     """A re-enrolling host (same key, signed) may change its hardware profile, nothing else."""
     return await conn.fetchrow(
         "UPDATE hosts SET arches = $2, releases = $3, cpus = $4, memory_mb = $5, disk_gb = $6,"
-        " enrol_signed_at = $7 WHERE host = $1 RETURNING *",
+        " mock_configs = coalesce($7::text[], '{}'), location = $8, agent_version = $9,"
+        " sandbox = $10,"
+        " enrol_signed_at = $11 WHERE host = $1 RETURNING *",
         body["host"],
         *(body.get(k) for k in PROFILE),
         signed_at,
@@ -67,6 +78,12 @@ async def record_heartbeat(
         running,
         signed_at,
     )
+
+
+async def state_reason(conn: asyncpg.Connection, reason: str) -> None:
+    """Why the state changes this transaction makes happen: host_state_changes.reason (a
+    trigger writes that history; unset, a change is put down to a heartbeat)."""
+    await conn.execute("SELECT set_config('skyline.state_reason', $1, true)", reason)
 
 
 async def set_state(conn: asyncpg.Connection, host: str, state: str) -> asyncpg.Record | None:
@@ -136,6 +153,8 @@ async def record_published(conn: asyncpg.Connection, statuses: Sequence[HostStat
 
 
 async def mark_offline(conn: asyncpg.Connection, silent_for: float) -> list[asyncpg.Record]:
+    """Hosts silent longer than the grace period go offline (a failure, for their MTBF)."""
+    await state_reason(conn, "silent")
     return await conn.fetch(
         "UPDATE hosts SET state = 'offline', free_slots = 0 WHERE state = 'online'"
         " AND last_heartbeat < now() - make_interval(secs => $1) RETURNING *",
@@ -146,13 +165,17 @@ async def mark_offline(conn: asyncpg.Connection, silent_for: float) -> list[asyn
 def public_view(row: asyncpg.Record) -> dict[str, Any]:
     """A host as the HTTP API shows it (keys are public; nothing here is secret)."""
     view = {k: v for k, v in row.items() if k not in BOOKKEEPING}
-    for key in ("last_heartbeat", "last_signed_at", "enrolled_at"):
-        view[key] = view[key].isoformat() if view[key] else None
+    for key, value in view.items():
+        if isinstance(value, datetime.datetime):
+            view[key] = value.isoformat()
+        elif isinstance(value, list):
+            view[key] = list(value)
     return view
 
 
 def enrolled_message(row: asyncpg.Record) -> HostEnrolledV1:
     body = {k: row[k] for k in ("host", "owner", "public_key", "trust", *PROFILE)}
+    body["mock_configs"] = list(body["mock_configs"]) or None  # say nothing of an empty list
     return HostEnrolledV1(body={k: v for k, v in body.items() if v is not None})
 
 
@@ -180,4 +203,5 @@ def status_body(row: Any) -> dict[str, Any]:
         "running": min(row["running"], max_slots) if online else 0,
         "max_slots": max_slots,
         "seen_at": seen.isoformat(),
+        **({} if row["qos_score"] is None else {"qos_score": round(float(row["qos_score"]), 2)}),
     }

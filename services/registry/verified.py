@@ -14,13 +14,20 @@ from skyline_messages import TaskVerifiedV1
 
 from services.common.service import Context
 
-from . import hoststate, store, trust_store, verdicts
+from . import hoststate, qos_events, store, trust_store, verdicts
 from .trust import Trust
 
 log = logging.getLogger(__name__)
 
 
 async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
+    rated = await qos_events.on_verdict(msg, ctx)  # the valid-result rate of every host named
+    await _grade_trust(msg, ctx)
+    # After grading: a status the trust change published carries the new score already.
+    await qos_events.publish_changed(ctx, rated)
+
+
+async def _grade_trust(msg: TaskVerifiedV1, ctx: Context) -> None:
     body = msg.body
     if body["status"] != "succeeded" or not msg.agreeing:
         return  # a failure, or a verifier without the acceptance policy: nobody is graded
@@ -39,7 +46,9 @@ async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
         await trust_store.record_transition(ctx.conn, transition)
         cut_off = transition.new == Trust.QUARANTINED and row["state"] != hoststate.QUARANTINED
         if cut_off:
-            quarantined = await hoststate.set_state(ctx, outcome.host, hoststate.QUARANTINED)
+            quarantined = await hoststate.set_state(
+                ctx, outcome.host, hoststate.QUARANTINED, "trust policy"
+            )
             row = quarantined if quarantined is not None else row  # the row is locked: found
         await ctx.publish(trust_store.trust_message(row["owner"], transition))
         if transition.new != transition.old or cut_off:

@@ -17,9 +17,11 @@ HONEST = "local-builder-1"
 
 
 async def enrol(system, body: dict) -> tuple[int, dict]:
+    """POST an enrolment with the token of the owner it names (mallory is a real owner)."""
     url = f"{system.url('registry')}/api/v1/hosts"
-    async with aiohttp.ClientSession() as http, http.post(url, json=body) as reply:
-        return reply.status, await reply.json()
+    headers = {"Authorization": f"Bearer {system.owner_token(body['owner'])}"}
+    async with aiohttp.ClientSession() as http, http.post(url, json=body, headers=headers) as r:
+        return r.status, await r.json()
 
 
 async def test_enrolment_needs_the_private_key(system, tap):

@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from skyline_messages import HostEnrolledV1, HostHeartbeatV1, HostStatusV1
 
 from services.common.config import with_credentials
-from services.common.service import Runtime
+from services.common.service import RUNTIME, Runtime
 from services.common.signing import public_key_b64, sign_body
+from services.registry import owners
 from services.registry.__main__ import SERVICE
 from services.registry.handlers import mark_silent_hosts_offline
 
@@ -67,6 +68,20 @@ def configure(runtime: Runtime, **registry: Any) -> None:
 KEYS = {public_key_b64(k): k for k in (KEY, OTHER_KEY)}
 
 
+async def owner_token(client, owner: str = "alice") -> str:
+    """`owner`'s token, the owner made on first use (as an admin would make it)."""
+    runtime = client.server.app[RUNTIME]
+    tokens = runtime.state.setdefault("test_owner_tokens", {})
+    if owner not in tokens:
+        async with runtime.pool.acquire() as conn:
+            tokens[owner] = await owners.create(conn, owner)
+    return tokens[owner]
+
+
+async def as_owner(client, owner: str = "alice") -> dict[str, str]:
+    return {"Authorization": f"Bearer {await owner_token(client, owner)}"}
+
+
 async def enrol(
     client,
     body: dict,
@@ -75,8 +90,11 @@ async def enrol(
     status: int = 201,
     signed_by: Ed25519PrivateKey | None = None,
 ) -> dict:
-    """POST an enrolment, signed (proof of possession) by the key it names, as agents do."""
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    """POST an enrolment, signed (proof of possession) by the key it names, as agents do,
+    with the token of the owner it names (`token`: another one; "": none)."""
+    if token is None:
+        token = await owner_token(client, str(body.get("owner") or "alice"))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     key = signed_by or KEYS.get(body.get("public_key", ""))
     if key is not None:
         body = sign_body(body, key)
@@ -106,10 +124,13 @@ async def test_enrol_creates_an_untrusted_host_and_announces_it(client, runtime,
 
 async def test_re_enrolling_with_the_same_key_updates_the_profile(client, runtime, sent) -> None:
     await enrol(client, profile())
-    view = await enrol(client, profile(arches=["aarch64"], cpus=16, owner="mallory"), status=200)
+    view = await enrol(client, profile(arches=["aarch64"], cpus=16), status=200)
     assert view["arches"] == ["aarch64"]
     assert view["cpus"] == 16
     assert view["owner"] == "alice"  # only the hardware profile changes
+    # Another owner's token cannot take the host over, even signed with its key.
+    error = await enrol(client, profile(owner="mallory"), status=403)
+    assert error["error"] == "host builder-1 belongs to another owner"
     row = await host_row(runtime)
     assert list(row["arches"]) == ["aarch64"]
     assert [type(m) for m in await sent()] == [HostEnrolledV1]
@@ -127,7 +148,7 @@ async def test_enrolling_a_taken_name_with_another_key_conflicts(client, runtime
 
 
 async def test_an_unsigned_enrolment_is_refused(client, runtime, sent) -> None:
-    response = await client.post("/api/v1/hosts", json=profile())
+    response = await client.post("/api/v1/hosts", json=profile(), headers=await as_owner(client))
     assert response.status == 400
     assert "signed" in (await response.json())["error"]
     assert await host_row(runtime) is None and await sent() == []
@@ -145,11 +166,12 @@ async def test_re_enrolment_without_the_private_key_changes_nothing(client, runt
 
 async def test_a_replayed_or_stale_enrolment_is_refused(client, runtime) -> None:
     signed = sign_body(profile(arches=["aarch64"]), KEY)
-    assert (await client.post("/api/v1/hosts", json=signed)).status == 201
-    replay = await client.post("/api/v1/hosts", json=signed)
+    alice = await as_owner(client)
+    assert (await client.post("/api/v1/hosts", json=signed, headers=alice)).status == 201
+    replay = await client.post("/api/v1/hosts", json=signed, headers=alice)
     assert replay.status == 403 and "replayed" in (await replay.json())["error"]
     stale = sign_body({**profile(arches=["s390x"]), "signed_at": iso(-3600)}, KEY)
-    response = await client.post("/api/v1/hosts", json=stale)
+    response = await client.post("/api/v1/hosts", json=stale, headers=alice)
     assert response.status == 403 and "clock" in (await response.json())["error"]
     assert list((await host_row(runtime))["arches"]) == ["aarch64"]
 
@@ -190,16 +212,6 @@ async def test_enrolment_makes_the_hosts_own_broker_user_and_lease_queue(
         await aio_pika.connect(with_credentials(broker.amqp_url, first["user"], first["password"]))
 
 
-async def test_enrol_token_is_enforced(client, runtime, sent) -> None:
-    configure(runtime, enrol_token="s3cret")
-    for token in (None, "", "wrong", "s3cret2"):
-        error = await enrol(client, profile(), token=token, status=401)
-        assert error["status"] == 401
-    assert await host_row(runtime) is None
-    await enrol(client, profile(), token="s3cret")
-    assert len(await sent()) == 1
-
-
 async def test_core_keys_enrol_as_core(client, runtime, sent) -> None:
     configure(runtime, core_keys=[public_key_b64(KEY)])
     assert (await enrol(client, profile()))["trust"] == "core"
@@ -225,7 +237,6 @@ async def test_a_host_cannot_claim_its_own_trust(client, runtime) -> None:
         profile(arches=[]),
         profile(cpus=0),
         {**profile(), "admin": True},
-        {k: v for k, v in profile().items() if k != "owner"},
         {k: v for k, v in profile().items() if k != "public_key"},
     ],
 )
@@ -238,9 +249,8 @@ async def test_invalid_enrolments_are_400_with_a_json_error(client, runtime, sen
 
 @pytest.mark.parametrize("data", [b"{not json", b"[1, 2]", b'"host"', b"\xff\xfe"])
 async def test_non_object_bodies_are_400(client, sent, data: bytes) -> None:
-    response = await client.post(
-        "/api/v1/hosts", data=data, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json", **await as_owner(client)}
+    response = await client.post("/api/v1/hosts", data=data, headers=headers)
     assert response.status == 400
     assert (await response.json())["status"] == 400
     assert await sent() == []
