@@ -139,20 +139,15 @@ async def collector_process(
         f"max_upload_mb = {max(room, 4096)}\n"
         f"max_lease_mb = {max(room, 16384)}\n"
     )
-    log = (work / "collector.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.collector", "--conf", str(conf)],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = spawn(conf, work / "collector.log")
     try:
         async with aiohttp.ClientSession() as http:
             deadline = time.monotonic() + 60
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"the collector exited: {(work / 'collector.log').read_text()}")
+                    raise RuntimeError(
+                        f"the collector exited: {(work / 'collector.log').read_text()}"
+                    )
                 with contextlib.suppress(aiohttp.ClientError):
                     async with http.get(f"{url}/api/v1/uploads/{uuid.uuid4()}") as resp:
                         if resp.status == 404:  # routed and reading its database: ready
@@ -168,7 +163,17 @@ async def collector_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log.close()
+
+
+def spawn(conf: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.collector", "--conf", str(conf)],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def add_lease(database_url: str) -> str:
@@ -195,7 +200,9 @@ async def add_lease(database_url: str) -> str:
     return lease_id
 
 
-async def upload(url: str, lease_id: str, path: Path, digest: str, key: Ed25519PrivateKey) -> float:
+async def upload(
+    url: str, lease_id: str, path: Path, size: int, digest: str, key: Ed25519PrivateKey
+) -> float:
     """MB/s of one upload through the builder's uploader; checks what the collector staged."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as http:
         start = time.perf_counter()
@@ -203,14 +210,11 @@ async def upload(url: str, lease_id: str, path: Path, digest: str, key: Ed25519P
         elapsed = time.perf_counter() - start
         async with http.get(f"{url}/api/v1/uploads/{lease_id}") as resp:
             files = (await resp.json())["files"]
-    size = path.stat().st_size
     assert [(f["name"], f["size"], f["sha256"]) for f in files] == [(NAME, size, digest)], files
     return size / MB / elapsed
 
 
-async def measure(
-    work: Path, amqp_url: str, database_url: str, size: int, rounds: int
-) -> None:
+async def measure(work: Path, amqp_url: str, database_url: str, size: int, rounds: int) -> None:
     source = work / NAME
     start = time.perf_counter()
     digest = make_file(source, size)
@@ -225,7 +229,7 @@ async def measure(
         for n in range(1, rounds + 1):
             raw = raw_copy(source, work / "raw-copy")
             lease_id = await add_lease(database_url)
-            ours = await upload(url, lease_id, source, digest, key)
+            ours = await upload(url, lease_id, source, size, digest, key)
             shutil.rmtree(work / "staging" / lease_id, ignore_errors=True)
             os.sync()
             pairs.append((raw, ours))
@@ -269,9 +273,7 @@ def main() -> None:
             if not args.broker_api_url:
                 parser.error("--amqp-url needs --broker-api-url: principals are made through it")
             asyncio.run(
-                run(
-                    args.amqp_url, args.broker_api_url, args.database_url, work, size, args.rounds
-                )
+                run(args.amqp_url, args.broker_api_url, args.database_url, work, size, args.rounds)
             )
             return
         state = work / "servers"
