@@ -1,13 +1,23 @@
-"""Stream an HTTP request body to a file: constant memory for any size, hashed on the way."""
+"""Stream an HTTP request body to a file: constant memory for any size, at near disk speed.
+
+The body is cut into CHUNK-sized buffers that go down a short pipeline: while the event loop
+receives the next buffer, one thread hashes and another writes the ones before (hashlib and
+file writes release the GIL), each stage in order. At most DEPTH buffers are in flight, so an
+upload holds about (DEPTH + 1) * CHUNK bytes however large it is, and a slow disk slows the
+sender down (TCP flow control) instead of filling memory. The file is fsynced once, at the
+end: that is where durability is needed (before the caller moves it into place); syncing
+every chunk would only make the disk wait on the network and vice versa.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -16,7 +26,8 @@ from aiohttp import web
 
 from services.common.http import error
 
-CHUNK = 1024 * 1024  # what is buffered before one write; the memory used per upload
+CHUNK = 1024 * 1024  # bytes per buffer handed to the hashing and writing threads
+DEPTH = 4  # buffers in flight per upload: enough to keep both threads and the disk busy
 
 
 @dataclass(frozen=True)
@@ -53,25 +64,69 @@ async def spool(
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     part = folder / f".{secrets.token_hex(8)}.part"
-    digest, size, buffer = hashlib.sha256(), 0, bytearray()
+    digest, size = hashlib.sha256(), 0
     out: BinaryIO = await asyncio.to_thread(open, part, "xb")
     try:
+        pipe = _Pipeline(digest.update, out.write)
         try:
+            buffer = bytearray()
             async for chunk in request.content.iter_chunked(CHUNK):
                 size += len(chunk)
                 if size > limit:
                     raise too_large
                 buffer += chunk
                 if len(buffer) >= CHUNK:
-                    # Disk writes can stall under write-back pressure: keep them off the loop.
-                    await asyncio.to_thread(_write, out, digest, bytes(buffer))
-                    buffer.clear()
-            await asyncio.to_thread(_write, out, digest, bytes(buffer), sync=True)
+                    await pipe.put(buffer)  # handed over: never touched here again
+                    buffer = bytearray()
+            await pipe.put(buffer)
+            await pipe.drain()
+            await asyncio.to_thread(_sync, out)
         finally:
+            await pipe.settle()  # no thread may still use `out` when it is closed
             await asyncio.to_thread(out.close)
         yield Spooled(part, size, digest.hexdigest())
     finally:
         part.unlink(missing_ok=True)
+
+
+class _Pipeline:
+    """Feeds buffers, in order, to each of `stages` in its own thread, all stages at once;
+    put() waits while DEPTH buffers are in flight, and raises a stage's error."""
+
+    def __init__(self, *stages: Callable[[Any], object]) -> None:
+        self.stages = stages
+        self.last: list[asyncio.Future[None] | None] = [None] * len(stages)
+        self.inflight: collections.deque[asyncio.Future[Any]] = collections.deque()
+
+    async def put(self, buffer: bytearray) -> None:
+        while len(self.inflight) >= DEPTH:
+            await self.inflight.popleft()
+        steps = []
+        for i, stage in enumerate(self.stages):
+            # Each step waits for the previous step of its stage: one stage is never run
+            # on two buffers at once, nor out of order.
+            step = asyncio.ensure_future(_after(self.last[i], stage, buffer))
+            self.last[i] = step
+            steps.append(step)
+        self.inflight.append(asyncio.gather(*steps))
+
+    async def drain(self) -> None:
+        while self.inflight:
+            await self.inflight.popleft()
+
+    async def settle(self) -> None:
+        """Wait for every started step, failed or not (bounded: at most DEPTH buffers)."""
+        steps = [s for s in self.last if s is not None]
+        await asyncio.gather(*steps, *self.inflight, return_exceptions=True)
+        self.inflight.clear()
+
+
+async def _after(
+    previous: Awaitable[None] | None, stage: Callable[[Any], object], buffer: bytearray
+) -> None:
+    if previous is not None:
+        await previous
+    await asyncio.to_thread(stage, buffer)
 
 
 def name_max(folder: Path) -> int:
@@ -82,9 +137,6 @@ def name_max(folder: Path) -> int:
         return 255  # POSIX systems' usual NAME_MAX
 
 
-def _write(out: BinaryIO, digest: Any, data: bytes, *, sync: bool = False) -> None:
-    digest.update(data)  # hashlib releases the GIL on large buffers
-    out.write(data)
-    if sync:
-        out.flush()
-        os.fsync(out.fileno())
+def _sync(out: BinaryIO) -> None:
+    out.flush()
+    os.fsync(out.fileno())

@@ -298,6 +298,32 @@ async def test_streamed_body_of_unknown_length(collector: Collector) -> None:
     assert (await resp.json())["size"] == len(data)
 
 
+async def test_large_streamed_upload_keeps_its_digest_across_chunk_boundaries(
+    collector: Collector,
+) -> None:
+    """Many spool buffers (more than are ever in flight), sent in pieces that straddle them."""
+    collector.configure(max_upload_mb=16)
+    size = (2 * spool.DEPTH + 1) * spool.CHUNK + 12_345
+    data = hashlib.shake_256(b"skyline").digest(size)  # no two buffers alike
+    lease_id = await collector.lease()
+
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(0, size, 1_000_003):  # prime: never aligned with a buffer
+            yield data[i : i + 1_000_003]
+
+    digest = hashlib.sha256(data).hexdigest()
+    resp = await collector.client.put(
+        f"/api/v1/uploads/{lease_id}/build.log",
+        data=body(),
+        headers=signed(lease_id, "build.log", digest),
+    )
+    assert resp.status == 201, await resp.text()
+    assert await resp.json() == {"name": "build.log", "size": size, "sha256": digest}
+    staged = storage.staging_dir(collector.runtime.config, uuid.UUID(lease_id))
+    assert [p.name for p in staged.iterdir()] == ["build.log"]
+    assert sha256_file(staged / "build.log") == digest
+
+
 async def test_reupload_to_an_open_lease_is_idempotent_or_replaces(
     collector: Collector, caplog: pytest.LogCaptureFixture
 ) -> None:
