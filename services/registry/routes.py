@@ -16,7 +16,7 @@ from services.common.http import error
 from services.common.service import RUNTIME
 from services.common.signing import verify_body
 
-from . import broker, hoststate, owners_api, store, trust_api
+from . import broker, farm_api, hoststate, owners_api, store, trust_api
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -160,4 +160,4 @@ async def list_hosts(request: web.Request) -> web.Response:
     return web.json_response({"hosts": [store.public_view(r) for r in rows]})
 
 
-ROUTES = [*routes, *owners_api.ROUTES, *trust_api.ROUTES]
+ROUTES = [*routes, *owners_api.ROUTES, *trust_api.ROUTES, *farm_api.ROUTES]
