@@ -80,7 +80,7 @@ async def test_cloud_init_from_the_live_registry(
     token_files = [f for f in data["write_files"] if f["path"] == "/etc/skyline/owner-token"]
     assert token_files[0]["content"].strip() == token
 
-    token_file.write_text("wrong-token")
+    token_file.write_text("x" * 43)  # a token of the right shape that nobody holds
     code, out, err = await asyncio.to_thread(run_cli, argv)
     assert code == 5 and out == ""
     assert err.startswith("skyline: checking the owner token with the registry: unknown or")
