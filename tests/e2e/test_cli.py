@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -113,10 +114,35 @@ def test_watch_and_status(system: LocalSystem, built: dict) -> None:
     assert as_json["build_id"] == int(build_id) and as_json["state"] == "complete"
 
 
+def test_a_failing_spec_fails_with_exit_code_1(system: LocalSystem, tmp_path: Path) -> None:
+    """A packager's mistake, submitted as a spec: the CLI builds the SRPM, the build fails."""
+    example = REPO / "examples" / "skyline-hello"
+    for path in example.iterdir():
+        if path.is_file():
+            shutil.copy(path, tmp_path)
+    spec = (example / "skyline-hello.spec").read_text()
+    spec = spec.replace("Name:           skyline-hello", "Name:           skyline-clifail", 1)
+    spec = spec.replace("%build\n", "%build\necho 'error: this does not build'\nexit 1\n")
+    (tmp_path / "skyline-clifail.spec").write_text(spec)
+
+    result = skyline("submit", str(tmp_path / "skyline-clifail.spec"), "--scratch",
+                     conf=system.config_file)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "built skyline-clifail-1.0-1" in result.stdout
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("build ") and " failed: " in last
+    build_id = last.split()[1]
+    assert skyline("status", build_id, conf=system.config_file).returncode == 1
+    assert skyline("watch", build_id, conf=system.config_file).returncode == 1
+
+
 def test_watch_and_status_bad_inputs(system: LocalSystem) -> None:
     failed(skyline("status", "987654", conf=system.config_file), 4, "no build 987654")
     failed(skyline("watch", "987654", conf=system.config_file), 4, "no build 987654")
     failed(skyline("status", "seven", conf=system.config_file), 2, "not a build number")
+    never_sent = str(uuid.uuid4())
+    failed(skyline("watch", never_sent, "--timeout", "1", conf=system.config_file), 6, "gave up")
+    failed(skyline("status", never_sent, conf=system.config_file), 4, "no build for request")
     unreachable = {"SKYLINE_CLI_DISPATCHER_URL": "http://127.0.0.1:9"}
     failed(skyline("status", "1", conf=system.config_file, env=unreachable), 3, "cannot reach")
 
