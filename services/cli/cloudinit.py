@@ -24,11 +24,22 @@ DEFAULT_IMAGE = "localhost/skyline-builder:latest"  # what deploy/podman builds
 
 PACKAGES = {
     # rpm-build and bubblewrap: builds run in a sandbox; mock is used when present.
-    "fedora": ["python3", "python3-pip", "rpm-build", "bubblewrap", "mock", "dnf-automatic"],
+    # python3-rpm and python3-gssapi come from the distribution (the venv sees them).
+    "fedora": [
+        "python3",
+        "python3-pip",
+        "python3-rpm",
+        "python3-gssapi",
+        "rpm-build",
+        "bubblewrap",
+        "mock",
+        "dnf-automatic",
+    ],
     "debian": [
         "python3",
         "python3-venv",
         "python3-rpm",
+        "python3-gssapi",
         "rpm",
         "bubblewrap",
         "unattended-upgrades",
@@ -245,7 +256,8 @@ def podman_line(
         shlex.quote(a)
         for a in ["skyline", *enroll_argv(registry_url, conf=conf, workdir=WORKDIR, slots=slots)]
     )
-    script = f"test -f {conf} || {enroll}; exec skyline-builder --conf {conf}"
+    # A failed enrolment stops the container (podman restarts it and it tries again).
+    script = f"test -f {conf} || {enroll} || exit 1; exec skyline-builder --conf {conf}"
     return (
         f"podman run -d --name {shlex.quote(name)} --restart=always"
         f" -v {shlex.quote(name)}:{WORKDIR} -e SKYLINE_OWNER_TOKEN"

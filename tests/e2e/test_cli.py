@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -185,6 +186,11 @@ def make_owner(system: LocalSystem, name: str) -> str:
         return json.loads(reply.read())["token"]
 
 
+def host_state(system: LocalSystem, host: str) -> str:
+    with urllib.request.urlopen(f"{system.url('registry')}/api/v1/hosts/{host}") as reply:
+        return str(json.loads(reply.read())["state"])
+
+
 def test_host_enroll(system: LocalSystem, tmp_path: Path) -> None:
     owner = f"vol-{uuid.uuid4().hex[:8]}"
     token_file = tmp_path / "token"
@@ -210,6 +216,23 @@ def test_host_enroll(system: LocalSystem, tmp_path: Path) -> None:
     assert config.builder.collector_url == system.url("collector")
     assert config.amqp_url == system.amqp_url  # the broker's address, no credentials
     assert config.path(config.builder.key_file) == workdir / "host.key"
+
+    # The builder starts from what enroll wrote and comes online.
+    builder = subprocess.Popen(
+        [str(Path(sys.executable).parent / "skyline-builder"), "--conf", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SKYLINE_")},
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while host_state(system, "cli-enrolled") != "online":
+            assert builder.poll() is None, builder.stderr.read().decode() if builder.stderr else ""
+            assert time.monotonic() < deadline, "the enrolled builder never came online"
+            time.sleep(0.5)
+    finally:
+        builder.terminate()
+        builder.wait(timeout=60)
 
     # Run again: the file is there.
     failed(skyline(*argv), 2, "exists")

@@ -88,9 +88,10 @@ def test_podman_line_enrols_once_then_runs_the_builder() -> None:
     assert argv[argv.index("-v") + 1] == "skyline-builder:/var/lib/skyline-builder"
     assert argv[-3:-1] == ["sh", "-c"]
     script = argv[-1]
-    check, rest = script.split(" || ", 1)
+    check, enroll, rest = script.split(" || ")
     assert check == "test -f /var/lib/skyline-builder/builder.toml"
-    enroll, start = rest.split("; ")
+    stop, start = rest.split("; ")
+    assert stop == "exit 1"
     enroll_argv = shlex.split(enroll)
     assert enroll_argv[:3] == ["skyline", "host", "enroll"]
     assert enroll_argv[enroll_argv.index("--slots") + 1] == "2"
