@@ -53,22 +53,28 @@ def default_workdir() -> Path:
 
 
 def _read_secret(path: str, what: str) -> str:
+    """A token from a file (its first line), refusing anything that cannot be a token."""
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as f:
+            data = f.read(MAX_TOKEN + 2)
     except OSError as exc:
         raise CliError(f"cannot read the {what} file {path}: {exc.strerror}") from None
-    return text.strip()
+    if len(data) > MAX_TOKEN + 1:
+        raise CliError(f"the {what} file {path} is too long to hold a token")
+    return data.decode(errors="replace").strip()
 
 
 def owner_token(args: argparse.Namespace) -> str:
-    """The owner token: --token-file, $SKYLINE_OWNER_TOKEN_FILE, $SKYLINE_OWNER_TOKEN or
-    --token (a token on the command line shows in `ps`: prefer the others)."""
+    """The owner token: --token-file, --token (it shows in `ps`: prefer the others),
+    $SKYLINE_OWNER_TOKEN_FILE, $SKYLINE_OWNER_TOKEN."""
     if args.token_file:
         token = _read_secret(args.token_file, "owner token")
+    elif args.token:
+        token = args.token
     elif os.environ.get(TOKEN_FILE_ENV):
         token = _read_secret(os.environ[TOKEN_FILE_ENV], "owner token")
     else:
-        token = os.environ.get(TOKEN_ENV) or args.token or ""
+        token = os.environ.get(TOKEN_ENV, "")
     if not token:
         raise CliError(
             f"no owner token: pass --token-file FILE (or set ${TOKEN_ENV}); an admin of the"
