@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,18 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from services.common.config import Config
-from services.common.errors import SkylineError
+
+from . import common
 
 TIMEOUT = 30.0
 MAX_REPLY = 64 * 1024 * 1024  # the biggest listing we read (10,000 hosts fit many times)
 
 
-class RegistryError(SkylineError):
-    """The registry refused a call (exit 1) or could not be reached (exit 2)."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+class RegistryError(common.CliError):
+    """The registry refused a call or could not be reached (exit codes: services/cli/common)."""
 
 
 class Registry:
@@ -58,16 +54,20 @@ class Registry:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as reply:
                 return json.loads(reply.read(MAX_REPLY))
         except urllib.error.HTTPError as exc:
-            raise RegistryError(f"registry: {_error_text(exc)} (HTTP {exc.code})", 1) from None
+            raise RegistryError(
+                f"registry: {_error_text(exc)} (HTTP {exc.code})", common.code_for_status(exc.code)
+            ) from None
         except (OSError, ValueError) as exc:
-            raise RegistryError(f"cannot reach the registry at {self.url}: {exc}", 2) from None
+            raise RegistryError(
+                f"cannot reach the registry at {self.url}: {exc}", common.UNREACHABLE
+            ) from None
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
         if not self.admin_token:
             raise RegistryError(
                 "this needs the registry's admin token: set [registry] admin_token or"
                 " SKYLINE_REGISTRY_ADMIN_TOKEN",
-                2,
+                common.USAGE,
             )
         return self.call(method, path, body, auth=self.admin_token)
 
@@ -83,7 +83,7 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
 
 def _registry(args: argparse.Namespace, config: Config) -> Registry:
     url = args.registry or os.environ.get("SKYLINE_REGISTRY_URL")
-    url = url or f"http://{config.registry.listen}"
+    url = url or common.registry_url(config)
     return Registry(url, config.registry.admin_token)
 
 
@@ -92,10 +92,10 @@ def _owner_token(args: argparse.Namespace, config: Config) -> str:
         try:
             return Path(args.token_file).read_text().strip()
         except OSError as exc:
-            raise RegistryError(f"cannot read {args.token_file}: {exc}", 2) from None
+            raise RegistryError(f"cannot read {args.token_file}: {exc}", common.USAGE) from None
     if config.amqp_user and config.amqp_password_file:
         return config.secret(config.amqp_password_file, "amqp_password_file")
-    raise RegistryError("this needs your owner token: --token-file FILE", 2)
+    raise RegistryError("this needs your owner token: --token-file FILE", common.USAGE)
 
 
 def _quote(name: str) -> str:
@@ -293,7 +293,7 @@ def cmd_owner_max_hosts(args: argparse.Namespace, config: Config) -> int:
     elif args.limit.isdigit():
         limit = int(args.limit)
     else:
-        raise RegistryError("the limit is a number of hosts or 'default'", 2)
+        raise RegistryError("the limit is a number of hosts or 'default'", common.USAGE)
     path = f"/api/v1/owners/{_quote(args.name)}/max_hosts"
     owner = _registry(args, config).admin("PUT", path, {"max_hosts": limit})
     print(f"owner {owner['name']} may enrol {owner['max_hosts']} host(s)")
@@ -333,18 +333,17 @@ def cmd_owner_revoke(args: argparse.Namespace, config: Config) -> int:
 Command = Callable[[argparse.Namespace, Config], int]
 
 
-def add_commands(sub: Any, config_of: Callable[[argparse.Namespace], Config]) -> None:
-    """Add `hosts`, `host` and `owner` to the `skyline` command's subparsers; `config_of`
-    reads the configuration the way the other commands do."""
+def register(sub: Any) -> None:
+    """Add `hosts`, `host show|quarantine|release|revoke` and `owner` to `skyline`."""
 
     def bind(command: Command) -> Callable[[argparse.Namespace], int]:
-        return lambda args: command(args, config_of(args))
+        return lambda args: command(args, common.load(args))
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--registry", help="the registry's URL (default: from the config)")
-    common.add_argument("--json", action="store_true", help="print the registry's JSON")
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--registry", help="the registry's URL (default: from the config)")
+    shared.add_argument("--json", action="store_true", help="print the registry's JSON")
 
-    h = sub.add_parser("hosts", parents=[common], help="list builder hosts")
+    h = sub.add_parser("hosts", parents=[shared], help="list builder hosts")
     h.add_argument("--arch", help="hosts that build this arch")
     h.add_argument("--trust", help="untrusted, trusted, core or quarantined")
     h.add_argument("--owner", help="hosts of this owner")
@@ -354,9 +353,8 @@ def add_commands(sub: Any, config_of: Callable[[argparse.Namespace], Config]) ->
     h.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
     h.set_defaults(func=bind(cmd_hosts))
 
-    host = sub.add_parser("host", help="one builder host; admin: quarantine, release, revoke")
-    hs = host.add_subparsers(dest="action", required=True)
-    show = hs.add_parser("show", parents=[common], help="profile, QoS, trust, recent builds")
+    hs = common.group(sub, "host", "builder hosts: enrol this machine, show one; admin acts")
+    show = hs.add_parser("show", parents=[shared], help="profile, QoS, trust, recent builds")
     show.add_argument("host")
     show.set_defaults(func=bind(cmd_host_show))
     for action, text in (
@@ -364,49 +362,44 @@ def add_commands(sub: Any, config_of: Callable[[argparse.Namespace], Config]) ->
         ("release", "admin: let a quarantined host enrol again"),
         ("revoke", "admin: cut the host off for good (its name is never reused)"),
     ):
-        p = hs.add_parser(action, parents=[common], help=text)
+        p = hs.add_parser(action, parents=[shared], help=text)
         p.add_argument("host")
         p.set_defaults(func=bind(_host_action(action)))
 
     owner = sub.add_parser("owner", help="owners and sponsors (mostly admin)")
     os_ = owner.add_subparsers(dest="action", required=True)
-    c = os_.add_parser("create", parents=[common], help="admin: make an owner, print its token")
+    c = os_.add_parser("create", parents=[shared], help="admin: make an owner, print its token")
     c.add_argument("name")
     c.add_argument("--sponsor", help="the owner that vouches for it (it starts 'sponsored')")
     c.add_argument("--max-hosts", type=int, help="its host limit (default: the registry's)")
     c.set_defaults(func=bind(cmd_owner_create))
-    i = os_.add_parser("invite", parents=[common], help="sponsor a new owner with your token")
+    i = os_.add_parser("invite", parents=[shared], help="sponsor a new owner with your token")
     i.add_argument("name")
     i.add_argument("--token-file", help="your owner token (default: amqp_password_file)")
     i.set_defaults(func=bind(cmd_owner_invite))
-    s = os_.add_parser("show", parents=[common], help="admin: an owner, its frauds and hosts")
+    s = os_.add_parser("show", parents=[shared], help="admin: an owner, its frauds and hosts")
     s.add_argument("name")
     s.set_defaults(func=bind(cmd_owner_show))
-    os_.add_parser("list", parents=[common], help="admin: every owner").set_defaults(
+    os_.add_parser("list", parents=[shared], help="admin: every owner").set_defaults(
         func=bind(cmd_owner_list)
     )
-    os_.add_parser("tree", parents=[common], help="admin: the sponsorship tree").set_defaults(
+    os_.add_parser("tree", parents=[shared], help="admin: the sponsorship tree").set_defaults(
         func=bind(cmd_owner_tree)
     )
-    m = os_.add_parser("max-hosts", parents=[common], help="admin: an owner's host limit")
+    m = os_.add_parser("max-hosts", parents=[shared], help="admin: an owner's host limit")
     m.add_argument("name")
     m.add_argument("limit", help="a number of hosts, or 'default'")
     m.set_defaults(func=bind(cmd_owner_max_hosts))
-    st = os_.add_parser("standing", parents=[common], help="admin: vouch for an owner or not")
+    st = os_.add_parser("standing", parents=[shared], help="admin: vouch for an owner or not")
     st.add_argument("name")
     st.add_argument("standing", choices=["good", "sponsored"])
     st.set_defaults(func=bind(cmd_owner_standing))
-    f = os_.add_parser("fraud", parents=[common], help="admin: record a confirmed fraud")
+    f = os_.add_parser("fraud", parents=[shared], help="admin: record a confirmed fraud")
     f.add_argument("name")
     f.add_argument("--detail", required=True, help="what was found, and where")
     f.add_argument("--host", help="the host that committed it")
     f.add_argument("--task", help="the task it was found in")
     f.set_defaults(func=bind(cmd_owner_fraud))
-    r = os_.add_parser("revoke", parents=[common], help="admin: revoke an owner and its token")
+    r = os_.add_parser("revoke", parents=[shared], help="admin: revoke an owner and its token")
     r.add_argument("name")
     r.set_defaults(func=bind(cmd_owner_revoke))
-
-
-def fail(exc: RegistryError) -> None:
-    print(f"skyline: {exc}", file=sys.stderr)
-    sys.exit(exc.exit_code)

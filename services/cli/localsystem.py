@@ -145,6 +145,8 @@ broker_api_url = "{self.rabbitmq.management_url}"
 broker_api_user = "{self.rabbitmq.user}"
 broker_api_password_file = "secrets/broker-admin"
 admin_token = "{self.secret("registry-admin-token")}"
+public_amqp_url = "{self.amqp_url}"
+public_collector_url = "{collector}"
 
 [dispatcher]
 listen = "127.0.0.1:{ports["dispatcher"]}"

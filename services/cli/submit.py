@@ -1,40 +1,37 @@
-"""`skyline submit` and `skyline status`: send a build request, follow it to the end."""
+"""`skyline submit`: send a build request (SRPM, spec or URL), optionally follow it."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiormq
 from skyline_messages import BuildRequestV1
 
 from services.common.bus import Bus
-from services.common.config import Config
-from services.common.rpmfiles import make_srpm, sha256_file
+from services.common.config import Config, masked
+from services.common.errors import ConfigError
+from services.common.rpmfiles import SrpmBuildError, make_srpm, sha256_file
 
-FINAL = ("complete", "failed")
+from . import common
+from .common import CliError
+from .progress import follow
 
-
-class SubmitError(Exception):
-    """Something the user can fix: say what, no traceback."""
-
-
-def dispatcher_url(config: Config) -> str:
-    return f"http://{config.dispatcher.listen}"
+SubmitError = CliError  # the name this module's callers used before common.py
 
 
 async def _raise_for(response: aiohttp.ClientResponse, what: str) -> None:
     if response.status >= 400:
-        try:
-            detail = (await response.json())["error"]
-        except (aiohttp.ContentTypeError, KeyError, ValueError):
-            detail = (await response.text())[:300]
-        raise SubmitError(f"{what} failed ({response.status}): {detail}")
+        detail = await common.error_detail(response)
+        raise CliError(
+            f"{what} failed ({response.status}): {detail}", common.code_for_status(response.status)
+        )
 
 
 async def upload_srpm(
@@ -46,30 +43,38 @@ async def upload_srpm(
     only from owners.
     """
     if not token:
-        raise SubmitError("uploading a source RPM needs an owner token (ask the admin for one)")
+        raise CliError("uploading a source RPM needs an owner token (ask the admin for one)")
     digest = await asyncio.to_thread(sha256_file, srpm)
-    url = f"{config.collector.public_url}/api/v1/sources/{digest}/{srpm.name}"
+    url = f"{common.collector_url(config)}/api/v1/sources/{digest}/{srpm.name}"
     headers = {"Authorization": f"Bearer {token}"}
-    with srpm.open("rb") as body:
-        async with http.put(url, data=body, headers=headers) as response:
-            await _raise_for(response, f"uploading {srpm.name}")
-            return (await response.json())["url"], digest
+    try:
+        with srpm.open("rb") as body:
+            async with http.put(url, data=body, headers=headers) as response:
+                await _raise_for(response, f"uploading {srpm.name}")
+                return (await response.json())["url"], digest
+    except aiohttp.ClientConnectionError as exc:
+        raise CliError(
+            f"uploading {srpm.name}: cannot reach {url} ({exc})", common.UNREACHABLE
+        ) from None
 
 
 async def digest_of_url(http: aiohttp.ClientSession, url: str) -> str:
     """The SHA-256 of a remote SRPM, so builders can check they build exactly that."""
     digest = hashlib.sha256()
-    async with http.get(url) as response:
-        await _raise_for(response, f"downloading {url}")
-        async for chunk in response.content.iter_chunked(1 << 20):
-            digest.update(chunk)
+    try:
+        async with http.get(url) as response:
+            await _raise_for(response, f"downloading {url}")
+            async for chunk in response.content.iter_chunked(1 << 20):
+                digest.update(chunk)
+    except aiohttp.ClientConnectionError as exc:
+        raise CliError(f"downloading {url}: {exc}", common.UNREACHABLE) from None
     return digest.hexdigest()
 
 
 def _local_file(source: str) -> Path:
     path = Path(source)
     if not path.is_file():
-        raise SubmitError(f"{source}: no such file")
+        raise CliError(f"{source}: no such file")
     return path
 
 
@@ -81,10 +86,15 @@ async def resolve_source(
     path = _local_file(source)
     if path.suffix == ".spec":
         outdir = Path(tempfile.mkdtemp(prefix="skyline-srpm-"))
-        path = await asyncio.to_thread(make_srpm, path, outdir)
+        try:
+            path = await asyncio.to_thread(make_srpm, path, outdir)
+        except SrpmBuildError as exc:
+            raise CliError(
+                f"{source}: rpmbuild could not make an SRPM of it: {_last(exc)}"
+            ) from None
         say(f"built {path.name} from the spec")
     if not path.name.endswith(".src.rpm"):
-        raise SubmitError(f"{source}: expected a .src.rpm, a .spec or an http(s) URL")
+        raise CliError(f"{source}: expected a .src.rpm, a .spec or an http(s) URL")
     url, digest = await upload_srpm(http, config, path, token=token)
     say(f"uploaded {path.name} (sha256 {digest[:12]}…)")
     return url, digest
@@ -98,12 +108,14 @@ async def submit(
     owner: str | None = None,
     scratch: bool = False,
     release: str | None = None,
+    priority: int | None = None,
     wait: bool = True,
     timeout: float = 3600,
     say: Any = print,
     token: str = "",
-) -> dict[str, Any] | None:
-    """Publish a build request; with `wait`, follow it and return the final build.
+) -> dict[str, Any]:
+    """Publish a build request; returns {"request_id", "topic", "build"}, where `build` is
+    the final build with `wait` (followed until it ends), else None.
 
     It goes out as the configured broker user (amqp_user), on that principal's own routing
     key; `owner` defaults to that principal (another owner needs the dispatcher's
@@ -124,84 +136,101 @@ async def submit(
         }
         if release:
             body["release"] = release
+        if priority is not None:
+            body["priority"] = priority
         request = BuildRequestV1(body=body, topic=BuildRequestV1.topic_for(bus.user))
         try:
             request.validate()
         except Exception as exc:  # jsonschema's message names the bad field
-            raise SubmitError(f"invalid request: {getattr(exc, 'message', exc)}") from None
-        await bus.connect()
+            raise CliError(f"invalid request: {getattr(exc, 'message', exc)}") from None
         try:
+            await asyncio.wait_for(bus.connect(), config.cli.timeout)
             await bus.publish(request)
+        except aiormq.exceptions.ProbableAuthenticationError:
+            raise CliError(
+                f"the broker at {masked(config.amqp_url)} refused {bus.user}'s credentials"
+                " (amqp_user, amqp_password_file)",
+                common.REFUSED,
+            ) from None
+        except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
+            raise CliError(
+                f"cannot publish to the broker at {masked(config.amqp_url)}: "
+                f"{str(exc) or type(exc).__name__}",
+                common.UNREACHABLE,
+            ) from None
         finally:
             await bus.close()
         say(f"published {request.topic} {request.id}: {request.summary}")
-        if not wait:
-            return None
-        return await follow(http, config, request.id, timeout=timeout, say=say)
+        result: dict[str, Any] = {"request_id": request.id, "topic": request.topic, "build": None}
+        if wait:
+            result["build"] = await follow(
+                http, common.dispatcher_url(config), request.id, timeout=timeout, say=say
+            )
+        return result
 
 
-async def follow(
-    http: aiohttp.ClientSession,
-    config: Config,
-    request_id: str,
-    *,
-    timeout: float,
-    say: Any = print,
-) -> dict[str, Any]:
-    """Poll the dispatcher and print each change of the build and its tasks until it ends."""
-    deadline = time.monotonic() + timeout
-    base = dispatcher_url(config)
-    build: dict[str, Any] | None = None
-    seen: dict[Any, str] = {}
-    while time.monotonic() < deadline:
-        if build is None:
-            async with http.get(f"{base}/api/v1/builds", params={"request_id": request_id}) as r:
-                await _raise_for(r, "asking the dispatcher")
-                found = (await r.json())["builds"]
-            build = found[0] if found else None
-        else:
-            async with http.get(f"{base}/api/v1/builds/{build['build_id']}") as r:
-                await _raise_for(r, "asking the dispatcher")
-                build = await r.json()
-        if build is not None:
-            for line in progress_lines(build, seen):
-                say(line)
-            if build["state"] in FINAL:
-                return build
-        await asyncio.sleep(0.5)
-    raise SubmitError(f"gave up waiting after {timeout:.0f} s; see `skyline status`")
-
-
-def progress_lines(build: dict[str, Any], seen: dict[Any, str]) -> list[str]:
-    """New lines for what changed since the last call (`seen` remembers)."""
-    lines = []
-    if seen.get("build") is None:
-        lines.append(f"build {build['build_id']}: {build['nvr']} ({len(build['tasks'])} task(s))")
-        seen["build"] = "shown"
-    for task in build["tasks"]:
-        state = task["state"]
-        if seen.get(task["task_id"]) != state:
-            seen[task["task_id"]] = state
-            where = f" on {task['host']}" if task["host"] else ""
-            why = f" ({task['reason']})" if state in ("queued", "failed") and task["reason"] else ""
-            lines.append(f"  task {task['task_id']} {task['arch']:<8} {state}{where}{why}")
-    if build["state"] in FINAL and seen.get("final") != build["state"]:
-        seen["final"] = build["state"]
-        suffix = f": {build['reason']}" if build["reason"] else ""
-        lines.append(f"build {build['build_id']} {build['state']}{suffix}")
-    return lines
-
-
-async def status(config: Config, build_id: int) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"{dispatcher_url(config)}/api/v1/builds/{build_id}") as response,
-    ):
-        await _raise_for(response, f"asking for build {build_id}")
-        return await response.json()
+def _last(exc: SrpmBuildError) -> str:
+    """rpmbuild's last words (the reason), for a one-line error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "rpmbuild failed"
 
 
 def print_files(build: dict[str, Any], topdir: Path, out: Any = sys.stdout) -> None:
     for task in build["tasks"]:
         for f in task["files"]:
             print(f"  {topdir / f['path']}  sha256 {f['sha256']}", file=out)
+
+
+def register(commands: Any) -> None:
+    s = commands.add_parser(
+        "submit",
+        help="request a build and follow it to the end",
+        description="Publish a build request as your broker user (amqp_user); a local SRPM or"
+        " spec is uploaded to the collector first. Exit codes: see `skyline --help`.",
+    )
+    s.add_argument("source", help="an SRPM file, a .spec file, or an http(s) URL of an SRPM")
+    s.add_argument("--arch", action="append", help="architecture (repeatable; default noarch)")
+    s.add_argument("--scratch", action="store_true", help="a scratch build")
+    s.add_argument(
+        "--owner", help="whose build it is (default: your broker user, amqp_user in the config)"
+    )
+    s.add_argument("--release", help="release to build for (default: any)")
+    s.add_argument(
+        "--priority", type=int, help="0 (first) to 1000 (last); default 100, as the dispatcher"
+    )
+    s.add_argument("--no-wait", action="store_true", help="publish and return")
+    s.add_argument("--timeout", type=float, default=3600, help="seconds to wait (default 3600)")
+    common.add_json(s)
+    s.set_defaults(func=cmd_submit)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    config = common.load(args)
+    if args.priority is not None and not 0 <= args.priority <= 1000:
+        raise CliError(f"--priority must be from 0 to 1000, not {args.priority}")
+    try:
+        result = common.run(
+            submit(
+                config,
+                args.source,
+                arches=args.arch or ["noarch"],
+                owner=args.owner,
+                scratch=args.scratch,
+                release=args.release,
+                priority=args.priority,
+                wait=not args.no_wait,
+                timeout=args.timeout,
+                say=common.say(args),
+            )
+        )
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    build = result["build"]
+    if args.json:
+        common.emit(args, result, lambda _: [])
+    elif build is not None and build["state"] == "complete":
+        print("stored in Koji storage:")
+        print_files(build, config.path(config.collector.koji_topdir))
+    if build is None:
+        return common.OK
+    return common.OK if build["state"] == "complete" else common.FAILED

@@ -75,6 +75,14 @@ class RegistryConfig:
     broker_api_user: str = ""
     broker_api_password_file: str = ""
     enrol_max_skew: float = 600.0  # seconds an enrolment's signature may be old (or early)
+    # What a new volunteer's machine needs to know, served read-only at GET /api/v1/farm
+    # (`skyline host enroll` and `skyline host cloud-init` read it): the farm admins' SSH
+    # public keys ("ssh-ed25519 AAAA... admin@example.org"), put on every cloud-init VM;
+    # the broker's URL as builders reach it (no credentials: each host gets its own at
+    # enrolment); and the collector's URL as builders reach it. Empty: not published.
+    admin_ssh_keys: list[str] = dataclasses.field(default_factory=list)
+    public_amqp_url: str = ""
+    public_collector_url: str = ""
     # [registry.trust]: when verified results promote or demote a host (trust.TrustConfig:
     # promote_after, demote_trusted_to, demote_untrusted_to, quarantine_after).
     trust: TrustConfig = dataclasses.field(default_factory=TrustConfig)
@@ -173,6 +181,18 @@ class BuilderConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CliConfig:
+    """Where the `skyline` command finds the services (empty: derived from the services'
+    own tables, [dispatcher] listen, [registry] listen, [collector] public_url, which is
+    what a config written by `skyline local up` holds)."""
+
+    dispatcher_url: str = ""
+    registry_url: str = ""
+    collector_url: str = ""
+    timeout: float = 30.0  # seconds one HTTP call may take before the service is unreachable
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
     # This process's own broker user, and a file holding its password: they replace the
@@ -190,6 +210,7 @@ class Config:
     collector: CollectorConfig = dataclasses.field(default_factory=CollectorConfig)
     builder: BuilderConfig = dataclasses.field(default_factory=BuilderConfig)
     bus: BusConfig = dataclasses.field(default_factory=BusConfig)
+    cli: CliConfig = dataclasses.field(default_factory=CliConfig)
 
     def path(self, value: str) -> Path:
         """Resolve a path setting against the config file's folder."""
@@ -220,7 +241,7 @@ def with_credentials(url: str, user: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{auth}@{netloc}"))
 
 
-SECTIONS = ("registry", "dispatcher", "verifier", "collector", "builder", "bus")
+SECTIONS = ("registry", "dispatcher", "verifier", "collector", "builder", "bus", "cli")
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:

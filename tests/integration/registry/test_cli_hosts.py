@@ -121,7 +121,7 @@ async def test_the_host_and_owner_commands(config, broker, tmp_path: Path) -> No
         code, out, _ = await skyline(admin, "host", "show", "slow-1")
         assert code == 0 and "revoked at" in out and "(quarantined -> offline" not in out
 
-        # Refusals: the registry's JSON error and HTTP status, exit status 1.
+        # Refusals: the registry's JSON error and HTTP status; exit 4 (not found) or 5.
         for argv, message in [
             (["host", "show", "nobody"], "no host named 'nobody' is enrolled (HTTP 404)"),
             (["host", "revoke", "nobody"], "no host named 'nobody' is enrolled (HTTP 404)"),
@@ -133,19 +133,19 @@ async def test_the_host_and_owner_commands(config, broker, tmp_path: Path) -> No
             (["owner", "invite", "erin", "--token-file", str(token_file)], "may not sponsor"),
         ]:
             code, out, err = await skyline(admin, *argv)
-            assert code == 1, (argv, out, err)
+            assert code == (4 if "HTTP 404" in message else 5), (argv, out, err)
             assert err.startswith("skyline: registry: ") and message in err, (argv, err)
 
         wrong = write_conf(tmp_path / "wrong.toml", farm.url, "not-the-admin-token")
         code, _, err = await command(wrong, "host", "quarantine", "fast-1")
-        assert code == 1 and "admin token" in err and "(HTTP 401)" in err
+        assert code == 5 and "admin token" in err and "(HTTP 401)" in err
         none = write_conf(tmp_path / "none.toml", farm.url, None)
         code, _, err = await skyline(none, "owner", "tree")
         assert code == 2 and "needs the registry's admin token" in err
         code, _, err = await skyline(none, "owner", "invite", "erin")
         assert code == 2 and "--token-file" in err
         code, _, err = await command(none, "hosts", "--registry", "http://127.0.0.1:9")
-        assert code == 2 and "cannot reach the registry at http://127.0.0.1:9" in err
+        assert code == 3 and "cannot reach the registry at http://127.0.0.1:9" in err
         code, _, err = await skyline(admin, "owner", "max-hosts", "dave", "many")
         assert code == 2 and "'default'" in err
         code, _, err = await skyline(admin, "host", "show")  # argparse: a usage error
