@@ -57,6 +57,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     for task in build["tasks"]:
         host = f" on {task['host']}" if task["host"] else ""
         print(f"  task {task['task_id']} {task['arch']:<8} {task['state']}{host}")
+        # Why it is not running now (queued), or what it waits for (a replica's agreement).
+        if task.get("queue_reason"):
+            print(f"    waits: {task['queue_reason']}")
+        if task.get("waiting") and task["state"] in ("queued", "leased"):
+            print(f"    {task['waiting']}")
     print_files(build, config.path(config.collector.koji_topdir))
     return 0 if build["state"] != "failed" else 1
 

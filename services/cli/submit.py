@@ -180,10 +180,14 @@ def progress_lines(build: dict[str, Any], seen: dict[Any, str]) -> list[str]:
         seen["build"] = "shown"
     for task in build["tasks"]:
         state = task["state"]
-        if seen.get(task["task_id"]) != state:
-            seen[task["task_id"]] = state
+        # A queued task's reason to wait may change while it stays queued: shown again then.
+        shown = f"{state}: {task.get('queue_reason')}" if state == "queued" else state
+        if seen.get(task["task_id"]) != shown:
+            seen[task["task_id"]] = shown
             where = f" on {task['host']}" if task["host"] else ""
             why = f" ({task['reason']})" if state in ("queued", "failed") and task["reason"] else ""
+            if state == "queued" and task.get("queue_reason"):
+                why += f" [waits: {task['queue_reason']}]"
             lines.append(f"  task {task['task_id']} {task['arch']:<8} {state}{where}{why}")
     if build["state"] in FINAL and seen.get("final") != build["state"]:
         seen["final"] = build["state"]
