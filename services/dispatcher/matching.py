@@ -144,16 +144,17 @@ def why_waiting(task: TaskView, hosts: Iterable[HostView]) -> str:
         if task.min_trust is None:
             return f"every online {what} is quarantined"
         return f"waiting for a {task.min_trust} {what} (none online)"
-    left = [h for h in left if h.host not in task.failed_hosts and h.host not in task.exclude_hosts]
+    excluded_hosts = task.failed_hosts | task.exclude_hosts
+    excluded_owners = task.failed_owners | task.exclude_owners
+    left = [h for h in left if h.host not in excluded_hosts and h.owner not in excluded_owners]
     if not left:
-        return f"every online {what} has built or failed it already"
-    left = [
-        h for h in left if h.owner not in task.failed_owners and h.owner not in task.exclude_owners
-    ]
-    if not left:
-        if task.purpose != "build":
+        # A replica, or a failure's confirmation, needs another owner: say so (rather than
+        # that the excluded owner's own hosts, the only ones online, built it already).
+        if task.exclude_owners and task.purpose != "build":
             return f"waiting for a host of another owner for the {task.purpose}"
-        return "waiting for a host of another owner to confirm the failure"
+        if task.failed_owners:
+            return "waiting for a host of another owner to confirm the failure"
+        return f"every online {what} has built or failed it already"
     free = [h for h in left if h.free_slots > 0]
     if not free:
         return f"all {len(left)} eligible hosts busy"
