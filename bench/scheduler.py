@@ -87,7 +87,7 @@ def heartbeat(i: int, free: int) -> HostStatusV1:
             "releases": ["f40", "f41"],
             "free_slots": free,
             "running": 0,
-            "max_slots": free,
+            "max_slots": max(1, free),
             "seen_at": seen.isoformat(),
         }
     )
@@ -111,8 +111,7 @@ async def fill(database_url: str, tasks: int, free: int) -> None:
     conn = await asyncpg.connect(database_url, server_settings={"search_path": "dispatcher"})
     try:
         await conn.execute(
-            "TRUNCATE leases, tasks, builds, hosts, queued_owners, owner_usage,"
-            " processed_messages, outbox"
+            "TRUNCATE leases, tasks, builds, hosts, owner_usage, processed_messages, outbox"
         )
         rows = []
         for i in range(HOSTS):

@@ -114,15 +114,18 @@ async def schedule_host(ctx: Context, host_name: str) -> list[int]:
         for group in groups
     }
     chosen = fairshare.interleave(groups, usage, host.free_slots)
+    rows = await store.lease_many(ctx.conn, chosen, host, settings.lease_seconds)
+    host.free_slots -= len(rows)
+    for row in rows:
+        log.info(
+            "leased task %s (%s) to %s for a %s", row["id"], row["arch"], host.host, row["purpose"]
+        )
+    await ctx.publish_many([lease_message(row) for row in rows])
     charged: dict[str, int] = {}
     for task in chosen:
-        row = await store.lease(ctx.conn, task, host, settings.lease_seconds)
-        host.free_slots -= 1
         charged[task.owner] = charged.get(task.owner, 0) + 1
-        log.info(
-            "leased task %s (%s) to %s for a %s", row["id"], row["arch"], host.host, task.purpose
-        )
-        await ctx.publish(lease_message(row))
+    # Last, in one order: concurrent pulls charging the same owners wait on each other's
+    # rows only until commit, and never in a cycle.
     for owner, units in sorted(charged.items()):
         term = fairshare.charge_term(now, units, settings.fair_share_half_life)
         await store.charge(ctx.conn, owner, term)

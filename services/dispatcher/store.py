@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -178,16 +177,21 @@ async def pull_candidates(
     conn: asyncpg.Connection, host: HostView, per_owner: int, limit: int
 ) -> list[TaskView]:
     """Queued tasks `host` may build by arch and release, the first `per_owner` of each owner
-    with queued tasks (one indexed probe per such owner: tasks_queued_owner), locked; in order
+    with queued tasks (a loose index scan finds those owners, then one probe each, all on
+    tasks_queued_owner: work grows with the owners waiting, not the tasks), locked; in order
     of class, owner's usage, priority, age. The rest of the matching (trust, exclusions) and
     the fair share among owners is the caller's (matching, fairshare)."""
     ids = await conn.fetch(
-        "SELECT c.id FROM queued_owners q LEFT JOIN owner_usage u ON u.owner = q.owner"
+        "WITH RECURSIVE q AS ("
+        "  (SELECT class, owner FROM tasks WHERE state = 'queued' ORDER BY class, owner LIMIT 1)"
+        "  UNION ALL SELECT n.class, n.owner FROM q CROSS JOIN LATERAL (SELECT t.class, t.owner"
+        "    FROM tasks t WHERE t.state = 'queued' AND (t.class, t.owner) > (q.class, q.owner)"
+        "    ORDER BY t.class, t.owner LIMIT 1) n)"
+        " SELECT c.id FROM q LEFT JOIN owner_usage u ON u.owner = q.owner"
         " CROSS JOIN LATERAL (SELECT t.id, t.priority FROM tasks t"
         "   WHERE t.state = 'queued' AND t.class = q.class AND t.owner = q.owner"
         "   AND t.arch = ANY($1::text[]) AND (t.release IS NULL OR t.release = ANY($2::text[]))"
         "   ORDER BY t.priority DESC, t.id LIMIT $3) c"
-        " WHERE q.queued > 0"
         " ORDER BY q.class, u.usage_key NULLS FIRST, c.priority DESC, c.id LIMIT $4",
         list(host.arches),
         list(host.releases),
@@ -246,35 +250,27 @@ async def set_queue_reasons(conn: asyncpg.Connection, reasons: dict[int, str]) -
     )
 
 
-async def lease(
-    conn: asyncpg.Connection, task: TaskView, host: HostView, lease_seconds: int
-) -> asyncpg.Record:
-    """Lease a task to a host, recorded in leases; returns the task joined with its build for
-    the lease message. A build lease counts in attempts, a replica or tie-break in
-    replica_attempts (each bounded by handlers.MAX_ATTEMPTS)."""
-    row = await conn.fetchrow(
-        "UPDATE tasks t SET state = 'leased', host = $2, lease_id = $3,"
+async def lease_many(
+    conn: asyncpg.Connection, tasks: list[TaskView], host: HostView, lease_seconds: int
+) -> list[asyncpg.Record]:
+    """Lease tasks to a host in one statement, each recorded in leases; returns each task
+    joined with its build for the lease message. A build lease counts in attempts, a replica
+    or tie-break in replica_attempts (each bounded by handlers.MAX_ATTEMPTS)."""
+    return await conn.fetch(
+        "WITH l AS (UPDATE tasks t SET state = 'leased', host = $2, lease_id = gen_random_uuid(),"
         " attempts = attempts + (t.purpose = 'build')::int,"
         " replica_attempts = replica_attempts + (t.purpose <> 'build')::int,"
-        " lease_expires = now() + make_interval(secs => $4), updated_at = now(),"
-        " queue_reason = NULL FROM builds b WHERE t.id = $1 AND b.id = t.build_id"
-        " RETURNING t.*, b.owner, b.nvr, b.srpm_url, b.srpm_sha256, b.release, b.scratch",
-        task.task_id,
+        " lease_expires = now() + make_interval(secs => $3), updated_at = now(),"
+        " queue_reason = NULL FROM builds b WHERE t.id = ANY($1::bigint[]) AND b.id = t.build_id"
+        " RETURNING t.*, b.nvr, b.srpm_url, b.srpm_sha256),"
+        " recorded AS (INSERT INTO leases (lease_id, task_id, host, owner, purpose, expires_at)"
+        " SELECT lease_id, id, $2, $4, purpose, lease_expires FROM l)"
+        " SELECT * FROM l ORDER BY id",
+        [t.task_id for t in tasks],
         host.host,
-        uuid.uuid4(),
         lease_seconds,
-    )
-    await conn.execute(
-        "INSERT INTO leases (lease_id, task_id, host, owner, purpose, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        row["lease_id"],
-        row["id"],
-        host.host,
         host.owner,
-        row["purpose"],
-        row["lease_expires"],
     )
-    return row
 
 
 async def task_by_lease(conn: asyncpg.Connection, lease_id: str) -> asyncpg.Record | None:

@@ -18,30 +18,10 @@ ALTER TABLE tasks
     ALTER COLUMN class SET NOT NULL,
     ALTER COLUMN scratch SET NOT NULL;
 DROP INDEX IF EXISTS tasks_queued;
+-- A pull skips from one (class, owner) with queued tasks to the next on this index (a loose
+-- index scan), then takes each owner's first tasks from it: no shared counter row that every
+-- lease of an owner would update (two dispatchers would queue on it).
 CREATE INDEX tasks_queued_owner ON tasks (class, owner, priority DESC, id) WHERE state = 'queued';
-
--- Owners with queued tasks, per class, kept by trigger: a pull visits only these.
-CREATE TABLE queued_owners (
-    class  smallint NOT NULL,
-    owner  text NOT NULL,
-    queued integer NOT NULL,
-    PRIMARY KEY (class, owner)
-);
-INSERT INTO queued_owners (class, owner, queued)
-SELECT class, owner, count(*) FROM tasks WHERE state = 'queued' GROUP BY class, owner;
-
-CREATE FUNCTION tasks_count_queued() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'UPDATE' AND OLD.state = 'queued' AND NEW.state <> 'queued' THEN
-        UPDATE queued_owners SET queued = queued - 1 WHERE class = OLD.class AND owner = OLD.owner;
-    ELSIF NEW.state = 'queued' AND (TG_OP = 'INSERT' OR OLD.state <> 'queued') THEN
-        INSERT INTO queued_owners (class, owner, queued) VALUES (NEW.class, NEW.owner, 1)
-        ON CONFLICT (class, owner) DO UPDATE SET queued = queued_owners.queued + 1;
-    END IF;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER tasks_count_queued AFTER INSERT OR UPDATE OF state ON tasks
-    FOR EACH ROW EXECUTE FUNCTION tasks_count_queued();
 
 -- Each owner's decayed usage, as log2 of the sum of its charges 2^(t / half-life): ordering
 -- owners by this is ordering them by usage decayed to any common moment (fairshare.py).

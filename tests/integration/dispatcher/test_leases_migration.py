@@ -53,11 +53,9 @@ async def test_existing_leases_are_backfilled(config: Config, tmp_path: Path) ->
         ]
         task = await pool.fetchrow("SELECT * FROM tasks WHERE arch = 'aarch64'")
         assert (task["purpose"], task["min_trust"], task["waiting"]) == ("build", None, None)
-        # 0006: tasks carry their build's owner and class (priority 1: a mass rebuild), the
-        # queued ones are counted per owner, and hosts count their open leases.
+        # 0006: tasks carry their build's owner and class (priority 1: a mass rebuild), and
+        # hosts count their open leases.
         assert (task["owner"], task["class"], task["scratch"]) == ("alice", 2, True)
-        queued = await pool.fetch("SELECT class, owner, queued FROM queued_owners")
-        assert [tuple(r) for r in queued] == [(2, "alice", 1)]
         host = await pool.fetchrow("SELECT * FROM hosts WHERE host = 'b1'")
         assert (host["open_leases"], host["spare"], host["build_arches"]) == (1, 0, ["noarch"])
     finally:
