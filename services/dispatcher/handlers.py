@@ -99,8 +99,9 @@ async def schedule_host(ctx: Context, host_name: str) -> list[int]:
         return []
     settings = ctx.config.dispatcher
     # More candidates than slots: some may be excluded from this host (trust, replicas).
-    per_owner = min(PULL_LIMIT, host.free_slots * 4 + 4)
-    candidates = await store.pull_candidates(ctx.conn, host, per_owner, PULL_LIMIT)
+    per_owner = min(PULL_LIMIT, host.free_slots + 4)
+    owners = host.free_slots * 2 + 4  # some may have nothing this host may take
+    candidates = await store.pull_candidates(ctx.conn, host, per_owner, PULL_LIMIT, owners)
     groups: dict[tuple[int, str], list[matching.TaskView]] = {}
     for task in candidates:
         if matching.can_build(host, task):

@@ -148,7 +148,7 @@ async def free_hosts_for(
     rows = await conn.fetch(
         "SELECT * FROM hosts WHERE state = 'online' AND spare > 0"
         " AND build_arches @> ARRAY[$1::text] AND ($2::text IS NULL OR $2 = ANY(releases))"
-        " ORDER BY spare DESC, host LIMIT $3",
+        " ORDER BY spare DESC, host LIMIT $3",  # hosts_spare's order: stops at $3 found
         arch,
         release,
         limit,
@@ -159,8 +159,7 @@ async def free_hosts_for(
 async def online_hosts_for(conn: asyncpg.Connection, arch: str, limit: int) -> list[HostView]:
     """Up to `limit` online hosts that build `arch`, free or not (to explain a wait)."""
     rows = await conn.fetch(
-        "SELECT * FROM hosts WHERE state = 'online' AND build_arches @> ARRAY[$1::text]"
-        " ORDER BY host LIMIT $2",
+        "SELECT * FROM hosts WHERE state = 'online' AND build_arches @> ARRAY[$1::text] LIMIT $2",
         arch,
         limit,
     )
@@ -174,11 +173,12 @@ TASK_COLUMNS = (
 
 
 async def pull_candidates(
-    conn: asyncpg.Connection, host: HostView, per_owner: int, limit: int
+    conn: asyncpg.Connection, host: HostView, per_owner: int, limit: int, owners: int
 ) -> list[TaskView]:
-    """Queued tasks `host` may build by arch and release, the first `per_owner` of each owner
-    with queued tasks (a loose index scan finds those owners, then one probe each, all on
-    tasks_queued_owner: work grows with the owners waiting, not the tasks), locked; in order
+    """Queued tasks `host` may build by arch and release: the first `per_owner` of each of the
+    `owners` least-used owners with queued tasks in the best class (a loose index scan finds
+    the owners waiting, then one probe each, all on tasks_queued_owner: work grows with the
+    owners waiting and the host's free slots, not with the queued tasks), locked; in order
     of class, owner's usage, priority, age. The rest of the matching (trust, exclusions) and
     the fair share among owners is the caller's (matching, fairshare)."""
     ids = await conn.fetch(
@@ -187,16 +187,20 @@ async def pull_candidates(
         "  UNION ALL SELECT n.class, n.owner FROM q CROSS JOIN LATERAL (SELECT t.class, t.owner"
         "    FROM tasks t WHERE t.state = 'queued' AND (t.class, t.owner) > (q.class, q.owner)"
         "    ORDER BY t.class, t.owner LIMIT 1) n)"
-        " SELECT c.id FROM q LEFT JOIN owner_usage u ON u.owner = q.owner"
+        # The owners first: only the `owners` least-used of the best classes are probed.
+        " SELECT c.id FROM (SELECT q.class, q.owner, u.usage_key FROM q"
+        "   LEFT JOIN owner_usage u ON u.owner = q.owner"
+        "   ORDER BY q.class, u.usage_key NULLS FIRST, q.owner LIMIT $5) o"
         " CROSS JOIN LATERAL (SELECT t.id, t.priority FROM tasks t"
-        "   WHERE t.state = 'queued' AND t.class = q.class AND t.owner = q.owner"
+        "   WHERE t.state = 'queued' AND t.class = o.class AND t.owner = o.owner"
         "   AND t.arch = ANY($1::text[]) AND (t.release IS NULL OR t.release = ANY($2::text[]))"
         "   ORDER BY t.priority DESC, t.id LIMIT $3) c"
-        " ORDER BY q.class, u.usage_key NULLS FIRST, c.priority DESC, c.id LIMIT $4",
+        " ORDER BY o.class, o.usage_key NULLS FIRST, o.owner, c.priority DESC, c.id LIMIT $4",
         list(host.arches),
         list(host.releases),
         per_owner,
         limit,
+        owners,
     )
     if not ids:
         return []

@@ -43,7 +43,7 @@ WHERE l.host = h.host;
 -- matching.free_slots, in SQL.
 ALTER TABLE hosts ADD COLUMN spare integer GENERATED ALWAYS AS
     (GREATEST(0, LEAST(free_slots, LEAST(free_slots + running, max_slots) - open_leases))) STORED;
-CREATE INDEX hosts_spare ON hosts (spare DESC) WHERE state = 'online' AND spare > 0;
+CREATE INDEX hosts_spare ON hosts (spare DESC, host) WHERE state = 'online' AND spare > 0;
 CREATE INDEX hosts_build_arches ON hosts USING gin (build_arches) WHERE state = 'online';
 
 CREATE FUNCTION leases_count_open() RETURNS trigger LANGUAGE plpgsql AS $$
