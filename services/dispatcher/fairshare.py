@@ -19,7 +19,7 @@ charges with the same formula in SQL (store.charge).
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 INTERACTIVE, NORMAL, MASS_REBUILD = 0, 1, 2
@@ -56,9 +56,12 @@ def usage_at(key: float | None, now: float, half_life: float) -> float:
     return 2 ** min(key - now / half_life, 1000.0)
 
 
+Group = tuple[int, str]  # (priority class, owner)
+
+
 def interleave(
-    candidates: Mapping[Hashable, Sequence[T]],
-    usage: Mapping[Hashable, float],
+    candidates: Mapping[Group, Sequence[T]],
+    usage: Mapping[Group, float],
     slots: int,
 ) -> list[T]:
     """Up to `slots` candidates, taking each next one from the group whose usage is least,
@@ -76,12 +79,8 @@ def interleave(
         open_groups = [g for g in candidates if position[g] < len(candidates[g])]
         if not open_groups:
             break
-        group = min(open_groups, key=lambda g: (_class_of(g), spent[g], order[g]))
+        group = min(open_groups, key=lambda g: (g[0], spent[g], order[g]))
         picked.append(candidates[group][position[group]])
         position[group] += 1
         spent[group] += 1.0
     return picked
-
-
-def _class_of(group: Hashable) -> int:
-    return group[0] if isinstance(group, tuple) else 0
