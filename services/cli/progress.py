@@ -70,10 +70,13 @@ def changes(build: dict[str, Any], seen: dict[str, Any]) -> list[dict[str, Any]]
                     purpose=purpose,
                     state=lease["state"],
                 )
+        # What it waits for (a replica's agreement), or why no host runs it now (queued).
+        queued = task["state"] == "queued"
+        wait = task.get("waiting") or (task.get("queue_reason") if queued else None)
         waiting_key = f"waiting:{tid}"
-        if task.get("waiting") and seen.get(waiting_key) != task["waiting"]:
-            seen[waiting_key] = task["waiting"]
-            event("waiting", f"  {label}: waiting: {task['waiting']}", task_id=tid)
+        if wait and seen.get(waiting_key) != wait:
+            seen[waiting_key] = wait
+            event("waiting", f"  {label}: waiting: {wait}", task_id=tid)
         verdict_key = f"verdict:{tid}"
         if task.get("agreeing") and verdict_key not in seen:
             seen[verdict_key] = True

@@ -108,6 +108,9 @@ class DispatcherConfig:
     collector_url: str = "http://127.0.0.1:8412"
     # Builds one owner may have in progress; a request beyond it fails at once (quota.py).
     max_active_builds_per_owner: int = 500
+    # Fair share among owners within a priority class: an owner's usage (one unit per lease)
+    # halves every this many seconds (OBS uses 4 h; see dispatcher/fairshare.py).
+    fair_share_half_life: float = 4 * 3600.0
 
 
 @dataclasses.dataclass(frozen=True)

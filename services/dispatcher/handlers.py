@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import koji
@@ -24,13 +25,16 @@ from skyline_messages import (
 from services.common.errors import Reject, Retry
 from services.common.service import Context, Runtime
 
-from . import collector, failures, matching, quota, store
+from . import collector, failures, fairshare, matching, quota, store
 
 log = logging.getLogger(__name__)
 # A task refused or lost this many times fails its build; counted apart for its own (build)
 # leases and for the replicas or tie-breaks of each replicate request.
 MAX_ATTEMPTS = 3
-SCHEDULE_BATCH = 200
+PULL_LIMIT = 200  # queued tasks one pull considers at most
+HOSTS_TRIED = 16  # free hosts a new task tries at most (each pulls)
+EXPLAIN_HOSTS = 1000  # hosts of an arch looked at to explain a wait
+CATCH_UP_HOSTS = 200  # hosts one catch-up pass (the periodic sweep) lets pull
 
 
 async def on_build_request(msg: BuildRequestV1, ctx: Context) -> None:
@@ -65,7 +69,7 @@ async def on_build_request(msg: BuildRequestV1, ctx: Context) -> None:
             }
         )
     )
-    await schedule(ctx)
+    await schedule_tasks(ctx, [t["id"] for t in tasks])
 
 
 async def refuse_over_quota(ctx: Context, build: Any) -> bool:
@@ -82,23 +86,102 @@ async def refuse_over_quota(ctx: Context, build: Any) -> bool:
 async def on_host_status(msg: HostStatusV1, ctx: Context) -> None:
     await store.upsert_host(ctx.conn, msg)
     if msg.body["state"] == "online" and msg.body["free_slots"] > 0:
-        await schedule(ctx)
+        await schedule_host(ctx, msg.body["host"])
+
+
+async def schedule_host(ctx: Context, host_name: str) -> list[int]:
+    """A host with free slots pulls its best eligible tasks: by priority class, then fair
+    share across owners (fairshare.py). Work is bounded by its free slots and the number of
+    owners with queued tasks, never by the number of hosts or queued tasks. Returns the ids
+    of the tasks it leased."""
+    host = await store.lock_host(ctx.conn, host_name)
+    if host is None:
+        return []
+    settings = ctx.config.dispatcher
+    # More candidates than slots: some may be excluded from this host (trust, replicas).
+    per_owner = min(PULL_LIMIT, host.free_slots + 4)
+    owners = host.free_slots * 2 + 4  # some may have nothing this host may take
+    candidates = await store.pull_candidates(ctx.conn, host, per_owner, PULL_LIMIT, owners)
+    groups: dict[tuple[int, str], list[matching.TaskView]] = {}
+    for task in candidates:
+        if matching.can_build(host, task):
+            groups.setdefault((task.klass, task.owner), []).append(task)
+    if not groups:
+        return []
+    now = time.time()
+    keys = await store.usage_keys(ctx.conn, sorted({owner for _, owner in groups}))
+    usage = {
+        group: fairshare.usage_at(keys.get(group[1]), now, settings.fair_share_half_life)
+        for group in groups
+    }
+    chosen = fairshare.interleave(groups, usage, host.free_slots)
+    rows = await store.lease_many(ctx.conn, chosen, host, settings.lease_seconds)
+    host.free_slots -= len(rows)
+    for row in rows:
+        log.info(
+            "leased task %s (%s) to %s for a %s", row["id"], row["arch"], host.host, row["purpose"]
+        )
+    await ctx.publish_many([lease_message(row) for row in rows])
+    charged: dict[str, int] = {}
+    for task in chosen:
+        charged[task.owner] = charged.get(task.owner, 0) + 1
+    # Last, in one order: concurrent pulls charging the same owners wait on each other's
+    # rows only until commit, and never in a cycle.
+    for owner, units in sorted(charged.items()):
+        term = fairshare.charge_term(now, units, settings.fair_share_half_life)
+        await store.charge(ctx.conn, owner, term)
+    return [task.task_id for task in chosen]
+
+
+async def schedule_tasks(ctx: Context, task_ids: list[int]) -> list[int]:
+    """New or requeued tasks look for free hosts that build them (by index), and each such
+    host pulls (schedule_host: the new tasks compete fairly with those already queued).
+    Whatever is left unassigned gets the matcher's reason why it waits."""
+    leased: list[int] = []
+    tasks = await store.queued_tasks(ctx.conn, task_ids)
+    tried: set[str] = set()
+    for task in tasks:
+        if task.task_id in leased:
+            continue
+        hosts = await store.free_hosts_for(ctx.conn, task.arch, task.release, HOSTS_TRIED)
+        # The host pick_host prefers first (a core one for an official build's own lease).
+        hosts.sort(key=lambda h: (not matching.can_build(h, task), -_preference(task, h)))
+        for host in hosts:
+            if host.host in tried or not matching.can_build(host, task):
+                continue
+            tried.add(host.host)
+            leased += await schedule_host(ctx, host.host)
+            if task.task_id in leased:
+                break
+    waiting = [t for t in tasks if t.task_id not in leased]
+    await explain(ctx, waiting)
+    return leased
+
+
+def _preference(task: matching.TaskView, host: matching.HostView) -> int:
+    return (task.prefers_core and host.trust == "core") * 1_000_000 + host.free_slots
+
+
+async def explain(ctx: Context, tasks: list[matching.TaskView]) -> None:
+    """Record why each of these queued tasks is not running (matching.why_waiting)."""
+    if not tasks:
+        return
+    by_arch: dict[str, list[matching.HostView]] = {}
+    reasons = {}
+    for task in tasks:
+        if task.arch not in by_arch:
+            by_arch[task.arch] = await store.online_hosts_for(ctx.conn, task.arch, EXPLAIN_HOSTS)
+        reasons[task.task_id] = matching.why_waiting(task, by_arch[task.arch])
+    await store.set_queue_reasons(ctx.conn, reasons)
 
 
 async def schedule(ctx: Context) -> int:
-    """Lease as many queued tasks as the available hosts can take now."""
-    hosts = await store.lock_available_hosts(ctx.conn)
-    if not hosts:
-        return 0
-    tasks = await store.lock_queued_tasks(ctx.conn, SCHEDULE_BATCH)
-    leases = matching.assign(tasks, hosts)
-    for task, host in leases:
-        row = await store.lease(ctx.conn, task, host, ctx.config.dispatcher.lease_seconds)
-        log.info(
-            "leased task %s (%s) to %s for a %s", row["id"], row["arch"], host.host, task.purpose
-        )
-        await ctx.publish(lease_message(row))
-    return len(leases)
+    """A catch-up pass (the periodic sweep): hosts with free slots, most free first, each
+    pull. Bounded by CATCH_UP_HOSTS; the incremental paths above do the everyday work."""
+    leased = 0
+    for host in await store.lock_available_hosts(ctx.conn, CATCH_UP_HOSTS):
+        leased += len(await schedule_host(ctx, host.host))
+    return leased
 
 
 def lease_message(row: Any) -> TaskLeasedV1:
@@ -190,7 +273,7 @@ async def replica_lost(ctx: Context, task: Any, reason: str) -> None:
     task is requeued with the same constraints (or fails after MAX_ATTEMPTS of them)."""
     await store.refuse_host(ctx.conn, task["id"], task["host"])
     await requeue_or_fail(ctx, task, reason)
-    await schedule(ctx)
+    await schedule_tasks(ctx, [task["id"]])
 
 
 async def on_task_replicate(msg: TaskReplicateV1, ctx: Context) -> None:
@@ -237,7 +320,7 @@ async def on_task_replicate(msg: TaskReplicateV1, ctx: Context) -> None:
         await store.end_lease(ctx.conn, task["lease_id"], "finished")
     log.info("task %s requeued for a %s: %s", task["id"], b["purpose"], b["reason"])
     await store.requeue(ctx.conn, task["id"], waiting, **constraints)
-    await schedule(ctx)
+    await schedule_tasks(ctx, [task["id"]])
 
 
 async def task_failed(ctx: Context, task: Any) -> None:
@@ -265,7 +348,7 @@ async def task_failed(ctx: Context, task: Any) -> None:
     await store.requeue(
         ctx.conn, task["id"], f"{what}; to be confirmed by another owner", failures=entries
     )
-    await schedule(ctx)
+    await schedule_tasks(ctx, [task["id"]])
 
 
 async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
@@ -312,7 +395,7 @@ async def on_task_mismatch(msg: TaskMismatchV1, ctx: Context) -> None:
     # replica, with the same constraints).
     await store.refuse_host(ctx.conn, task["id"], task["host"])
     await requeue_or_fail(ctx, task, what)
-    await schedule(ctx)
+    await schedule_tasks(ctx, [task["id"]])
 
 
 async def on_build_stored(msg: BuildStoredV1, ctx: Context) -> None:
@@ -410,6 +493,7 @@ async def requeue_expired_leases(runtime: Runtime) -> None:
     the rest of the sweep waits for the next one (a collector that is down answers no lease).
     """
     async with runtime.transaction() as ctx:
+        requeued = []
         for task in await store.expired_leases(ctx.conn):
             try:
                 if await stored_by_collector(ctx, task):
@@ -423,7 +507,9 @@ async def requeue_expired_leases(runtime: Runtime) -> None:
                 ctx.conn, task["lease_id"], "expired", only_from=("open", "accepted")
             )
             await requeue_or_fail(ctx, task, f"lease on {task['host']} expired")
+            requeued.append(task["id"])
         await schedule(ctx)
+        await schedule_tasks(ctx, requeued)
 
 
 async def stored_by_collector(ctx: Context, task: Any) -> bool:

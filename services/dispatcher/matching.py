@@ -1,7 +1,8 @@
 """Which host may build which task: pure policy, no I/O.
 
-Rules: the host is online with a free slot; it builds the task's architecture (hosts advertise
-"noarch" to take noarch tasks); it offers the requested release, if one was requested; it is
+Rules: the host is online with a free slot; it builds the task's architecture (HostView.arches
+is what it builds, arches.buildable of what it advertised: noarch anywhere, an advertised arch
+Koji calls native to its primary one); it offers the requested release, if one was requested; it is
 not quarantined; a task that failed on a host goes neither to that host nor to any host of the
 same owner (its failure is being confirmed: see failures.py); and a replica or tie-break the
 verifier asked for (task.replicate) goes only to a host of at least its minimum trust that is
@@ -27,7 +28,7 @@ from services.registry.trust import Trust, at_least
 class HostView:
     host: str
     trust: str
-    arches: frozenset[str]
+    arches: frozenset[str]  # what it builds (arches.buildable), not merely what it advertised
     releases: frozenset[str]
     free_slots: int
     owner: str = ""
@@ -49,6 +50,9 @@ class TaskView:
     min_trust: str | None = None
     exclude_hosts: frozenset[str] = frozenset()
     exclude_owners: frozenset[str] = frozenset()
+    # Whose build it is and its priority class (fairshare.py): a pull shares by these.
+    owner: str = ""
+    klass: int = 1
 
     @property
     def prefers_core(self) -> bool:
@@ -118,6 +122,43 @@ def assign(tasks: Iterable[TaskView], hosts: list[HostView]) -> list[tuple[TaskV
             host.free_slots -= 1
             leases.append((task, host))
     return leases
+
+
+def why_waiting(task: TaskView, hosts: Iterable[HostView]) -> str:
+    """Why `task` is not running now, given the online hosts that build its arch (with their
+    free slots after the scheduling pass that left it unassigned).
+
+    The first rule that rules out every host is the reason: arch, release, trust (a replica's
+    minimum, or quarantine), the hosts that built or failed it, their owners, then capacity.
+    A task some free eligible host could take waits its turn (priority class, fair share).
+    """
+    what = "host" if task.arch == "noarch" else f"{task.arch} host"
+    left = [h for h in hosts if task.arch in h.arches]
+    if not left:
+        return f"no online {what}"
+    left = [h for h in left if task.release is None or task.release in h.releases]
+    if not left:
+        return f"no online {what} offers release {task.release}"
+    left = [h for h in left if trusted_enough(h.trust, task.min_trust)]
+    if not left:
+        if task.min_trust is None:
+            return f"every online {what} is quarantined"
+        return f"waiting for a {task.min_trust} {what} (none online)"
+    excluded_hosts = task.failed_hosts | task.exclude_hosts
+    excluded_owners = task.failed_owners | task.exclude_owners
+    left = [h for h in left if h.host not in excluded_hosts and h.owner not in excluded_owners]
+    if not left:
+        # A replica, or a failure's confirmation, needs another owner: say so (rather than
+        # that the excluded owner's own hosts, the only ones online, built it already).
+        if task.exclude_owners and task.purpose != "build":
+            return f"waiting for a host of another owner for the {task.purpose}"
+        if task.failed_owners:
+            return "waiting for a host of another owner to confirm the failure"
+        return f"every online {what} has built or failed it already"
+    free = [h for h in left if h.free_slots > 0]
+    if not free:
+        return f"all {len(left)} eligible hosts busy"
+    return f"waiting its turn (priority class, fair share): {len(free)} eligible hosts free"
 
 
 def may_request_for(requester: str | None, owner: str, may_act_for: Iterable[str]) -> bool:

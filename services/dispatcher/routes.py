@@ -50,6 +50,9 @@ def task_view(task: asyncpg.Record, leases: list[asyncpg.Record]) -> dict[str, A
         "exclude_hosts": list(task["exclude_hosts"]),
         "exclude_owners": list(task["exclude_owners"]),
         "waiting": task["waiting"],
+        # Why a queued task is not running now (the matcher's word at the last scheduling
+        # pass that left it unassigned: "no online s390x host", "all 3 eligible hosts busy").
+        "queue_reason": task["queue_reason"] if task["state"] == "queued" else None,
         "agreeing": json.loads(task["agreeing"]),
         "rule": task["rule"],
         "leases": [lease_view(lease) for lease in leases],
@@ -75,6 +78,11 @@ async def build_view(conn: asyncpg.Connection, build: asyncpg.Record) -> dict[st
             f"{t['arch']}: {t['waiting']}"
             for t in tasks
             if t["waiting"] and t["state"] in ("queued", "leased")
+        ],
+        "queued": [
+            f"{t['arch']}: {t['queue_reason']}"
+            for t in tasks
+            if t["queue_reason"] and t["state"] == "queued"
         ],
         "tasks": [
             task_view(t, [lease for lease in leases if lease["task_id"] == t["id"]]) for t in tasks
@@ -106,7 +114,9 @@ async def find_builds(request: web.Request) -> web.Response:
         return web.json_response({"builds": [await build_view(conn, r) for r in rows]})
 
 
-WAITING_LISTED = 200  # the queue lists at most this many waiting tasks, oldest first
+# The queue lists at most this many waiting tasks (queued ones, and leased ones that wait for
+# agreement), oldest first.
+WAITING_LISTED = 200
 
 
 @routes.get("/api/v1/queue")
@@ -120,8 +130,10 @@ async def queue(request: web.Request) -> web.Response:
             " AS open_leases FROM hosts h ORDER BY h.host"
         )
         waiting = await conn.fetch(
-            "SELECT id, build_id, arch, state, purpose, min_trust, waiting FROM tasks"
-            " WHERE waiting IS NOT NULL AND state IN ('queued', 'leased') ORDER BY id LIMIT $1",
+            "SELECT id, build_id, arch, state, purpose, min_trust, waiting,"
+            " CASE WHEN state = 'queued' THEN queue_reason END AS queue_reason FROM tasks"
+            " WHERE state = 'queued' OR (waiting IS NOT NULL AND state = 'leased')"
+            " ORDER BY id LIMIT $1",
             WAITING_LISTED,
         )
     return web.json_response(
@@ -137,6 +149,7 @@ async def queue(request: web.Request) -> web.Response:
                     "purpose": w["purpose"],
                     "min_trust": w["min_trust"],
                     "waiting": w["waiting"],
+                    "queue_reason": w["queue_reason"],
                 }
                 for w in waiting
             ],

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 from skyline_messages import HostStatusV1
 
-from . import failures, matching
+from . import arches, failures, fairshare
 from .matching import HostView, TaskView
 
 JSON_COLUMNS = ("files", "failures", "agreeing")
@@ -20,6 +19,7 @@ async def create_build(
     conn: asyncpg.Connection, request_id: str, nvr: str, body: Mapping[str, Any]
 ) -> asyncpg.Record | None:
     """A new build with one queued task per arch; None if this request was already taken."""
+    priority = body.get("priority", 100)
     build = await conn.fetchrow(
         "INSERT INTO builds (request_id, owner, nvr, srpm_url, srpm_sha256, release, scratch,"
         " priority) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
@@ -31,12 +31,24 @@ async def create_build(
         body["srpm_sha256"],
         body.get("release"),
         body.get("scratch", False),
-        body.get("priority", 100),
+        priority,
     )
     if build is not None:
         await conn.executemany(
-            "INSERT INTO tasks (build_id, arch, priority) VALUES ($1, $2, $3)",
-            [(build["id"], arch, build["priority"]) for arch in body["arches"]],
+            "INSERT INTO tasks (build_id, arch, priority, owner, class, release, scratch)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [
+                (
+                    build["id"],
+                    arch,
+                    priority,
+                    build["owner"],
+                    fairshare.priority_class(priority),
+                    build["release"],
+                    build["scratch"],
+                )
+                for arch in body["arches"]
+            ],
         )
     return build
 
@@ -53,10 +65,11 @@ async def upsert_host(conn: asyncpg.Connection, msg: HostStatusV1) -> None:
     b = msg.body
     await conn.execute(
         "INSERT INTO hosts (host, owner, state, trust, arches, releases, free_slots, running,"
-        " max_slots, seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::timestamptz)"
+        " max_slots, seen_at, build_arches)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::timestamptz, $11)"
         " ON CONFLICT (host) DO UPDATE SET owner = $2, state = $3, trust = $4, arches = $5,"
         " releases = $6, free_slots = $7, running = $8, max_slots = $9,"
-        " seen_at = $10::text::timestamptz"
+        " seen_at = $10::text::timestamptz, build_arches = $11"
         " WHERE hosts.seen_at <= $10::text::timestamptz",  # never go back to an older status
         b["host"],
         b["owner"],
@@ -68,6 +81,7 @@ async def upsert_host(conn: asyncpg.Connection, msg: HostStatusV1) -> None:
         msg.running,
         msg.max_slots,
         b["seen_at"],
+        sorted(arches.buildable(b["arches"])),
     )
 
 
@@ -75,99 +89,192 @@ async def get_host(conn: asyncpg.Connection, host: str) -> asyncpg.Record | None
     return await conn.fetchrow("SELECT * FROM hosts WHERE host = $1", host)
 
 
-async def lock_available_hosts(conn: asyncpg.Connection) -> list[HostView]:
-    """Online hosts with a free slot, locked so two dispatchers never fill one slot twice.
-
-    Free slots are counted from the dispatcher's own open leases, in a statement of its own
-    run after the locks are held: a concurrent schedule that leased on one of these hosts
-    committed before we got its lock, so this statement sees its leases.
-    """
-    rows = await conn.fetch(
-        "SELECT * FROM hosts WHERE state = 'online' AND free_slots > 0"
-        " ORDER BY host FOR UPDATE SKIP LOCKED"
+def host_view(r: Any) -> HostView:
+    """A hosts row as the matcher sees it: what it builds, and the slots it may still take."""
+    return HostView(
+        r["host"],
+        r["trust"],
+        frozenset(r["build_arches"]),
+        frozenset(r["releases"]),
+        r["spare"] if r["state"] == "online" else 0,
+        owner=r["owner"],
     )
-    if not rows:
-        return []
-    counts = await conn.fetch(
-        "SELECT host, count(*) AS n FROM leases WHERE state = 'open' AND host = ANY($1::text[])"
-        " GROUP BY host",
-        [r["host"] for r in rows],
+
+
+def task_view(r: Any) -> TaskView:
+    failed = failures.parse(r["failures"])
+    return TaskView(
+        r["id"],
+        r["arch"],
+        r["release"],
+        r["scratch"],
+        failed_hosts=frozenset(f.host for f in failed) | set(r["refused_hosts"]),
+        failed_owners=frozenset(f.owner for f in failed),
+        purpose=r["purpose"],
+        min_trust=r["min_trust"],
+        exclude_hosts=frozenset(r["exclude_hosts"]),
+        exclude_owners=frozenset(r["exclude_owners"]),
+        owner=r["owner"],
+        klass=r["class"],
     )
-    open_leases = {c["host"]: c["n"] for c in counts}
-    hosts = [
-        HostView(
-            r["host"],
-            r["trust"],
-            frozenset(r["arches"]),
-            frozenset(r["releases"]),
-            matching.free_slots(
-                r["free_slots"], r["running"], r["max_slots"], open_leases.get(r["host"], 0)
-            ),
-            owner=r["owner"],
-        )
-        for r in rows
-    ]
-    return [h for h in hosts if h.free_slots > 0]
 
 
-async def lock_queued_tasks(conn: asyncpg.Connection, limit: int) -> list[TaskView]:
+async def lock_host(conn: asyncpg.Connection, host: str) -> HostView | None:
+    """The host, locked, if it is online with a slot free; None if not, or if another
+    transaction holds it (that one is filling it: its slots are counted when it commits)."""
+    row = await conn.fetchrow(
+        "SELECT * FROM hosts WHERE host = $1 AND state = 'online' AND spare > 0"
+        " FOR UPDATE SKIP LOCKED",
+        host,
+    )
+    return host_view(row) if row is not None else None
+
+
+async def lock_available_hosts(conn: asyncpg.Connection, limit: int = 1000) -> list[HostView]:
+    """Up to `limit` online hosts with a free slot, most free first, locked (hosts_spare)."""
     rows = await conn.fetch(
-        "SELECT t.id, t.arch, t.failures, t.refused_hosts, t.purpose, t.min_trust,"
-        " t.exclude_hosts, t.exclude_owners, b.release, b.scratch"
-        " FROM tasks t JOIN builds b ON b.id = t.build_id"
-        " WHERE t.state = 'queued' ORDER BY t.priority DESC, t.id LIMIT $1"
-        " FOR UPDATE OF t SKIP LOCKED",
+        "SELECT * FROM hosts WHERE state = 'online' AND spare > 0 ORDER BY spare DESC, host"
+        " LIMIT $1 FOR UPDATE SKIP LOCKED",
         limit,
     )
-    views = []
-    for r in rows:
-        failed = failures.parse(r["failures"])
-        views.append(
-            TaskView(
-                r["id"],
-                r["arch"],
-                r["release"],
-                r["scratch"],
-                failed_hosts=frozenset(f.host for f in failed) | set(r["refused_hosts"]),
-                failed_owners=frozenset(f.owner for f in failed),
-                purpose=r["purpose"],
-                min_trust=r["min_trust"],
-                exclude_hosts=frozenset(r["exclude_hosts"]),
-                exclude_owners=frozenset(r["exclude_owners"]),
-            )
-        )
-    return views
+    return [host_view(r) for r in rows]
 
 
-async def lease(
-    conn: asyncpg.Connection, task: TaskView, host: HostView, lease_seconds: int
-) -> asyncpg.Record:
-    """Lease a task to a host, recorded in leases; returns the task joined with its build for
-    the lease message. A build lease counts in attempts, a replica or tie-break in
-    replica_attempts (each bounded by handlers.MAX_ATTEMPTS)."""
-    row = await conn.fetchrow(
-        "UPDATE tasks t SET state = 'leased', host = $2, lease_id = $3,"
+async def free_hosts_for(
+    conn: asyncpg.Connection, arch: str, release: str | None, limit: int
+) -> list[HostView]:
+    """Up to `limit` online hosts with a free slot that build `arch` (and offer `release`),
+    most free first; not locked (lock_host locks the one a pull fills)."""
+    rows = await conn.fetch(
+        "SELECT * FROM hosts WHERE state = 'online' AND spare > 0"
+        " AND build_arches @> ARRAY[$1::text] AND ($2::text IS NULL OR $2 = ANY(releases))"
+        " ORDER BY spare DESC, host LIMIT $3",  # hosts_spare's order: stops at $3 found
+        arch,
+        release,
+        limit,
+    )
+    return [host_view(r) for r in rows]
+
+
+async def online_hosts_for(conn: asyncpg.Connection, arch: str, limit: int) -> list[HostView]:
+    """Up to `limit` online hosts that build `arch`, free or not (to explain a wait)."""
+    rows = await conn.fetch(
+        "SELECT * FROM hosts WHERE state = 'online' AND build_arches @> ARRAY[$1::text] LIMIT $2",
+        arch,
+        limit,
+    )
+    return [host_view(r) for r in rows]
+
+
+TASK_COLUMNS = (
+    "t.id, t.arch, t.owner, t.class, t.priority, t.failures, t.refused_hosts, t.purpose,"
+    " t.min_trust, t.exclude_hosts, t.exclude_owners, t.release, t.scratch"
+)
+
+
+async def pull_candidates(
+    conn: asyncpg.Connection, host: HostView, per_owner: int, limit: int, owners: int
+) -> list[TaskView]:
+    """Queued tasks `host` may build by arch and release: the first `per_owner` of each of the
+    `owners` least-used owners with queued tasks in the best class (a loose index scan finds
+    the owners waiting, then one probe each, all on tasks_queued_owner: work grows with the
+    owners waiting and the host's free slots, not with the queued tasks), locked; in order
+    of class, owner's usage, priority, age. The rest of the matching (trust, exclusions) and
+    the fair share among owners is the caller's (matching, fairshare)."""
+    ids = await conn.fetch(
+        "WITH RECURSIVE q AS ("
+        "  (SELECT class, owner FROM tasks WHERE state = 'queued' ORDER BY class, owner LIMIT 1)"
+        "  UNION ALL SELECT n.class, n.owner FROM q CROSS JOIN LATERAL (SELECT t.class, t.owner"
+        "    FROM tasks t WHERE t.state = 'queued' AND (t.class, t.owner) > (q.class, q.owner)"
+        "    ORDER BY t.class, t.owner LIMIT 1) n)"
+        # The owners first: only the `owners` least-used of the best classes are probed.
+        " SELECT c.id FROM (SELECT q.class, q.owner, u.usage_key FROM q"
+        "   LEFT JOIN owner_usage u ON u.owner = q.owner"
+        "   ORDER BY q.class, u.usage_key NULLS FIRST, q.owner LIMIT $5) o"
+        " CROSS JOIN LATERAL (SELECT t.id, t.priority FROM tasks t"
+        "   WHERE t.state = 'queued' AND t.class = o.class AND t.owner = o.owner"
+        "   AND t.arch = ANY($1::text[]) AND (t.release IS NULL OR t.release = ANY($2::text[]))"
+        "   ORDER BY t.priority DESC, t.id LIMIT $3) c"
+        " ORDER BY o.class, o.usage_key NULLS FIRST, o.owner, c.priority DESC, c.id LIMIT $4",
+        list(host.arches),
+        list(host.releases),
+        per_owner,
+        limit,
+        owners,
+    )
+    if not ids:
+        return []
+    # Locked apart (a LIMIT over a join cannot lock); the state is checked again on the
+    # newest row version, so a task another dispatcher leased meanwhile is left out.
+    rows = await conn.fetch(
+        f"SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = ANY($1::bigint[])"
+        " AND t.state = 'queued' ORDER BY t.id FOR UPDATE SKIP LOCKED",
+        [r["id"] for r in ids],
+    )
+    order = {r["id"]: i for i, r in enumerate(ids)}
+    return sorted((task_view(r) for r in rows), key=lambda t: order[t.task_id])
+
+
+async def queued_tasks(conn: asyncpg.Connection, task_ids: list[int]) -> list[TaskView]:
+    rows = await conn.fetch(
+        f"SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = ANY($1::bigint[])"
+        " AND t.state = 'queued' ORDER BY t.id",
+        task_ids,
+    )
+    return [task_view(r) for r in rows]
+
+
+async def usage_keys(conn: asyncpg.Connection, owners: list[str]) -> dict[str, float]:
+    rows = await conn.fetch(
+        "SELECT owner, usage_key FROM owner_usage WHERE owner = ANY($1::text[])", owners
+    )
+    return {r["owner"]: r["usage_key"] for r in rows}
+
+
+async def charge(conn: asyncpg.Connection, owner: str, term: float) -> None:
+    """Add a charge (fairshare.charge_term) to the owner's usage key: fairshare.add_key."""
+    await conn.execute(
+        "INSERT INTO owner_usage (owner, usage_key) VALUES ($1, $2)"
+        " ON CONFLICT (owner) DO UPDATE SET usage_key ="
+        " GREATEST(owner_usage.usage_key, $2)"
+        " + ln(1 + power(2, -abs(owner_usage.usage_key - $2))) / ln(2)",
+        owner,
+        term,
+    )
+
+
+async def set_queue_reasons(conn: asyncpg.Connection, reasons: dict[int, str]) -> None:
+    """Why each of these queued tasks is not running now."""
+    await conn.execute(
+        "UPDATE tasks t SET queue_reason = r.reason FROM unnest($1::bigint[], $2::text[])"
+        " AS r(id, reason) WHERE t.id = r.id AND t.state = 'queued'"
+        " AND t.queue_reason IS DISTINCT FROM r.reason",
+        list(reasons),
+        list(reasons.values()),
+    )
+
+
+async def lease_many(
+    conn: asyncpg.Connection, tasks: list[TaskView], host: HostView, lease_seconds: int
+) -> list[asyncpg.Record]:
+    """Lease tasks to a host in one statement, each recorded in leases; returns each task
+    joined with its build for the lease message. A build lease counts in attempts, a replica
+    or tie-break in replica_attempts (each bounded by handlers.MAX_ATTEMPTS)."""
+    return await conn.fetch(
+        "WITH l AS (UPDATE tasks t SET state = 'leased', host = $2, lease_id = gen_random_uuid(),"
         " attempts = attempts + (t.purpose = 'build')::int,"
         " replica_attempts = replica_attempts + (t.purpose <> 'build')::int,"
-        " lease_expires = now() + make_interval(secs => $4), updated_at = now()"
-        " FROM builds b WHERE t.id = $1 AND b.id = t.build_id"
-        " RETURNING t.*, b.owner, b.nvr, b.srpm_url, b.srpm_sha256, b.release, b.scratch",
-        task.task_id,
+        " lease_expires = now() + make_interval(secs => $3), updated_at = now(),"
+        " queue_reason = NULL FROM builds b WHERE t.id = ANY($1::bigint[]) AND b.id = t.build_id"
+        " RETURNING t.*, b.nvr, b.srpm_url, b.srpm_sha256),"
+        " recorded AS (INSERT INTO leases (lease_id, task_id, host, owner, purpose, expires_at)"
+        " SELECT lease_id, id, $2, $4, purpose, lease_expires FROM l)"
+        " SELECT * FROM l ORDER BY id",
+        [t.task_id for t in tasks],
         host.host,
-        uuid.uuid4(),
         lease_seconds,
-    )
-    await conn.execute(
-        "INSERT INTO leases (lease_id, task_id, host, owner, purpose, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        row["lease_id"],
-        row["id"],
-        host.host,
         host.owner,
-        row["purpose"],
-        row["lease_expires"],
     )
-    return row
 
 
 async def task_by_lease(conn: asyncpg.Connection, lease_id: str) -> asyncpg.Record | None:

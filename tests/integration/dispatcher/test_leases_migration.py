@@ -39,7 +39,10 @@ async def test_existing_leases_are_backfilled(config: Config, tmp_path: Path) ->
             " (1, 'x86_64', 1, 'stored', 'gone', gen_random_uuid(), now()),"
             " (1, 'aarch64', 1, 'queued', NULL, NULL, NULL)"
         )
-        assert await db.migrate(pool, "dispatcher", MIGRATIONS) == ["0005_leases.sql"]
+        assert await db.migrate(pool, "dispatcher", MIGRATIONS) == [
+            "0005_leases.sql",
+            "0006_scheduling.sql",
+        ]
         rows = await pool.fetch(
             "SELECT t.arch, l.host, l.owner, l.purpose, l.state, l.lease_id = t.lease_id AS same"
             " FROM leases l JOIN tasks t ON t.id = l.task_id ORDER BY t.id"
@@ -50,5 +53,10 @@ async def test_existing_leases_are_backfilled(config: Config, tmp_path: Path) ->
         ]
         task = await pool.fetchrow("SELECT * FROM tasks WHERE arch = 'aarch64'")
         assert (task["purpose"], task["min_trust"], task["waiting"]) == ("build", None, None)
+        # 0006: tasks carry their build's owner and class (priority 1: a mass rebuild), and
+        # hosts count their open leases.
+        assert (task["owner"], task["class"], task["scratch"]) == ("alice", 2, True)
+        host = await pool.fetchrow("SELECT * FROM hosts WHERE host = 'b1'")
+        assert (host["open_leases"], host["spare"], host["build_arches"]) == (1, 0, ["noarch"])
     finally:
         await pool.close()

@@ -165,6 +165,7 @@ async def test_a_core_tiebreak_without_a_core_host_waits_and_says_why(
         "purpose": "tiebreak",
         "min_trust": "core",
         "waiting": f"waiting for agreement: {reason}",
+        "queue_reason": "waiting for a core host (none online)",
     }
     build = await (await client.get(f"/api/v1/builds/{first.body['build_id']}")).json()
     assert build["state"] == "building"

@@ -1,0 +1,463 @@
+"""The dispatcher's scheduler against raw limits measured in the same run, same machine.
+
+Setup: a real `skyline-dispatcher` process (or --dispatchers N side by side) on a private
+RabbitMQ and PostgreSQL, its database filled with 10,000 online hosts (x86_64, some also
+i686, some aarch64 and s390x; all busy at first) and 100,000 queued tasks of 100 owners.
+
+(1) Lease throughput: the registry publishes heartbeats of hosts whose slots became free
+(`--slots` free each); the dispatcher upserts each, the host pulls its best tasks (priority
+class, fair share across owners), leases them and its outbox relay publishes task.leased.
+Timed from the first heartbeat published to the last task.leased received by a consumer.
+Beside it, in the same run:
+  - raw broker round trip: aio-pika publish (confirms, batches of 100 concurrent publishes)
+    -> consume -> ack, one message per lease, as the dispatcher's own queue is declared;
+  - raw PostgreSQL lease rate: `SELECT ... FOR UPDATE SKIP LOCKED LIMIT k` + UPDATE of a
+    100,000-row queued-tasks table, k = --slots, as many connections as the dispatcher
+    handles messages at once (its prefetch), each lease its own transaction.
+
+(2) Idle latency: 10,000 hosts with free slots and nothing queued; a packager publishes one
+request at a time; timed from its publish to the task.leased received. Beside it: the raw
+broker round trip of one message, and one raw SKIP LOCKED lease transaction.
+
+    .venv/bin/python bench/scheduler.py [--heartbeats 4000] [--slots 4] [--requests 300]
+        [--dispatchers 1]
+
+Always starts a private RabbitMQ and PostgreSQL in a temp dir (services/common/localstack.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+from bench_broker import Made, declare_consumer_queue, delete_queues, principals_of, unique
+from skyline_messages import BuildRequestV1, HostStatusV1, TaskLeasedV1
+
+from services.common import db, principals
+from services.common.bus import Bus, encode, wire_message
+from services.common.config import BusConfig
+from services.common.localstack import PostgreSQL, RabbitMQ, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+HOSTS = 10_000
+TASKS = 100_000
+OWNERS = 100
+BATCH = 100  # concurrent publishes per batch, as bench/bus_roundtrip.py
+PREFETCH = BusConfig().prefetch  # messages a dispatcher handles at once
+_clock = iter(range(10**9))
+START = datetime.datetime.now(datetime.UTC)
+
+
+def host_name(i: int) -> str:
+    return f"h{i:05d}"
+
+
+def host_arches(i: int) -> list[str]:
+    if i % 50 == 0:
+        return ["noarch", "s390x"]
+    if i % 10 == 0:
+        return ["noarch", "aarch64"]
+    return ["noarch", "x86_64", "i686"] if i % 3 == 0 else ["noarch", "x86_64"]
+
+
+def heartbeat(i: int, free: int) -> HostStatusV1:
+    seen = START + datetime.timedelta(seconds=next(_clock))
+    return HostStatusV1(
+        body={
+            "host": host_name(i),
+            "owner": f"owner{i % 500}",
+            "state": "online",
+            "trust": "core" if i % 4 == 0 else "trusted",
+            "arches": host_arches(i),
+            "releases": ["f40", "f41"],
+            "free_slots": free,
+            "running": 0,
+            "max_slots": max(1, free),
+            "seen_at": seen.isoformat(),
+        }
+    )
+
+
+def build_request(owner: str) -> BuildRequestV1:
+    body = {
+        "srpm_url": f"http://127.0.0.1:1/sources/p{uuid.uuid4().hex[:8]}-1.0-1.src.rpm",
+        "srpm_sha256": "a" * 64,
+        "arches": ["x86_64"],
+        "owner": owner,
+    }
+    return BuildRequestV1(body=body, topic=BuildRequestV1.topic_for(owner))
+
+
+# The farm, written straight into the dispatcher's tables (not timed).
+
+
+async def fill(database_url: str, tasks: int, free: int) -> None:
+    """`HOSTS` online hosts with `free` slots each, `tasks` queued tasks of OWNERS owners."""
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": "dispatcher"})
+    try:
+        await conn.execute(
+            "TRUNCATE leases, tasks, builds, hosts, owner_usage, processed_messages, outbox"
+        )
+        rows = []
+        for i in range(HOSTS):
+            arches = host_arches(i)
+            rows.append(
+                (
+                    host_name(i),
+                    f"owner{i % 500}",
+                    "core" if i % 4 == 0 else "trusted",
+                    arches,
+                    ["f40", "f41"],
+                    free,
+                    free,
+                    arches,
+                )
+            )
+        await conn.executemany(
+            "INSERT INTO hosts (host, owner, state, trust, arches, releases, free_slots,"
+            " running, max_slots, seen_at, build_arches)"
+            " VALUES ($1, $2, 'online', $3, $4, $5, $6, 0, $7, now() - interval '1 day', $8)",
+            rows,
+        )
+        if tasks:
+            # Mostly x86_64 and noarch, some i686, aarch64 and s390x; a few mass rebuilds.
+            await conn.execute(
+                "INSERT INTO builds (id, request_id, owner, nvr, srpm_url, srpm_sha256, scratch,"
+                " priority) SELECT n, 'bench-' || n, 'owner' || (n % $2), 'p' || n || '-1.0-1',"
+                " 'http://127.0.0.1:1/p' || n || '-1.0-1.src.rpm', repeat('a', 64), false,"
+                " CASE WHEN n % 10 = 0 THEN 10 ELSE 100 END FROM generate_series(1, $1) n",
+                tasks,
+                OWNERS,
+            )
+            await conn.execute(
+                "INSERT INTO tasks (build_id, arch, priority, owner, class, scratch)"
+                " SELECT b.id, CASE WHEN b.id % 20 = 0 THEN 'i686' WHEN b.id % 25 = 0"
+                " THEN 'aarch64' WHEN b.id % 97 = 0 THEN 's390x' WHEN b.id % 2 = 0"
+                " THEN 'noarch' ELSE 'x86_64' END, b.priority, b.owner,"
+                " CASE WHEN b.priority >= 100 THEN 1 ELSE 2 END, false FROM builds b"
+            )
+            await conn.execute("SELECT setval('builds_id_seq', $1)", tasks)
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def dispatchers(amqp_url: str, database_url: str, count: int) -> AsyncIterator[None]:
+    """`count` real skyline-dispatcher processes, configured through the environment."""
+    procs = []
+    for _ in range(count):
+        env = {
+            **os.environ,
+            "SKYLINE_AMQP_URL": amqp_url,
+            "SKYLINE_DATABASE_URL": database_url,
+            "SKYLINE_LOG_LEVEL": "WARNING",
+            "SKYLINE_DISPATCHER_LISTEN": f"127.0.0.1:{free_port()}",
+            "SKYLINE_DISPATCHER_MAX_ACTIVE_BUILDS_PER_OWNER": "1000000",
+        }
+        argv = [sys.executable, "-m", "services.dispatcher"]
+        procs.append(subprocess.Popen(argv, cwd=ROOT, env=env))  # noqa: ASYNC220 (started once)
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
+
+
+class Leases:
+    """The monitor's queue of every task.leased, counted and timed as they arrive."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.arrived: dict[str, float] = {}  # by nvr (latency: one request at a time)
+        self.event = asyncio.Event()
+        self.want = 0
+
+    async def start(self, url: str) -> aio_pika.abc.AbstractConnection:
+        connection = await aio_pika.connect(url)
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=1000)
+        name = f"{principals.MONITOR_USER}:bench-sched-{uuid.uuid4().hex[:8]}"
+        queue = await channel.declare_queue(name, exclusive=True)
+        await queue.bind("amq.topic", routing_key=f"{TaskLeasedV1.topic}.#")
+        await queue.consume(self.on_message)
+        return connection
+
+    async def on_message(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.count += 1
+        self.arrived[json.loads(incoming.body)["nvr"]] = time.perf_counter()
+        await incoming.ack()
+        if self.count >= self.want:
+            self.event.set()
+
+    async def wait_for(self, total: int, timeout: float = 600) -> None:
+        self.want = total
+        if self.count < total:
+            self.event.clear()
+            await asyncio.wait_for(self.event.wait(), timeout)
+
+
+async def until_consumed(registry: Bus, database_url: str) -> None:
+    """The dispatcher consumes once it started: probe with a heartbeat until one lands."""
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": "dispatcher"})
+    try:
+        for _ in range(600):
+            await registry.publish(heartbeat(HOSTS - 1, 0))
+            with contextlib.suppress(asyncpg.UndefinedTableError):
+                if await conn.fetchval("SELECT count(*) FROM processed_messages"):
+                    return
+            await asyncio.sleep(0.2)
+        raise RuntimeError("the dispatcher never consumed")
+    finally:
+        await conn.close()
+
+
+# Raw limits
+
+
+async def raw_round_trip(made: Made, count: int) -> tuple[float, list[float]]:
+    """Messages/s publish->consume->ack at batch BATCH, and one-message round trips (s)."""
+    service, owner = unique("benchsched"), unique("benchsched")
+    owner_url, service_url = await made.owner(owner), await made.service(service)
+    queue_name = principals.service_queue(service)
+    consumer = await aio_pika.connect(service_url)
+    channel = await consumer.channel()
+    await channel.set_qos(prefetch_count=BATCH * 2)
+    wire = encode(build_request(owner))
+    queue = await declare_consumer_queue(channel, queue_name, [wire.routing_key])
+    publisher = await aio_pika.connect(owner_url)
+    exchange = await (await publisher.channel(publisher_confirms=True)).get_exchange(
+        "amq.topic", ensure=False
+    )
+    received = 0
+    done = asyncio.Event()
+    want = count
+
+    async def on_message(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+        nonlocal received
+        await incoming.ack()
+        received += 1
+        if received >= want:
+            done.set()
+
+    await queue.consume(on_message)
+    start = time.perf_counter()
+    for first in range(0, count, BATCH):
+        await asyncio.gather(
+            *(
+                exchange.publish(wire_message(wire, owner), routing_key=wire.routing_key)
+                for _ in range(min(BATCH, count - first))
+            )
+        )
+    await done.wait()
+    rate = count / (time.perf_counter() - start)
+    singles = []
+    for _ in range(200):
+        want, done = received + 1, asyncio.Event()
+        t0 = time.perf_counter()
+        await exchange.publish(wire_message(wire, owner), routing_key=wire.routing_key)
+        await done.wait()
+        singles.append(time.perf_counter() - t0)
+    await publisher.close()
+    await consumer.close()
+    await delete_queues(service_url, queue_name, f"{queue_name}.dead")
+    return rate, singles
+
+
+async def raw_skip_locked(database_url: str, leases: int, k: int) -> tuple[float, list[float]]:
+    """Leases/s of bare SKIP LOCKED lease transactions (PREFETCH connections, k rows each),
+    and single-lease transaction times (s) on an idle connection."""
+    schema = f"bench_raw_{uuid.uuid4().hex[:8]}"
+    pool = await db.create_pool(database_url, schema, max_size=PREFETCH)
+    await pool.execute(
+        "CREATE TABLE q (id bigserial PRIMARY KEY, state text NOT NULL, host text,"
+        " priority int NOT NULL)"
+    )
+    await pool.execute(
+        "INSERT INTO q (state, priority) SELECT 'queued', n % 7 FROM generate_series(1, $1) n",
+        TASKS,
+    )
+    await pool.execute("CREATE INDEX q_queued ON q (priority DESC, id) WHERE state = 'queued'")
+    await pool.execute("ANALYZE q")
+    done = 0
+
+    async def lease_one(conn: asyncpg.Connection, host: str, rows: int) -> int:
+        async with conn.transaction():
+            ids = await conn.fetch(
+                "SELECT id FROM q WHERE state = 'queued' ORDER BY priority DESC, id LIMIT $1"
+                " FOR UPDATE SKIP LOCKED",
+                rows,
+            )
+            await conn.execute(
+                "UPDATE q SET state = 'leased', host = $2 WHERE id = ANY($1::bigint[])",
+                [r["id"] for r in ids],
+                host,
+            )
+        return len(ids)
+
+    async def worker() -> None:
+        nonlocal done
+        async with pool.acquire() as conn:
+            while done < leases:
+                done += await lease_one(conn, "h", k)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(PREFETCH)))
+    rate = done / (time.perf_counter() - start)
+    singles = []
+    async with pool.acquire() as conn:
+        for _ in range(200):
+            t0 = time.perf_counter()
+            await lease_one(conn, "h", 1)
+            singles.append(time.perf_counter() - t0)
+    await pool.execute(f"DROP SCHEMA {schema} CASCADE")
+    await pool.close()
+    return rate, singles
+
+
+# The dispatcher
+
+
+async def throughput(
+    made: Made, database_url: str, heartbeats: int, slots: int, count: int
+) -> tuple[float, int]:
+    """Leases/s the dispatcher gives hosts whose slots became free."""
+    await fill(database_url, TASKS, 0)
+    registry = Bus(await made.service("registry"), name="bench-registry")
+    await registry.connect()
+    leases = Leases()
+    connection = await leases.start(await made.monitor())
+    try:
+        async with dispatchers(await made.service("dispatcher"), database_url, count):
+            await until_consumed(registry, database_url)
+            # Hosts that build x86_64 (most of the queue): each heartbeat leases `slots`.
+            hosts = [i for i in range(HOSTS - 1) if "x86_64" in host_arches(i)][:heartbeats]
+            start = time.perf_counter()
+            for first in range(0, len(hosts), BATCH):
+                await asyncio.gather(
+                    *(registry.publish(heartbeat(i, slots)) for i in hosts[first : first + BATCH])
+                )
+            await leases.wait_for(len(hosts) * slots)
+            elapsed = time.perf_counter() - start
+    finally:
+        await connection.close()
+        await registry.close()
+    return leases.count / elapsed, leases.count
+
+
+async def latency(made: Made, database_url: str, requests: int, count: int) -> list[float]:
+    """Request -> task.leased on an idle farm: 10,000 hosts with free slots, nothing queued."""
+    await fill(database_url, 0, 4)
+    owner = unique("benchowner")
+    packager = Bus(await made.owner(owner), name="bench-packager")
+    registry = Bus(await made.service("registry"), name="bench-registry")
+    await packager.connect()
+    await registry.connect()
+    leases = Leases()
+    connection = await leases.start(await made.monitor())
+    times = []
+    try:
+        async with dispatchers(await made.service("dispatcher"), database_url, count):
+            await until_consumed(registry, database_url)
+            for n in range(requests + 20):
+                msg = build_request(owner)
+                nvr = msg.srpm_name.removesuffix(".src.rpm")
+                t0 = time.perf_counter()
+                await packager.publish(msg)
+                await leases.wait_for(leases.count + 1, timeout=30)
+                if n >= 20:  # the first ones warm the dispatcher's connections up
+                    times.append(leases.arrived[nvr] - t0)
+    finally:
+        await connection.close()
+        await packager.close()
+        await registry.close()
+    return times
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))] * 1000
+
+
+async def run(admin_url: str, api_url: str, database_url: str, args: argparse.Namespace) -> None:
+    async with principals_of(admin_url, api_url) as made:
+        # The schema, as the dispatcher makes it (its migrations), before anything is filled.
+        pool = await db.create_pool(database_url, "dispatcher")
+        await db.migrate(pool, "dispatcher", ROOT / "services" / "dispatcher" / "migrations")
+        await pool.close()
+        leases_total = args.heartbeats * args.slots
+        broker_rate, broker_singles = await raw_round_trip(made, leases_total)
+        pg_rate, pg_singles = await raw_skip_locked(database_url, leases_total, args.slots)
+        rate, leased = await throughput(
+            made, database_url, args.heartbeats, args.slots, args.dispatchers
+        )
+        times = await latency(made, database_url, args.requests, args.dispatchers)
+    who = f"{args.dispatchers} dispatcher process(es)"
+    print(f"farm: {HOSTS} online hosts, {TASKS} queued tasks of {OWNERS} owners; {who}")
+    print("(1) lease throughput")
+    print(f"  raw broker round trip, batch {BATCH}           {broker_rate:8.0f} msg/s")
+    print(
+        f"  raw PostgreSQL SKIP LOCKED, {PREFETCH} conns x {args.slots} rows"
+        f"  {pg_rate:8.0f} leases/s"
+    )
+    print(
+        f"  dispatcher: {args.heartbeats} heartbeats x {args.slots} free slots"
+        f"   {rate:8.0f} leases/s ({leased} leased)"
+        f"  ratio to broker {rate / broker_rate:.2f}, to PostgreSQL {rate / pg_rate:.2f}"
+    )
+    print("(2) request -> lease latency, idle farm")
+    print(
+        f"  raw broker round trip, 1 message      p50 {pct(broker_singles, 50):6.1f} ms"
+        f"  p99 {pct(broker_singles, 99):6.1f} ms"
+    )
+    print(
+        f"  raw SKIP LOCKED lease transaction     p50 {pct(pg_singles, 50):6.1f} ms"
+        f"  p99 {pct(pg_singles, 99):6.1f} ms"
+    )
+    print(
+        f"  dispatcher request -> task.leased     p50 {pct(times, 50):6.1f} ms"
+        f"  p99 {pct(times, 99):6.1f} ms  ({len(times)} requests, mean"
+        f" {statistics.mean(times) * 1000:.1f} ms)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--heartbeats", type=int, default=4000)
+    parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--dispatchers", type=int, default=1)
+    args = parser.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="skyline-bench-"))
+    broker, postgres = RabbitMQ(state), PostgreSQL(state)
+    broker.start()
+    try:
+        postgres.start()
+        try:
+            asyncio.run(run(broker.url, broker.management_url, postgres.url, args))
+        finally:
+            postgres.stop()
+    finally:
+        broker.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
