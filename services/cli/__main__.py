@@ -12,6 +12,7 @@ from services.common.config import load_config
 from services.common.errors import ConfigError
 from services.common.localstack import LocalStackError
 
+from . import cancel, massrebuild
 from .localsystem import LocalSystem
 from .submit import SubmitError, print_files, status, submit
 
@@ -61,6 +62,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if build["state"] != "failed" else 1
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    reply = asyncio.run(cancel.cancel(_config(args), args.build_id))
+    print("\n".join(cancel.describe(reply)))
+    return 0
+
+
+def cmd_mass_rebuild(args: argparse.Namespace) -> int:
+    config = _config(args)
+    summary = asyncio.run(
+        massrebuild.mass_rebuild(
+            config,
+            list(args.sources),
+            arches=args.arch or ["noarch"],
+            tag=args.tag,
+            hub_url=args.koji_hub or config.collector.koji_hub_url,
+            topurl=args.koji_topurl or "",
+            wait=not args.no_wait,
+            timeout=args.timeout,
+        )
+    )
+    return 0 if summary is None or (summary.done and not summary.failed) else 1
+
+
 def cmd_local(args: argparse.Namespace) -> int:
     system = LocalSystem(args.state)
     if args.action == "up":
@@ -98,6 +122,22 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="show a build")
     st.add_argument("build_id", type=int)
     st.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("cancel", help="cancel a build of yours (its builders stop)")
+    c.add_argument("build_id", type=int)
+    c.set_defaults(func=cmd_cancel)
+
+    m = sub.add_parser(
+        "mass-rebuild", help="rebuild many sources, or a Koji tag's builds, at low priority"
+    )
+    m.add_argument("sources", nargs="*", help="SRPM files or http(s) URLs")
+    m.add_argument("--tag", help="also every latest build in this Koji tag")
+    m.add_argument("--koji-hub", help="the hub's XML-RPC URL (default [collector] koji_hub_url)")
+    m.add_argument("--koji-topurl", help="the hub's file URL (koji.conf's topurl)")
+    m.add_argument("--arch", action="append", help="architecture (repeatable; default noarch)")
+    m.add_argument("--no-wait", action="store_true", help="publish and return")
+    m.add_argument("--timeout", type=float, default=7 * 24 * 3600, help="seconds to follow")
+    m.set_defaults(func=cmd_mass_rebuild)
 
     lo = sub.add_parser("local", help="run the whole system on this machine")
     lo.add_argument("action", choices=["up", "down"])

@@ -150,6 +150,7 @@ admin_token = "{self.secret("registry-admin-token")}"
 listen = "127.0.0.1:{ports["dispatcher"]}"
 sweep_seconds = 5
 collector_url = "{collector}"
+registry_url = "{registry}"
 {lease}
 [verifier]
 registry_url = "{registry}"

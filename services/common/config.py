@@ -91,6 +91,11 @@ class DispatcherConfig:
     collector_url: str = "http://127.0.0.1:8412"
     # Builds one owner may have in progress; a request beyond it fails at once (quota.py).
     max_active_builds_per_owner: int = 500
+    # Asked whose owner token a cancel request carries (GET /api/v1/owners/whoami).
+    registry_url: str = "http://127.0.0.1:8410"
+    # Where builders fetch a chain link's repository of earlier links' RPMs: the collector's
+    # public URL (it serves /api/v1/repos/builds/<id>/); empty: collector_url.
+    chain_repo_url: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
