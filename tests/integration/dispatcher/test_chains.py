@@ -73,17 +73,16 @@ async def test_three_links_in_order_each_against_the_previous_links_repository(
     assert of_type(await new_messages(runtime, sent, status("core-2")), TaskLeasedV1) == []
 
     await SERVICE.handle(runtime, verified(first))
-    await SERVICE.handle(runtime, stored(first))
-    # Stored: the second link goes to the queue with the first one's repository.
-    second = await lease_one(runtime, sent)
+    # Stored: the second link goes to the queue with the first one's repository, and is
+    # leased at once to the free host.
+    [second] = of_type(await new_messages(runtime, sent, stored(first)), TaskLeasedV1)
     repo0 = f"{runtime.config.dispatcher.collector_url}/api/v1/repos/builds/{b0['id']}/"
     assert (second.build_id, second.repos) == (b1["id"], [repo0])
     [t2] = await tasks_of(runtime, b2["id"])
     assert (t2["state"], t2["waiting"]) == ("blocked", f"waiting for chain link {NVRS[1]}")
 
     await SERVICE.handle(runtime, verified(second))
-    await SERVICE.handle(runtime, stored(second))
-    third = await lease_one(runtime, sent)
+    [third] = of_type(await new_messages(runtime, sent, stored(second)), TaskLeasedV1)
     repo1 = f"{runtime.config.dispatcher.collector_url}/api/v1/repos/builds/{b1['id']}/"
     assert (third.build_id, third.repos) == (b2["id"], [repo1])
 
@@ -106,15 +105,11 @@ async def test_a_failed_link_fails_its_dependents_at_once_naming_it(runtime, sen
     b0, b1, b2, side = await builds(runtime)
     first = await lease_one(runtime, sent)
     await SERVICE.handle(runtime, verified(first))
-    await SERVICE.handle(runtime, stored(first))
-    [second] = [
-        m
-        for m in await new_messages(runtime, sent, status("core-1"))
-        if isinstance(m, TaskLeasedV1)
-    ]
-    assert second.build_id in (b1["id"], side["id"])
-    if second.build_id != b1["id"]:  # the side link came first: take link 2 as well
-        second = await lease_one(runtime, sent)
+    # Stored: links 2 and 4 are released, and leased to core-1 (two free slots).
+    await SERVICE.handle(runtime, status("core-1", free_slots=2))
+    released = of_type(await new_messages(runtime, sent, stored(first)), TaskLeasedV1)
+    assert sorted(m.build_id for m in released) == [b1["id"], side["id"]]
+    [second] = [m for m in released if m.build_id == b1["id"]]
     before = len(await sent())
     # Link 2 fails on a core host (believed at once).
     await SERVICE.handle(runtime, verified(second, "failed"))
