@@ -5,6 +5,7 @@ fedora-messaging consumer decodes Skyline's messages into these classes.
 """
 
 from .build import (
+    BuildChainRequestV1,
     BuildCompleteV1,
     BuildFailedV1,
     BuildQueuedV1,
@@ -17,12 +18,14 @@ from .task import (
     TaskLeasedV1,
     TaskMismatchV1,
     TaskReplicateV1,
+    TaskRevokedV1,
     TaskStartedV1,
     TaskVerifiedV1,
 )
 from .throttle import ThrottleEngagedV1, ThrottleReleasedV1
 
 __all__ = [
+    "BuildChainRequestV1",
     "BuildCompleteV1",
     "BuildFailedV1",
     "BuildQueuedV1",
@@ -36,6 +39,7 @@ __all__ = [
     "TaskLeasedV1",
     "TaskMismatchV1",
     "TaskReplicateV1",
+    "TaskRevokedV1",
     "TaskStartedV1",
     "TaskVerifiedV1",
     "ThrottleEngagedV1",

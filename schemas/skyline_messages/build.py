@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fedora_messaging.message import ERROR, INFO
 
 from .base import (
@@ -51,6 +53,16 @@ class _OwnedMessage(SkylineMessage):
         return [self.body["owner"]]
 
 
+SRPM_URL = {
+    "type": "string",
+    "pattern": r"^https?://[^\s]+/[^/\s]+-[^-/\s]+-[^-/\s]+\.src\.rpm" + END,
+    "maxLength": 2048,
+}
+RELEASE = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,31}" + END}
+PRIORITY = {"type": "integer", "minimum": 0, "maximum": 1000}
+MAX_CHAIN_LINKS = 100
+
+
 class BuildRequestV1(PartyTopic, _OwnedMessage):
     """A packager asks Skyline to build a source RPM for some architectures.
 
@@ -67,17 +79,13 @@ class BuildRequestV1(PartyTopic, _OwnedMessage):
         {
             # The file name must be an SRPM's N-V-R.src.rpm: it names the build until the
             # collector reads the real headers (and checks they agree).
-            "srpm_url": {
-                "type": "string",
-                "pattern": r"^https?://[^\s]+/[^/\s]+-[^-/\s]+-[^-/\s]+\.src\.rpm" + END,
-                "maxLength": 2048,
-            },
+            "srpm_url": SRPM_URL,
             "srpm_sha256": SHA256,
             "arches": ARCH_LIST,
             "owner": USER,
             "scratch": {"type": "boolean"},
-            "release": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,31}" + END},
-            "priority": {"type": "integer", "minimum": 0, "maximum": 1000},
+            "release": RELEASE,
+            "priority": PRIORITY,
         },
     )
 
@@ -103,6 +111,80 @@ class BuildRequestV1(PartyTopic, _OwnedMessage):
     @property
     def packages(self) -> list[str]:
         return [package_of(self.srpm_name)]
+
+
+CHAIN_LINK = {
+    "type": "object",
+    "required": ["srpm_url", "srpm_sha256", "arches"],
+    "properties": {
+        "srpm_url": SRPM_URL,
+        "srpm_sha256": SHA256,
+        "arches": ARCH_LIST,
+        # The links (0-based positions in `links`, each before this one) whose RPMs this link
+        # builds against: it starts once they are all stored. Listing only earlier links
+        # makes every chain a DAG.
+        "after": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 0, "maximum": MAX_CHAIN_LINKS - 1},
+            "maxItems": 10,  # a lease names at most 10 repositories
+            "uniqueItems": True,
+        },
+    },
+    "additionalProperties": False,
+}
+
+
+class BuildChainRequestV1(PartyTopic, _OwnedMessage):
+    """A packager asks for a chain build: a DAG of source RPMs, each link built (one build
+    per link) once the links it comes `after` are stored, against a repository of their RPMs.
+
+    Published on `skyline.build.chain.<principal>` with the same owner rules as
+    BuildRequestV1 (a plain request stays a one-link build).
+    """
+
+    topic = "skyline.build.chain"
+    binding = "skyline.build.chain.#"
+    body_schema = body_schema(
+        "A request to build a chain of source RPMs",
+        ["links", "owner"],
+        {
+            "links": {
+                "type": "array",
+                "items": CHAIN_LINK,
+                "minItems": 1,
+                "maxItems": MAX_CHAIN_LINKS,
+            },
+            "owner": USER,
+            "scratch": {"type": "boolean"},
+            "release": RELEASE,
+            "priority": PRIORITY,
+        },
+    )
+
+    @property
+    def requester(self) -> str | None:
+        return self.party
+
+    @property
+    def owner(self) -> str:
+        return str(self.body["owner"])
+
+    @property
+    def links(self) -> list[dict[str, Any]]:
+        return [dict(link) for link in self.body["links"]]
+
+    @property
+    def srpm_names(self) -> list[str]:
+        return [str(link["srpm_url"]).rstrip("/").rsplit("/", 1)[-1] for link in self.links]
+
+    @property
+    def summary(self) -> str:
+        names = self.srpm_names
+        return f"{self.body['owner']} requested a chain of {len(names)}: {' -> '.join(names)}"[:500]
+
+    @property
+    def packages(self) -> list[str]:
+        return sorted({package_of(n) for n in self.srpm_names})
 
 
 class _BuildMessage(_OwnedMessage):

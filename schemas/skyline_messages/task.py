@@ -358,6 +358,30 @@ class TaskReplicateV1(_TaskMessage):
         )
 
 
+class TaskRevokedV1(_HostTopic):
+    """The dispatcher takes a lease back (the build was cancelled, say): the host stops the
+    build within seconds and reports it failed ("revoked"). On `skyline.task.revoked.<host>`,
+    bound to the host's lease queue, so it reaches that host only and after the lease."""
+
+    topic = "skyline.task.revoked"
+    binding = "skyline.task.revoked.*"
+    severity = INFO
+    body_schema = body_schema(
+        "A builder host's lease was revoked",
+        [*TASK_FIELDS, "reason"],
+        {**TASK_FIELDS, "nvr": NVR, "reason": {"type": "string", "maxLength": 500}},
+    )
+
+    @property
+    def reason(self) -> str:
+        return str(self.body["reason"])
+
+    @property
+    def summary(self) -> str:
+        b = self.body
+        return f"lease {b['lease_id']} of task {b['task_id']} on {b['host']} revoked: {b['reason']}"
+
+
 MISMATCH_REASONS = [
     "bad_signature",
     "unknown_host",

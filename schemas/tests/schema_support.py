@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 from fedora_messaging.message import get_name
 from skyline_messages import (
+    BuildChainRequestV1,
     BuildCompleteV1,
     BuildFailedV1,
     BuildQueuedV1,
@@ -24,6 +25,7 @@ from skyline_messages import (
     TaskLeasedV1,
     TaskMismatchV1,
     TaskReplicateV1,
+    TaskRevokedV1,
     TaskStartedV1,
     TaskVerifiedV1,
     ThrottleEngagedV1,
@@ -37,6 +39,7 @@ PUBKEY = base64.b64encode(bytes(range(32))).decode()  # an Ed25519 public key is
 LEASE = "3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b"
 TS = "2026-05-01T12:00:00Z"
 NVR = "skyline-hello-1.0-1.fc41"
+NVR2 = "skyline-user-1.0-1.fc41"
 SRPM_URL = f"https://src.example.org/uploads/alice/{NVR}.src.rpm"
 TOP = "packages/skyline-hello/1.0/1.fc41"
 
@@ -65,6 +68,21 @@ EXAMPLES: dict[type, dict[str, Any]] = {
         "srpm_url": SRPM_URL,
         "srpm_sha256": SHA,
         "arches": ["x86_64", "aarch64"],
+        "owner": "alice",
+        "scratch": True,
+        "release": "f41",
+        "priority": 10,
+    },
+    BuildChainRequestV1: {
+        "links": [
+            {"srpm_url": SRPM_URL, "srpm_sha256": SHA, "arches": ["noarch"]},
+            {
+                "srpm_url": f"https://src.example.org/uploads/alice/{NVR2}.src.rpm",
+                "srpm_sha256": SHA2,
+                "arches": ["x86_64"],
+                "after": [0],
+            },
+        ],
         "owner": "alice",
         "scratch": True,
         "release": "f41",
@@ -112,6 +130,7 @@ EXAMPLES: dict[type, dict[str, Any]] = {
         "lease_expires": TS,
     },
     TaskStartedV1: {**TASK, "signed_at": TS, "signature": SIG},
+    TaskRevokedV1: {**TASK, "nvr": NVR, "reason": "cancelled by alice"},
     TaskFinishedV1: {
         **TASK,
         "nvr": NVR,

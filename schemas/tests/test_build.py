@@ -16,6 +16,7 @@ from schema_support import (
     required_only,
 )
 from skyline_messages import (
+    BuildChainRequestV1,
     BuildCompleteV1,
     BuildFailedV1,
     BuildQueuedV1,
@@ -172,3 +173,55 @@ INVALID = [
 @pytest.mark.parametrize(("cls", "path", "value"), INVALID, ids=param_id)
 def test_invalid_body(cls, path, value):
     assert_invalid(cls, mutated(example(cls), path, value))
+
+
+def test_chain_request_names_its_links_and_packages():
+    msg = BuildChainRequestV1(
+        body=example(BuildChainRequestV1), topic=BuildChainRequestV1.topic_for("alice")
+    )
+    msg.validate()
+    assert (msg.requester, msg.owner) == ("alice", "alice")
+    assert msg.srpm_names == [f"{NVR}.src.rpm", "skyline-user-1.0-1.fc41.src.rpm"]
+    assert msg.summary == (
+        f"alice requested a chain of 2: {NVR}.src.rpm -> skyline-user-1.0-1.fc41.src.rpm"
+    )
+    assert msg.packages == ["skyline-hello", "skyline-user"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("links", []),
+        (
+            "links",
+            [{"srpm_url": "file:///x-1-1.src.rpm", "srpm_sha256": SHA, "arches": ["noarch"]}],
+        ),
+        ("links", [{"srpm_url": "https://h/a-1-1.src.rpm", "srpm_sha256": SHA, "arches": []}]),
+        (
+            "links",
+            [
+                {
+                    "srpm_url": "https://h/a-1-1.src.rpm",
+                    "srpm_sha256": SHA,
+                    "arches": ["noarch"],
+                    "after": [-1],
+                }
+            ],
+        ),
+        (
+            "links",
+            [
+                {
+                    "srpm_url": "https://h/a-1-1.src.rpm",
+                    "srpm_sha256": SHA,
+                    "arches": ["noarch"],
+                    "after": list(range(11)),
+                }
+            ],
+        ),
+        ("links", [example(BuildChainRequestV1)["links"][0]] * 101),
+        ("priority", 1001),
+    ],
+)
+def test_chain_request_bounds(field, value):
+    assert_invalid(BuildChainRequestV1, mutated(example(BuildChainRequestV1), field, value))

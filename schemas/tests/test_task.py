@@ -23,6 +23,7 @@ from skyline_messages import (
     TaskLeasedV1,
     TaskMismatchV1,
     TaskReplicateV1,
+    TaskRevokedV1,
     TaskStartedV1,
     TaskVerifiedV1,
 )
@@ -205,3 +206,16 @@ def test_replicate_request_is_bounded():
         TaskReplicateV1(body={**body, "exclude_owners": too_many}).validate()
     with pytest.raises(ValidationError):
         TaskReplicateV1(body={**body, "purpose": "build"}).validate()
+
+
+def test_revoked_names_its_host_lease_and_reason():
+    body = example(TaskRevokedV1)
+    msg = TaskRevokedV1(body=body, topic=TaskRevokedV1.topic_for("builder-01"))
+    msg.validate()
+    assert (msg.party, msg.lease_id, msg.reason) == ("builder-01", LEASE, "cancelled by alice")
+    assert msg.summary == f"lease {LEASE} of task 11 on builder-01 revoked: cancelled by alice"
+    assert msg.packages == ["skyline-hello"]
+    with pytest.raises(ValidationError):
+        TaskRevokedV1(body={**body, "reason": "x" * 501}).validate()
+    with pytest.raises(ValidationError):
+        TaskRevokedV1(body={k: v for k, v in body.items() if k != "reason"}).validate()

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedora_messaging import message as fm
-from skyline_messages import HostHeartbeatV1, TaskLeasedV1
+from skyline_messages import HostHeartbeatV1, TaskLeasedV1, TaskRevokedV1
 
 from services.common import principals, telemetry
 from services.common.bus import Bus, OnMessage
@@ -156,7 +156,7 @@ class Agent:
                 await self._recover()
                 await self.bus.subscribe(
                     self.queue,
-                    [TaskLeasedV1.topic_for(self.host)],
+                    [TaskLeasedV1.topic_for(self.host), TaskRevokedV1.topic_for(self.host)],
                     self.on_message,
                     prefetch=self.settings.slots,
                     declare=not registry_made_queue,
@@ -263,7 +263,11 @@ class Agent:
     # -- leases -------------------------------------------------------------------------------
 
     async def on_message(self, msg: fm.Message) -> None:
-        """Accept a lease: journal it and start it; return at once so the delivery is acked."""
+        """Accept a lease: journal it and start it; return at once so the delivery is acked.
+        A revocation stops its lease's build."""
+        if isinstance(msg, TaskRevokedV1):
+            self.on_revoked(msg)
+            return
         if not isinstance(msg, TaskLeasedV1):
             raise Reject(f"{type(msg).__name__} does not belong on a builder's lease queue")
         lease = dict(msg.body)
@@ -300,6 +304,15 @@ class Agent:
             log.info("lease %s recorded; it starts with the next run if still valid", lease_id)
             return
         self._start(lease)
+
+    def on_revoked(self, msg: TaskRevokedV1) -> None:
+        """The dispatcher took a lease back (the bus checked it came from the dispatcher)."""
+        if msg.host != self.host:
+            log.warning("ignoring revocation of lease %s for host %s", msg.lease_id, msg.host)
+            return
+        if not self.revoke(msg.lease_id):
+            # Finished already (its result is judged as usual) or never got here.
+            log.info("revocation of lease %s (%s): not running here", msg.lease_id, msg.reason)
 
     def revoke(self, lease_id: str) -> bool:
         """Stop a running (or waiting) lease's build; False if no such lease runs here.

@@ -19,10 +19,10 @@ from pathlib import Path
 from services.common.errors import ConfigError
 from services.common.localstack import LocalStackError
 
-from . import common, host, hosts, local, progress, stats, submit
+from . import cancel, common, host, hosts, local, massrebuild, progress, stats, submit
 
 # Each module adds its commands (register(commands)); a new one is one line here.
-COMMANDS = [submit, progress, stats, host, hosts, local]
+COMMANDS = [submit, progress, cancel, massrebuild, stats, host, hosts, local]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -152,6 +152,7 @@ public_collector_url = "{collector}"
 listen = "127.0.0.1:{ports["dispatcher"]}"
 sweep_seconds = 5
 collector_url = "{collector}"
+registry_url = "{registry}"
 {lease}
 [verifier]
 registry_url = "{registry}"

@@ -196,7 +196,7 @@ def register(commands: Any) -> None:
     )
     s.add_argument("--release", help="release to build for (default: any)")
     s.add_argument(
-        "--priority", type=int, help="0 (first) to 1000 (last); default 100, as the dispatcher"
+        "--priority", type=int, help="0 (last) to 1000 (first); default 100 (mass rebuilds: 10)"
     )
     s.add_argument("--no-wait", action="store_true", help="publish and return")
     s.add_argument("--timeout", type=float, default=3600, help="seconds to wait (default 3600)")

@@ -7,7 +7,7 @@ from skyline_messages import BuildCompleteV1, TaskFinishedV1, TaskLeasedV1, Task
 
 from services.common.service import Periodic, Service
 
-from . import stats_handlers, stats_routes
+from . import repos, stats_handlers, stats_routes
 from .cleanup import INTERVAL, sweep_staging
 from .handlers import on_build_complete, on_task_finished, on_task_leased, on_task_verified
 from .kojiimport import import_pending
@@ -23,7 +23,7 @@ SERVICE = Service(
         TaskFinishedV1: stats_handlers.both(stats_handlers.on_task_finished, on_task_finished),
         BuildCompleteV1: stats_handlers.both(stats_handlers.on_build_complete, on_build_complete),
     },
-    routes=[*ROUTES, *stats_routes.ROUTES],
+    routes=[*ROUTES, *stats_routes.ROUTES, *repos.ROUTES],
     listen=lambda config: config.collector.listen,
     periodic=[
         Periodic("staging-sweep", lambda config: INTERVAL, sweep_staging),

@@ -104,7 +104,8 @@ class BrokerAdmin:
         return await self._call("GET", f"users/{quote(name, safe='')}", missing_ok=True) is not None
 
     async def declare_host_queue(self, host: str, delivery_limit: int = 5) -> None:
-        """The host's lease queue and its dead-letter queue, bound to its leases only."""
+        """The host's lease queue and its dead-letter queue, bound to its leases (and their
+        revocations) only."""
         queue = principals.host_queue(host)
         dlx = principals.DEAD_LETTER_EXCHANGE
         v = self._v()
@@ -120,11 +121,13 @@ class BrokerAdmin:
             f"queues/{v}/{queue}",
             {"durable": True, "arguments": queue_arguments(queue, delivery_limit)},
         )
-        await self._call(
-            "POST",
-            f"bindings/{v}/e/{quote(self.exchange, safe='')}/q/{queue}",
-            {"routing_key": f"skyline.task.leased.{host}"},
-        )
+        # Its leases, and the revocations of them (same queue: a revocation follows its lease).
+        for topic in ("skyline.task.leased", "skyline.task.revoked"):
+            await self._call(
+                "POST",
+                f"bindings/{v}/e/{quote(self.exchange, safe='')}/q/{queue}",
+                {"routing_key": f"{topic}.{host}"},
+            )
 
     async def delete_host_queue(self, host: str) -> None:
         queue = principals.host_queue(host)

@@ -111,6 +111,11 @@ class DispatcherConfig:
     # Fair share among owners within a priority class: an owner's usage (one unit per lease)
     # halves every this many seconds (OBS uses 4 h; see dispatcher/fairshare.py).
     fair_share_half_life: float = 4 * 3600.0
+    # Asked whose owner token a cancel request carries (GET /api/v1/owners/whoami).
+    registry_url: str = "http://127.0.0.1:8410"
+    # Where builders fetch a chain link's repository of earlier links' RPMs: the collector's
+    # public URL (it serves /api/v1/repos/builds/<id>/); empty: collector_url.
+    chain_repo_url: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

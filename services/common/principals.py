@@ -8,7 +8,8 @@ got past a misconfigured broker is still refused before any handler sees it):
 - every enrolled host has its user `host-<host>`, publishes only `<topic>.<host>` of the
   host topics (heartbeat, task started/finished) and reads only its lease queue;
 - every packager (owner) has a user named as the owner and publishes only
-  `skyline.build.request.<owner>`; it may read build notifications;
+  `skyline.build.request.<owner>` and `skyline.build.chain.<owner>`; it may read build
+  notifications;
 - `skyline-monitor` reads every Skyline topic and publishes nothing (admins, tests, archivers).
 
 How a consumer knows the sender: Skyline's bus sets the AMQP `user_id` property on everything
@@ -52,10 +53,12 @@ RULES: Mapping[str, TopicRule] = {
     r.topic: r
     for r in (
         TopicRule("skyline.build.request", OWNER, "owner"),
+        TopicRule("skyline.build.chain", OWNER, "owner"),
         TopicRule("skyline.build.queued", "dispatcher"),
         TopicRule("skyline.build.complete", "dispatcher"),
         TopicRule("skyline.build.failed", "dispatcher"),
         TopicRule("skyline.task.leased", "dispatcher", "host"),
+        TopicRule("skyline.task.revoked", "dispatcher", "host"),
         TopicRule("skyline.task.started", HOST, "host"),
         TopicRule("skyline.task.finished", HOST, "host"),
         TopicRule("skyline.task.verified", "verifier"),
@@ -211,7 +214,12 @@ def owner_permissions(owner: str, exchange: str) -> Permissions:
         configure=_alt(*queues),
         write=_alt(re.escape(exchange), *queues),
         read=_alt(re.escape(exchange), *queues),
-        topic_write=_alt(_topic_pattern(RULES["skyline.build.request"], owner)),
+        topic_write=_alt(
+            *(
+                _topic_pattern(RULES[t], owner)
+                for t in ("skyline.build.request", "skyline.build.chain")
+            )
+        ),
         # Build notifications, not leases or attestations: those are between hosts and services.
         topic_read=r"^skyline\.(build|throttle)\..*$",
     )

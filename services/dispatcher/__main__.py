@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from skyline_messages import (
+    BuildChainRequestV1,
     BuildRequestV1,
     BuildStoredV1,
     HostStatusV1,
@@ -14,13 +15,14 @@ from skyline_messages import (
 
 from services.common.service import Periodic, Service
 
-from . import handlers
+from . import chain_handlers, handlers
 from .routes import ROUTES
 
 SERVICE = Service(
     name="dispatcher",
     handlers={
         BuildRequestV1: handlers.on_build_request,
+        BuildChainRequestV1: chain_handlers.on_chain_request,
         HostStatusV1: handlers.on_host_status,
         TaskVerifiedV1: handlers.on_task_verified,
         TaskFinishedV1: handlers.on_task_finished,

@@ -25,7 +25,7 @@ from skyline_messages import (
 from services.common.errors import Reject, Retry
 from services.common.service import Context, Runtime
 
-from . import collector, failures, fairshare, matching, quota, store
+from . import chain_handlers, collector, failures, fairshare, matching, quota, store
 
 log = logging.getLogger(__name__)
 # A task refused or lost this many times fails its build; counted apart for its own (build)
@@ -200,6 +200,8 @@ def lease_message(row: Any) -> TaskLeasedV1:
         "lease_expires": row["lease_expires"].isoformat(),
         "purpose": row["purpose"],
     }
+    if row.get("repos"):  # a chain link: the repositories of the links it comes after
+        body["repos"] = list(row["repos"])
     return TaskLeasedV1(body=body, topic=TaskLeasedV1.topic_for(row["host"]))
 
 
@@ -445,6 +447,8 @@ async def task_stored(ctx: Context, task: Any, files: list[dict[str, Any]]) -> N
                 }
             )
         )
+        if await chain_handlers.link_complete(ctx, build["id"]):
+            await schedule(ctx)
 
 
 def accepted_task(task: Any) -> dict[str, Any]:
@@ -483,6 +487,9 @@ async def fail_build(ctx: Context, build_id: int, reason: str) -> None:
             }
         )
     )
+    # Chain links that come after this build cannot build against it: they fail at once.
+    for dependent, why in await chain_handlers.link_failed(ctx, build, reason):
+        await fail_build(ctx, dependent, why)
 
 
 async def requeue_expired_leases(runtime: Runtime) -> None:

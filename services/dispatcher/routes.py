@@ -11,7 +11,7 @@ from aiohttp import web
 from services.common.http import error
 from services.common.service import RUNTIME
 
-from . import matching, store
+from . import cancel, chain_routes, matching, store
 
 routes = web.RouteTableDef()
 
@@ -173,4 +173,4 @@ def _capacity(row: Any) -> dict[str, Any]:
     }
 
 
-ROUTES = list(routes)
+ROUTES = [*routes, *cancel.ROUTES, *chain_routes.ROUTES]

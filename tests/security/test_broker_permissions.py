@@ -46,6 +46,8 @@ async def test_host_cannot_publish_another_party_topic_or_forge_user_id(system, 
         "skyline.host.enrolled",
         f"skyline.task.leased.{HONEST}",
         f"skyline.task.leased.{rogue.host}",  # leases come from the dispatcher only
+        f"skyline.task.revoked.{HONEST}",  # and so do revocations
+        f"skyline.task.revoked.{rogue.host}",
         "skyline.task.verified",
         "skyline.task.mismatch",
         "skyline.build.stored",
@@ -53,6 +55,7 @@ async def test_host_cannot_publish_another_party_topic_or_forge_user_id(system, 
         "skyline.build.complete",
         "skyline.build.failed",
         f"skyline.build.request.{system.owner}",
+        f"skyline.build.chain.{system.owner}",
         "skyline.throttle.engaged",
         "skyline.anything.else",
     ]
@@ -145,9 +148,13 @@ async def test_host_cannot_declare_bind_consume_or_purge_queues(system):
     await try_own_purge(rogue.amqp_url, own)
 
     # Nothing changed: the marker is still dead-lettered, and the rogue's queue is still bound
-    # to its own leases only (as the administrator sees it).
+    # to its own leases and their revocations only (as the administrator sees it).
     assert await dead_letters(system, {marker.message_id})
-    assert await bindings_of(system, own) == {own, f"skyline.task.leased.{rogue.host}"}
+    assert await bindings_of(system, own) == {
+        own,
+        f"skyline.task.leased.{rogue.host}",
+        f"skyline.task.revoked.{rogue.host}",
+    }
 
 
 async def ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import hashlib
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -23,7 +24,13 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from skyline_messages import HostHeartbeatV1, TaskFinishedV1, TaskLeasedV1, TaskStartedV1
+from skyline_messages import (
+    HostHeartbeatV1,
+    TaskFinishedV1,
+    TaskLeasedV1,
+    TaskRevokedV1,
+    TaskStartedV1,
+)
 
 from services.builder import __main__ as builder_main
 from services.builder import client, rpmbuild, runner, sandbox
@@ -291,7 +298,8 @@ async def test_enrols_subscribes_and_heartbeats(tmp_path: Path, services: Servic
     assert profile["public_key"] == key
     assert profile["arches"] == ["noarch", "x86_64"] and profile["releases"] == ["f41"]
     assert profile["cpus"] >= 1 and profile["memory_mb"] > 0 and profile["disk_gb"] >= 0
-    assert bus.subscriptions == [(f"skyline.builder.{HOST}", [f"skyline.task.leased.{HOST}"], 2)]
+    keys = [f"skyline.task.leased.{HOST}", f"skyline.task.revoked.{HOST}"]
+    assert bus.subscriptions == [(f"skyline.builder.{HOST}", keys, 2)]
     # The registry made the host's own broker user and queue: the agent connects as that user
     # and consumes without declaring anything.
     assert bus.credentials == (f"host-{HOST}", "pw") and bus.declared == [False]
@@ -845,6 +853,56 @@ async def test_revoked_lease_stops_its_build_and_reports_it(
         await eventually(lambda: bool(bus.of(TaskFinishedV1)), timeout=5)
     [finished] = bus.of(TaskFinishedV1)
     assert (finished.body["status"], finished.failure) == ("failed", "revoked")
+
+
+def revoked_msg(lease: TaskLeasedV1, host: str = HOST) -> TaskRevokedV1:
+    body = {k: lease.body[k] for k in ("task_id", "build_id", "lease_id", "arch", "nvr")}
+    body |= {"host": host, "reason": "cancelled by alice"}
+    return TaskRevokedV1(topic=TaskRevokedV1.topic_for(host), body=body)
+
+
+async def test_revoked_message_stops_its_build_and_others_run_on(
+    tmp_path: Path, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """task.revoked.<host> on the lease queue stops that lease's build within seconds; a
+    revocation naming another host, or a lease not running here, changes nothing."""
+    started: dict[str, asyncio.Event] = {LEASE_A: asyncio.Event(), LEASE_B: asyncio.Event()}
+    release_b = threading.Event()
+    loop = asyncio.get_running_loop()
+
+    def build(srpm: Path, **kwargs: Any) -> rpmbuild.BuildOutcome:
+        lease = kwargs["results_dir"].parent.name
+        loop.call_soon_threadsafe(started[lease].set)
+        cancel = kwargs["cancel"]
+        cancelled = cancel.wait(30) if lease == LEASE_A else (release_b.wait(30) and False)
+        log = kwargs["results_dir"] / rpmbuild.LOG_NAME
+        log.write_text("skyline: build cancelled\n" if cancelled else "built\n")
+        return rpmbuild.BuildOutcome(False, [], log, -9, 0.5, cancelled=cancelled)
+
+    monkeypatch.setattr(rpmbuild, "build", build)
+    monkeypatch.setattr(rpmbuild, "environment_manifest", lambda **_: dict(ENV))
+    bus = FakeBus()
+    agent = Agent(make_config(tmp_path, services), bus=bus)
+    async with running(agent, bus):
+        lease_a, lease_b = lease_msg(services, LEASE_A), lease_msg(services, LEASE_B)
+        await deliver(bus, lease_a)
+        await deliver(bus, lease_b)
+        await asyncio.wait_for(started[LEASE_A].wait(), 5)
+        await asyncio.wait_for(started[LEASE_B].wait(), 5)
+        await deliver(bus, revoked_msg(lease_a, host="other-host"))  # not ours: ignored
+        await deliver(bus, revoked_msg(lease_msg(services, LEASE_C)))  # not running here
+        assert not bus.of(TaskFinishedV1)
+        t0 = loop.time()
+        await deliver(bus, revoked_msg(lease_a))
+        await eventually(lambda: bool(bus.of(TaskFinishedV1)), timeout=5)
+        assert loop.time() - t0 < 5
+        [finished] = bus.of(TaskFinishedV1)
+        assert finished.body["lease_id"] == LEASE_A
+        assert (finished.body["status"], finished.failure) == ("failed", "revoked")
+        assert LEASE_B in agent._tasks  # the other build runs on
+        release_b.set()
+        await eventually(lambda: len(bus.of(TaskFinishedV1)) == 2, timeout=5)
+    assert bus.of(TaskFinishedV1)[1].failure == "package"
 
 
 async def test_lease_repositories_become_the_builds_buildroot(
