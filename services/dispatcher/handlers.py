@@ -102,19 +102,21 @@ async def schedule_host(ctx: Context, host_name: str) -> list[int]:
     per_owner = min(PULL_LIMIT, host.free_slots + 4)
     owners = host.free_slots * 2 + 4  # some may have nothing this host may take
     candidates = await store.pull_candidates(ctx.conn, host, per_owner, PULL_LIMIT, owners)
-    groups: dict[tuple[int, str], list[matching.TaskView]] = {}
-    for task in candidates:
-        if matching.can_build(host, task):
-            groups.setdefault((task.klass, task.owner), []).append(task)
-    if not groups:
+    eligible = [task for task in candidates if matching.can_build(host, task)]
+    if not eligible:
         return []
+    first = matching.core_claims(host, eligible)[: host.free_slots]
+    groups: dict[tuple[int, str], list[matching.TaskView]] = {}
+    for task in eligible:
+        if task not in first:
+            groups.setdefault((task.klass, task.owner), []).append(task)
     now = time.time()
-    keys = await store.usage_keys(ctx.conn, sorted({owner for _, owner in groups}))
+    keys = await store.usage_keys(ctx.conn, sorted({task.owner for task in eligible}))
     usage = {
         group: fairshare.usage_at(keys.get(group[1]), now, settings.fair_share_half_life)
         for group in groups
     }
-    chosen = fairshare.interleave(groups, usage, host.free_slots)
+    chosen = first + fairshare.interleave(groups, usage, host.free_slots - len(first))
     rows = await store.lease_many(ctx.conn, chosen, host, settings.lease_seconds)
     host.free_slots -= len(rows)
     for row in rows:

@@ -113,6 +113,17 @@ def pick_host(task: TaskView, hosts: Iterable[HostView]) -> HostView | None:
     )
 
 
+def core_claims(host: HostView, tasks: Iterable[TaskView]) -> list[TaskView]:
+    """The tasks a core host takes before any other when it pulls work: official builds' own
+    leases. A core host's result is accepted alone, while a volunteer's official result needs
+    a second build on another owner's host, so every official build a freed core slot takes
+    saves a replica (bench/trust_simulation.py: extra builds 8% with this order, over 10%
+    first come, first served)."""
+    if host.trust != Trust.CORE:
+        return []
+    return [t for t in tasks if t.prefers_core]
+
+
 def assign(tasks: Iterable[TaskView], hosts: list[HostView]) -> list[tuple[TaskView, HostView]]:
     """Greedy assignment in the given (priority) order; each lease uses up one slot."""
     leases = []

@@ -9,6 +9,7 @@ from services.dispatcher.matching import (
     TaskView,
     assign,
     can_build,
+    core_claims,
     free_slots,
     pick_host,
 )
@@ -277,3 +278,12 @@ def test_a_heartbeat_never_gives_back_a_leased_slot() -> None:
                 free = free_slots(advertised, running, 4, open_leases)
                 assert 0 <= free <= advertised
                 assert free + open_leases <= 4 or free == 0
+
+
+def test_a_core_host_takes_official_builds_own_leases_first() -> None:
+    official, scratch = task(1), task(2, scratch=True)
+    replica = task(3, purpose="replica", min_trust="trusted")
+    tasks = [scratch, replica, official]
+    assert core_claims(host("core-1", trust="core"), tasks) == [official]
+    # A volunteer claims nothing first: its official result would need a replica anyway.
+    assert core_claims(host("vol-1", trust="trusted"), tasks) == []
