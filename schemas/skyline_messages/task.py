@@ -274,8 +274,15 @@ class TaskVerifiedV1(_TaskMessage):
             # The package's honest builds differ on this arch: nobody is blamed, and its
             # official builds are taken from core hosts only from now on.
             "not_reproducible": {"type": "boolean"},
+            # A failed task: whose failure the host says it was (TaskFinishedV1.failure).
+            "failure": {"type": "string", "enum": FAILURE_KINDS},
         },
     )
+
+    @property
+    def failure(self) -> str | None:
+        """Of a failed task, the host's word on whose failure it was (None: not said)."""
+        return self.body.get("failure")
 
     @property
     def rule(self) -> str | None:

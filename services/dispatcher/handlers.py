@@ -267,14 +267,20 @@ async def verified_failure(msg: TaskVerifiedV1, ctx: Context) -> None:
         # A succeeded result waits for agreement: a replica that fails says nothing about the
         # package (failures.py would fail the build on two owners' word, one of them the
         # replica's). Another eligible host tries, within MAX_ATTEMPTS replica leases.
-        await replica_lost(ctx, task, f"{task['purpose']} failed on {task['host']}")
+        await retry_elsewhere(ctx, task, f"{task['purpose']} failed on {task['host']}")
+        return
+    if msg.failure not in (None, "package"):
+        # The host's own fault (its sandbox, a limit, a timeout, a revoked lease), not the
+        # package's: another host builds it, within MAX_ATTEMPTS leases.
+        await retry_elsewhere(ctx, task, f"{msg.failure} failure on {task['host']}")
         return
     await task_failed(ctx, task)
 
 
-async def replica_lost(ctx: Context, task: Any, reason: str) -> None:
-    """A replica or tie-break gave no usable result: its host does not get it again, and the
-    task is requeued with the same constraints (or fails after MAX_ATTEMPTS of them)."""
+async def retry_elsewhere(ctx: Context, task: Any, reason: str) -> None:
+    """A lease gave no usable result through no fault of the package's (a replica or
+    tie-break that failed, a host's own failure): its host does not get the task again, and
+    it is requeued with the same constraints (or fails after MAX_ATTEMPTS such leases)."""
     await store.refuse_host(ctx.conn, task["id"], task["host"])
     await requeue_or_fail(ctx, task, reason)
     await schedule_tasks(ctx, [task["id"]])

@@ -87,6 +87,8 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
     if msg.status != "succeeded":
         # A failure needs no agreement here: the dispatcher confirms failures (failures.py).
         failed = {k: body[k] for k in (*TASK_FIELDS, "nvr", "status", "files", "result_digest")}
+        if msg.failure is not None:
+            failed["failure"] = msg.failure  # the agent's own fault: built again elsewhere
         return await ctx.publish(TaskVerifiedV1(body=failed))
     for out in await agreement.on_result(
         ctx.conn,

@@ -718,6 +718,25 @@ async def test_a_core_hosts_failure_needs_no_confirmation(runtime, sent) -> None
     assert "core-1 (owner infra, core)" in failed.body["reason"]
 
 
+async def test_a_hosts_own_failure_is_built_elsewhere_not_blamed_on_the_package(
+    runtime, sent
+) -> None:
+    # Even a core host's word would fail the build at once if the package were at fault;
+    # a timeout (or its sandbox, a limit, a revoked lease) is the host's, not the package's.
+    await SERVICE.handle(runtime, request(scratch=True))
+    [first] = await new_messages(runtime, sent, status("core-1"))
+    timed_out = verified(first, "failed")
+    timed_out.body["failure"] = "timeout"
+    assert await new_messages(runtime, sent, timed_out) == []
+    [task] = await task_rows(runtime)
+    assert task["state"] == "queued" and "timeout failure on core-1" in task["reason"]
+    assert await failures_of(runtime) == []
+    # Not to that host again; another host builds it.
+    assert await new_messages(runtime, sent, status("core-1")) == []
+    [second] = await new_messages(runtime, sent, status("core-2"))
+    assert second.body["host"] == "core-2"
+
+
 # Per-owner quota
 
 
