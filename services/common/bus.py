@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -239,10 +239,12 @@ class Bus:
         prefetch: int = 10,
         delivery_limit: int = 5,
         declare: bool = True,
+        batched: Collection[type[fm.Message]] = (),
     ) -> None:
         """Consume `queue_name`; with `declare`, first declare it (and its dead-letter queue)
         and bind it. A host consumes without declaring: the registry made its queue, and its
-        broker user may declare or bind nothing."""
+        broker user may declare or bind nothing. Messages of the `batched` classes get no span
+        each: their batch has one (services/common/batch.py)."""
         if self._connection is None:
             raise RuntimeError("Bus.subscribe() before connect()")
         channel = await self._connection.channel()
@@ -254,8 +256,10 @@ class Bus:
             # remembers the queue, so consuming resumes after the broker restarts.
             queue = await channel.get_queue(queue_name, ensure=True)
 
+        untraced = frozenset(batched)
+
         async def deliver(incoming: AbstractIncomingMessage) -> None:
-            await self._deliver(queue_name, incoming, on_message)
+            await self._deliver(queue_name, incoming, on_message, untraced)
 
         tag = await queue.consume(deliver)
         self._consumers.append((queue, tag))
@@ -283,7 +287,11 @@ class Bus:
         return queue
 
     async def _deliver(
-        self, queue_name: str, incoming: AbstractIncomingMessage, on_message: OnMessage
+        self,
+        queue_name: str,
+        incoming: AbstractIncomingMessage,
+        on_message: OnMessage,
+        untraced: Collection[type[fm.Message]] = (),
     ) -> None:
         """Ack after the handler succeeded; dead-letter what can never succeed; hold what
         fails because something else is down. Log lines name the message, never its body."""
@@ -296,8 +304,11 @@ class Bus:
             return
         msg.queue = queue_name
         try:
-            with telemetry.consume_span(msg, incoming.headers or {}):
+            if type(msg) in untraced:
                 await self._handle_while_unavailable(where, msg, on_message)
+            else:
+                with telemetry.consume_span(msg, incoming.headers or {}):
+                    await self._handle_while_unavailable(where, msg, on_message)
         except Reject as exc:
             log.error("rejected message %s, dead-lettered: %s", where, describe(exc))
             await incoming.reject(requeue=False)
