@@ -216,6 +216,17 @@ async def enrol(database_url: str, hosts: int, refresh: float) -> None:
     await pool.close()
 
 
+async def spread_refreshes(pool: asyncpg.Pool, refresh: float) -> None:
+    """Statuses last published at times spread over one refresh period, as in a registry
+    that has run for a while: refreshes then come at their steady rate (hosts / refresh)."""
+    await pool.execute(
+        "UPDATE registry.hosts"
+        " SET status_published_at = now() - random() * make_interval(secs => $1)",
+        refresh,
+    )
+    await pool.execute("VACUUM ANALYZE registry.hosts")
+
+
 def verify_rates(count: int = 5000) -> tuple[float, float]:
     """(raw Ed25519 verifies/s of heartbeat-sized messages, `verify_body` calls/s), one core."""
     key = host_key(0)
@@ -396,6 +407,7 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
     await registry.halt()
     go = await publisher.start(drain)
     await go()
+    await spread_refreshes(pool, config.registry.status_refresh)
     profile = cProfile.Profile() if args.profile else None
     if profile:
         profile.enable()
@@ -426,6 +438,7 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
     await registry.start()
     await poll(await registries_consume(args.registries), 0.1)
     await poll(lambda: consumers(connection, DISPATCHER.queue), 0.1)
+    await spread_refreshes(pool, config.registry.status_refresh)
     sizes_before = await table_sizes(pool)
     sending = asyncio.create_task(go())
     start = time.perf_counter()
@@ -449,6 +462,9 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
     await poll(drained_all, 0.2)
     drain_seconds = time.perf_counter() - drain_start
     dead = await ready_depth(channel, f"{SERVICE.queue}.dead")
+    dispatcher_connection = await aio_pika.connect(dispatcher_url)
+    statuses_waiting = await ready_depth(await dispatcher_connection.channel(), DISPATCHER.queue)
+    await dispatcher_connection.close()
     rate = (offered - depth_end) / window
     growth = backlog_growth(samples)
     met = rate >= 0.98 * args.rate and growth <= 0.01 * args.rate
@@ -457,7 +473,8 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
         f" {offered / seconds:.0f}/s for {seconds:.0f} s, handled {rate:.0f}/s"
         f" (ratio {rate / raw_rate:.2f} of raw drain, {rate / raw_verify:.2f} of raw verify);"
         f" backlog at end {depth_end}, growing {growth:.0f}/s over the second half,"
-        f" gone {drain_seconds:.0f} s later; {dead} dead-lettered."
+        f" gone {drain_seconds:.0f} s later; {dead} dead-lettered; {statuses_waiting} statuses"
+        " waiting for the dispatcher."
         f" Target {args.rate:.0f}/s with no growing backlog: {'met' if met else 'NOT met'}",
         flush=True,
     )
