@@ -459,8 +459,11 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
     depth_end = await ready_depth(channel, SERVICE.queue)
     sizes_after = await table_sizes(pool)
     drain_start = time.perf_counter()
-    await poll(drained_all, 0.2)
-    drain_seconds = time.perf_counter() - drain_start
+    try:
+        await poll(drained_all, 0.5, timeout=args.seconds)
+        gone = f"gone {time.perf_counter() - drain_start:.0f} s later"
+    except TimeoutError:
+        gone = f"still {await ready_depth(channel, SERVICE.queue)} after {args.seconds:.0f} s"
     dead = await ready_depth(channel, f"{SERVICE.queue}.dead")
     dispatcher_connection = await aio_pika.connect(dispatcher_url)
     statuses_waiting = await ready_depth(await dispatcher_connection.channel(), DISPATCHER.queue)
@@ -473,7 +476,7 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
         f" {offered / seconds:.0f}/s for {seconds:.0f} s, handled {rate:.0f}/s"
         f" (ratio {rate / raw_rate:.2f} of raw drain, {rate / raw_verify:.2f} of raw verify);"
         f" backlog at end {depth_end}, growing {growth:.0f}/s over the second half,"
-        f" gone {drain_seconds:.0f} s later; {dead} dead-lettered; {statuses_waiting} statuses"
+        f" {gone}; {dead} dead-lettered; {statuses_waiting} statuses"
         " waiting for the dispatcher."
         f" Target {args.rate:.0f}/s with no growing backlog: {'met' if met else 'NOT met'}",
         flush=True,
