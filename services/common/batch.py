@@ -72,6 +72,7 @@ class Batcher:
         self._running = 0
         self._pending: list[tuple[Any, asyncio.Future[None]]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._overdue = False  # the oldest waiting delivery has waited `wait` already
         self._suspects: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -100,22 +101,27 @@ class Batcher:
 
     def _expired(self) -> None:
         self._timer = None
+        self._overdue = True  # goes at the next free slot if none is free now
         self._kick(force=True)
 
     def _kick(self, force: bool = False) -> None:
         """Start batches while a slot is free: full ones, or any when `force`d.
 
         Deliveries that arrive while every slot is busy wait for a slot and then go together
-        (group commit): under load batches grow toward `size` without waiting for the timer.
+        (group commit). A slot that frees starts a partial batch only once its oldest delivery
+        has waited `wait`: starting whatever had arrived made batches of two or three on a
+        busy machine, each paying a whole transaction.
         """
         while self._pending and self._running < self.concurrency:
             if len(self._pending) < self.size and not force:
                 break
             items, self._pending = self._pending[: self.size], self._pending[self.size :]
             self._start(items)
-        if not self._pending and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if not self._pending:
+            self._overdue = False
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     def _start(self, items: list[tuple[Any, asyncio.Future[None]]]) -> None:
         self._running += 1
@@ -139,7 +145,7 @@ class Batcher:
                     error = BatchFailed(f"batch rejected: {exc}")
         finally:
             self._running -= 1
-            self._kick(force=True)  # what waited for this slot goes now
+            self._kick(force=self._overdue)  # what waited long enough for a slot goes now
         for _, future in items:
             if future.done():
                 continue  # its delivery was cancelled (shutdown): it is redelivered
