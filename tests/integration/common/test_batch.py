@@ -118,3 +118,32 @@ async def test_an_idempotent_handler_records_no_ids_and_retention_keeps_the_rest
         assert seen[-2:] == [third.id, third.id]
         ids = await runtime.pool.fetch("SELECT message_id FROM processed_messages")
         assert [r["message_id"] for r in ids] == [recent.id]
+
+
+async def test_a_freed_slot_lets_a_partial_batch_fill_until_it_waited(config) -> None:
+    """A slot that frees does not start the one delivery waiting (a transaction for one):
+    the batch goes when full or when its oldest delivery waited `wait`."""
+    async with service_runtime(config, "batchtest") as runtime:
+        calls: list[list[str]] = []
+        release = asyncio.Event()
+
+        async def handler(msgs, ctx) -> None:
+            calls.append([m.id for m in msgs])
+            if len(calls) == 1:
+                await release.wait()
+
+        batcher = Batcher(runtime, handler, size=3, wait=3.0, concurrency=1)
+        first = [BuildRequestV1(body=BODY) for _ in range(3)]
+        running = [asyncio.create_task(batcher.submit(m)) for m in first]
+
+        async def first_batch_started() -> bool:
+            return len(calls) == 1
+
+        await wait_for(first_batch_started)
+        late, later = BuildRequestV1(body=BODY), BuildRequestV1(body=BODY)
+        waiting = asyncio.create_task(batcher.submit(late))
+        await asyncio.sleep(0)  # `late` waits for the busy slot
+        release.set()
+        await asyncio.gather(*running)  # the slot is free; `late` has not waited 3 s yet
+        await asyncio.gather(waiting, batcher.submit(later))
+        assert calls == [[m.id for m in first], [late.id, later.id]]
