@@ -1,29 +1,39 @@
-"""The registry's batched heartbeat handling against raw aio-pika consume+ack, same broker.
+"""The registry's batched heartbeat handling at 100,000 hosts, beside the raw limits.
 
 Hosts are enrolled straight into the registry's tables (default 100,000, online, their last
-status already published), then signed heartbeats are published by a separate process, the way
-hosts would send them: each on its host's routing key `skyline.host.heartbeat.<host>`, with
-`user_id` `host-<host>`, signed by that host's key, so the registry's sender check and
-signature check see exactly what real hosts send. One broker user per host (100,000 users, each
-with its own connection) is more than this machine can hold beside the registry, so the
-publisher is one load-generator user standing for all those host connections: it has RabbitMQ's
-`impersonator` tag (which lets it set any `user_id`), may write only heartbeat routing keys on
-amq.topic, and reads nothing. The registry consumes as `skyline-registry`, through its real
-permissions; the administrator only creates the users, through the management API.
-Three figures, measured in the same run:
+status published at times spread over one `status_refresh`, so refreshes come at their steady
+rate), then signed heartbeats are published by a separate process, the way hosts would send
+them: each on its host's routing key `skyline.host.heartbeat.<host>`, with `user_id`
+`host-<host>`, signed by that host's key, so the registry's sender check and signature check see
+exactly what real hosts send. One broker user per host (100,000 users, each with its own
+connection) is more than this machine can hold beside the registry, so the publisher is one
+load-generator user standing for all those host connections: it has RabbitMQ's `impersonator`
+tag (which lets it set any `user_id`), may write only heartbeat routing keys on amq.topic, and
+reads nothing. The registry consumes as `skyline-registry`, through its real permissions; the
+administrator only creates the users, through the management API. Every service process sets
+telemetry up as `Service.main` does (recording spans, no exporter).
+Measured in the same run:
 
-1. raw aio-pika: drain a queue of the registry's shape (a service's quorum queue, dead-lettered,
-   bound to every heartbeat key) pre-filled with N heartbeats, consume + ack, same prefetch;
-2. skyline drain: the real registry service (`SERVICE.run`: batched consumer, signature and
-   replay checks, one transaction per batch, outbox relay) drains N pre-filled heartbeats;
-3. skyline sustained: heartbeats offered at --rate (default 3,334/s: 100,000 hosts at one per
-   30 s) for --seconds; prints the rate handled and the backlog at each sample, so a growing
-   backlog shows.
+1. raw Ed25519: `cryptography`'s verify of one heartbeat-sized message, and `verify_body` (the
+   canonical JSON of the body too), per second on one core;
+2. raw broker: the publisher's rate filling a queue (publish + confirm, pipelined), and raw
+   aio-pika draining a queue of the registry's shape (a service's quorum queue, dead-lettered,
+   bound to every heartbeat key) of the same messages, consume + ack, same prefetch;
+3. skyline drain: the real registry service (`SERVICE.run`: batched consumer, signature and
+   replay checks, one transaction per batch, outbox relay) drains N pre-filled heartbeats
+   (--profile writes a cProfile of it);
+4. skyline sustained: heartbeats offered at --rate (default 3,334/s: 100,000 hosts at one per
+   30 s) for --seconds (default 60) to --registries registry processes (the first in this
+   process, the others as subprocesses), with the dispatcher running in its own process and
+   consuming the statuses; samples the backlog (ready heartbeats) every --sample seconds and
+   says whether it grows; then the registry's and the dispatcher's database growth per hour
+   (pg_total_relation_size of every table, before and after, retention running every 10 s).
 
 A share of heartbeats (--changed, default 5%) change the host's free slots, so statuses are
 published through the outbox and the relay as in production.
 
-    .venv/bin/python bench/heartbeat_consume.py [--seconds 10] [--hosts 100000] [--rate 3334]
+    .venv/bin/python bench/heartbeat_consume.py [--seconds 60] [--hosts 100000] [--rate 3334]
+        [--registries 2] [--profile drain.prof]
 
 Starts a private RabbitMQ and PostgreSQL in a temp dir (services/common/localstack.py).
 """
@@ -35,6 +45,7 @@ import asyncio
 import cProfile
 import dataclasses
 import datetime
+import hashlib
 import json
 import shutil
 import subprocess
@@ -47,19 +58,14 @@ import aio_pika
 import asyncpg
 from bench_broker import Made, declare_consumer_queue, delete_queues, principals_of, unique
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    load_pem_private_key,
-)
 from skyline_messages import HostHeartbeatV1
 
-from services.common import db, principals
+from services.common import db, principals, telemetry
 from services.common.bus import encode, wire_message
-from services.common.config import load_config
+from services.common.config import Config, load_config
 from services.common.localstack import PostgreSQL, RabbitMQ, free_port
-from services.common.signing import public_key_b64, sign_body
+from services.common.signing import canonical_json, public_key_b64, sign_body, verify_body
+from services.dispatcher.__main__ import SERVICE as DISPATCHER
 from services.registry.__main__ import SERVICE
 
 # The load generator: stands for every host's connection (see the docstring).
@@ -73,21 +79,37 @@ LOAD_GENERATOR_PERMISSIONS = principals.Permissions(
 )
 
 
+def host_key(host: int) -> Ed25519PrivateKey:
+    """Every host has its own key (as real ones do: the registry parses and caches each),
+    derived from its number so the publisher and the enrolment agree without sharing files."""
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"bench-host-%d" % host).digest())
+
+
+# How often retention runs in the services here: often enough to run inside the window.
+RETENTION_INTERVAL = 10.0
+
+
+def heartbeat_body(host: int, seq: int, base: datetime.datetime, changed: int) -> dict:
+    free = 0 if (seq * 7919) % 100 < changed else 1  # a few change their slots
+    signed_at = (base + datetime.timedelta(microseconds=seq)).isoformat()
+    return {"host": f"h{host}", "free_slots": free, "running": 0, "signed_at": signed_at}
+
+
 # The publisher (a separate process, like the hosts): signs and encodes every heartbeat first,
-# then publishes them as fast as it can (--fill) or at --rate, with confirms pipelined.
+# then publishes them as fast as it can or at --rate, with confirms pipelined, printing how
+# many it sent every second.
 
 
-async def publish(args: argparse.Namespace, pem: bytes) -> None:
-    key = load_pem_private_key(pem, password=None)
+async def publish(args: argparse.Namespace) -> None:
     base = datetime.datetime.fromisoformat(args.base)
+    keys = [host_key(h) for h in range(min(args.hosts, args.count))]
     wires = []
     for seq in range(args.count):
         host = seq % args.hosts
-        free = 0 if (seq * 7919) % 100 < args.changed else 1  # a few change their slots
-        signed_at = (base + datetime.timedelta(microseconds=seq)).isoformat()
-        name = f"h{host}"
-        body = {"host": name, "free_slots": free, "running": 0, "signed_at": signed_at}
-        msg = HostHeartbeatV1(body=sign_body(body, key), topic=HostHeartbeatV1.topic_for(name))
+        body = heartbeat_body(host, seq, base, args.changed)
+        name = body["host"]
+        signed = sign_body(body, keys[host])
+        msg = HostHeartbeatV1(body=signed, topic=HostHeartbeatV1.topic_for(name))
         wires.append((encode(msg), principals.host_user(name)))
     connection = await aio_pika.connect(args.amqp_url)
     channel = await connection.channel(publisher_confirms=True)
@@ -96,31 +118,40 @@ async def publish(args: argparse.Namespace, pem: bytes) -> None:
     sys.stdin.readline()  # go
     step = 0.05
     per_step = max(1, int(args.rate * step)) if args.rate else 500
-    start = time.perf_counter()
+    start = last = time.perf_counter()
     for n, first in enumerate(range(0, len(wires), per_step)):
         chunk = wires[first : first + per_step]
         await asyncio.gather(
             *(exchange.publish(wire_message(w, u), routing_key=w.routing_key) for w, u in chunk)
         )
+        now = time.perf_counter()
+        if now - last >= 1:
+            print(f"sent {first + len(chunk)}", flush=True)
+            last = now
         if args.rate:
             await asyncio.sleep(max(0.0, start + (n + 1) * step - time.perf_counter()))
-    print(f"published {len(wires)} in {time.perf_counter() - start:.1f} s", flush=True)
+    elapsed = time.perf_counter() - start
+    print(f"sent {len(wires)}", flush=True)
+    print(f"done {len(wires)} {elapsed:.3f}", flush=True)
     await connection.close()
 
 
 class Publisher:
-    def __init__(self, amqp_url: str, key: Path, hosts: int, changed: int) -> None:
-        self.amqp_url, self.key, self.hosts, self.changed = amqp_url, key, hosts, changed
+    def __init__(self, amqp_url: str, hosts: int, changed: int) -> None:
+        self.amqp_url, self.hosts, self.changed = amqp_url, hosts, changed
         self.phase = 0
+        self.sent = 0  # confirmed so far in the current phase
 
-    async def start(self, count: int, rate: float = 0) -> asyncio.Future:
-        """Prepare `count` heartbeats in a subprocess; returns a function that sends them."""
+    async def start(self, count: int, rate: float = 0):
+        """Prepare `count` heartbeats in a subprocess; returns a function that sends them and
+        returns (count, seconds)."""
         # Each phase signs later than the previous one, so no heartbeat is a replay.
         self.phase += 1
+        self.sent = 0
         base = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=60 - self.phase)
         proc = await asyncio.create_subprocess_exec(
             *(sys.executable, __file__, "--publisher", "--amqp-url", self.amqp_url),
-            *("--key", str(self.key), "--hosts", str(self.hosts), "--count", str(count)),
+            *("--hosts", str(self.hosts), "--count", str(count)),
             *("--rate", str(rate), "--base", base.isoformat()),
             *("--changed", str(self.changed)),
             stdin=subprocess.PIPE,
@@ -130,21 +161,30 @@ class Publisher:
         line = await proc.stdout.readline()
         assert line.strip() == b"ready", line
 
-        async def go() -> str:
+        async def go() -> tuple[int, float]:
+            assert proc.stdout is not None and proc.stdin is not None
             proc.stdin.write(b"go\n")
             await proc.stdin.drain()
-            report = (await proc.stdout.read()).decode().strip()
+            result = (0, 0.0)
+            async for raw in proc.stdout:
+                word, *rest = raw.decode().split()
+                if word == "sent":
+                    self.sent = int(rest[0])
+                elif word == "done":
+                    result = (int(rest[0]), float(rest[1]))
             await proc.wait()
-            return report
+            return result
 
         return go
 
 
-async def enrol(database_url: str, hosts: int, public_key: str) -> None:
-    """Enrol hosts straight into the registry's schema, online, their status published."""
+async def enrol(database_url: str, hosts: int, refresh: float) -> None:
+    """Enrol hosts straight into the registry's schema, online, their status published at
+    times spread over one refresh period (as in a registry that has run for a while)."""
     pool = await db.create_pool(database_url, "registry")
     await db.migrate(pool, "registry", SERVICE.migrations)
     names = [f"h{i}" for i in range(hosts)]
+    keys = [public_key_b64(host_key(i)) for i in range(hosts)]
     published = [
         json.dumps(
             {
@@ -155,6 +195,8 @@ async def enrol(database_url: str, hosts: int, public_key: str) -> None:
                 "arches": ["noarch", "x86_64"],
                 "releases": ["f40"],
                 "free_slots": 1,
+                "running": 0,
+                "max_slots": 1,
             }
         )
         for name in names
@@ -162,23 +204,56 @@ async def enrol(database_url: str, hosts: int, public_key: str) -> None:
     await pool.execute(
         "INSERT INTO hosts (host, owner, public_key, arches, releases, state, free_slots,"
         " last_heartbeat, status_published, status_published_at)"
-        " SELECT h, 'bench', $2, '{noarch,x86_64}', '{f40}', 'online', 1, now(), p::jsonb, now()"
-        " FROM unnest($1::text[], $3::text[]) AS v(h, p)",
+        " SELECT h, 'bench', k, '{noarch,x86_64}', '{f40}', 'online', 1, now(), p::jsonb,"
+        " now() - random() * make_interval(secs => $4)"
+        " FROM unnest($1::text[], $2::text[], $3::text[]) AS v(h, k, p)",
         names,
-        public_key,
+        keys,
         published,
+        refresh,
     )
     await pool.execute("VACUUM ANALYZE hosts")
     await pool.close()
 
 
-async def queue_depth(channel: aio_pika.abc.AbstractChannel, name: str) -> int:
+async def spread_refreshes(pool: asyncpg.Pool, refresh: float) -> None:
+    """Statuses last published at times spread over one refresh period, as in a registry
+    that has run for a while: refreshes then come at their steady rate (hosts / refresh)."""
+    await pool.execute(
+        "UPDATE registry.hosts"
+        " SET status_published_at = now() - random() * make_interval(secs => $1)",
+        refresh,
+    )
+    await pool.execute("VACUUM ANALYZE registry.hosts")
+
+
+def verify_rates(count: int = 5000) -> tuple[float, float]:
+    """(raw Ed25519 verifies/s of heartbeat-sized messages, `verify_body` calls/s), one core."""
+    key = host_key(0)
+    base = datetime.datetime.now(datetime.UTC)
+    bodies = [sign_body(heartbeat_body(i, i, base, 5), key) for i in range(count)]
+    messages = [canonical_json(b) for b in bodies]
+    signatures = [key.sign(m) for m in messages]
+    public = key.public_key()
+    start = time.perf_counter()
+    for signature, message in zip(signatures, messages, strict=True):
+        public.verify(signature, message)
+    raw = count / (time.perf_counter() - start)
+    public_b64 = public_key_b64(key)
+    start = time.perf_counter()
+    for body in bodies:
+        verify_body(body, public_b64)
+    return raw, count / (time.perf_counter() - start)
+
+
+async def ready_depth(channel: aio_pika.abc.AbstractChannel, name: str) -> int:
     queue = await channel.declare_queue(name, passive=True)
     return queue.declaration_result.message_count or 0
 
 
-async def raw_drain(made: Made, publisher: Publisher, count: int, prefetch: int) -> float:
-    """As a service of its own, before the registry's queue exists (so it alone gets them)."""
+async def raw_drain(made: Made, publisher: Publisher, count: int, prefetch: int):
+    """As a service of its own, before the registry's queue exists (so it alone gets them).
+    Returns (publish rate filling the queue, consume+ack rate draining it)."""
     service = unique("benchraw")
     url = await made.service(service)
     connection = await aio_pika.connect(url)
@@ -187,7 +262,7 @@ async def raw_drain(made: Made, publisher: Publisher, count: int, prefetch: int)
     name = principals.service_queue(service)
     queue = await declare_consumer_queue(channel, name, [HostHeartbeatV1.binding])
     go = await publisher.start(count)
-    await go()
+    sent, seconds = await go()
     done = asyncio.Event()
     received = 0
 
@@ -204,36 +279,34 @@ async def raw_drain(made: Made, publisher: Publisher, count: int, prefetch: int)
     elapsed = time.perf_counter() - start
     await connection.close()
     await delete_queues(url, name, f"{name}.dead")
-    return count / elapsed
+    return sent / seconds, count / elapsed
 
 
 class Registry:
     """The real registry service in this process."""
 
-    def __init__(self, config) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
         self.stop = asyncio.Event()
         self.task: asyncio.Task | None = None
 
-    async def start(self, connection: aio_pika.abc.AbstractConnection) -> None:
-        """Start the service; returns once its queue has a consumer."""
+    async def start(self) -> None:
         self.stop = asyncio.Event()
         self.task = asyncio.create_task(SERVICE.run(self.config, self.stop))
-
-        async def consuming() -> bool:
-            async with connection.channel() as channel:  # a missing queue closes it
-                try:
-                    queue = await channel.declare_queue(SERVICE.queue, passive=True)
-                except aio_pika.exceptions.ChannelNotFoundEntity:
-                    return False
-                return bool(queue.declaration_result.consumer_count)
-
-        await poll(consuming, 0.02)
 
     async def halt(self) -> None:
         self.stop.set()
         assert self.task is not None
         await self.task
+
+
+async def consumers(connection: aio_pika.abc.AbstractConnection, queue: str) -> int:
+    async with connection.channel() as channel:  # a missing queue closes it
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return 0
+        return int(declared.declaration_result.consumer_count or 0)
 
 
 async def poll(predicate, interval: float, timeout: float = 600) -> None:
@@ -244,8 +317,44 @@ async def poll(predicate, interval: float, timeout: float = 600) -> None:
         await asyncio.sleep(interval)
 
 
-async def processed(pool) -> int:
-    return await pool.fetchval("SELECT count(*) FROM registry.processed_messages")
+def service_config(base: Config, amqp_url: str, database_url: str) -> Config:
+    return dataclasses.replace(
+        base,
+        amqp_url=amqp_url,
+        database_url=database_url,
+        log_level="WARNING",
+        bus=dataclasses.replace(base.bus, retention_interval=RETENTION_INTERVAL),
+        # The synthetic hosts only heartbeat while the bench publishes: the offline sweep must
+        # not take them all offline between phases.
+        registry=dataclasses.replace(
+            base.registry, listen=f"127.0.0.1:{free_port()}", heartbeat_timeout=3600
+        ),
+        dispatcher=dataclasses.replace(base.dispatcher, listen=f"127.0.0.1:{free_port()}"),
+    )
+
+
+async def run_service(args: argparse.Namespace) -> None:
+    """A service process of the sustained phase (until SIGTERM)."""
+    service = SERVICE if args.service == "registry" else DISPATCHER
+    telemetry.setup(f"skyline-{service.name}")
+    await service.run(service_config(load_config(env={}), args.amqp_url, args.database_url))
+
+
+async def spawn(name: str, amqp_url: str, database_url: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, __file__, "--service", name),
+        *("--amqp-url", amqp_url, "--database-url", database_url),
+    )
+
+
+async def table_sizes(pool: asyncpg.Pool) -> dict[str, int]:
+    """Bytes of every table of the registry and the dispatcher (with indexes and TOAST)."""
+    rows = await pool.fetch(
+        "SELECT schemaname || '.' || relname AS name,"
+        " pg_total_relation_size(relid) AS bytes FROM pg_stat_user_tables"
+        " WHERE schemaname IN ('registry', 'dispatcher')"
+    )
+    return {r["name"]: r["bytes"] for r in rows}
 
 
 async def run(
@@ -257,111 +366,187 @@ async def run(
 
 async def measure(args: argparse.Namespace, made: Made, database_url: str, state: Path) -> None:
     amqp_url = await made.service("registry")
+    dispatcher_url = await made.service("dispatcher")
     load_generator = await made.user(
         LOAD_GENERATOR, LOAD_GENERATOR_PERMISSIONS, tags="impersonator"
     )
-    key = Ed25519PrivateKey.generate()
-    key_file = state / "bench.key"
-    key_file.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-    await enrol(database_url, args.hosts, public_key_b64(key))
     base = load_config(env={})
-    config = dataclasses.replace(
-        base,
-        amqp_url=amqp_url,
-        database_url=database_url,
-        log_level="WARNING",
-        # The synthetic hosts only heartbeat while the bench publishes: the offline sweep must
-        # not take them all offline between phases.
-        registry=dataclasses.replace(
-            base.registry, listen=f"127.0.0.1:{free_port()}", heartbeat_timeout=3600
-        ),
-    )
+    await enrol(database_url, args.hosts, base.registry.status_refresh)
+    config = service_config(base, amqp_url, database_url)
+    telemetry.setup("skyline-registry")  # as Service.main does: spans are recorded
     prefetch = SERVICE._prefetch(config)
-    publisher = Publisher(load_generator, key_file, args.hosts, args.changed)
+    publisher = Publisher(load_generator, args.hosts, args.changed)
     drain = args.drain
 
-    raw_rate = await raw_drain(made, publisher, drain, prefetch)
+    raw_verify, raw_verify_body = verify_rates()
     print(
-        f"raw aio-pika drain, consume+ack, prefetch {prefetch}:  {raw_rate:8.0f} msg/s", flush=True
+        f"raw Ed25519 verify, one core:                  {raw_verify:8.0f} /s"
+        f"  (verify_body with canonical JSON {raw_verify_body:.0f}/s)",
+        flush=True,
+    )
+    raw_publish, raw_rate = await raw_drain(made, publisher, drain, prefetch)
+    print(
+        f"raw broker: publish+confirm {raw_publish:.0f} msg/s;"
+        f" aio-pika drain, consume+ack, prefetch {prefetch}: {raw_rate:8.0f} msg/s",
+        flush=True,
     )
 
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     connection = await aio_pika.connect(amqp_url)  # the registry's user: it reads its queue
     channel = await connection.channel()
     registry = Registry(config)
-    await registry.start(connection)  # declares the queue
+    await registry.start()  # declares the queue
+
+    async def registries_consume(n: int):
+        async def check() -> bool:
+            return await consumers(connection, SERVICE.queue) >= n
+
+        return check
+
+    await poll(await registries_consume(1), 0.02)
     await registry.halt()
     go = await publisher.start(drain)
     await go()
-    before = await processed(pool)
+    await spread_refreshes(pool, config.registry.status_refresh)
     profile = cProfile.Profile() if args.profile else None
     if profile:
         profile.enable()
-    await registry.start(connection)
     start = time.perf_counter()
+    await registry.start()
 
     async def drained_all() -> bool:
-        return await processed(pool) >= before + drain
+        return await ready_depth(channel, SERVICE.queue) == 0
 
     await poll(drained_all, 0.05)
+    # The last prefetched deliveries are being handled: wait until the registry acked them.
+    await registry.halt()
     drained = drain / (time.perf_counter() - start)
     if profile:
         profile.disable()
         profile.dump_stats(args.profile)
     print(
-        f"skyline registry drain, batch {config.bus.batch_size}: {drained:8.0f} msg/s"
-        f"  ratio {drained / raw_rate:.2f}",
+        f"skyline registry drain, one process, batch {config.bus.batch_size}: {drained:8.0f} msg/s"
+        f"  ratio {drained / raw_rate:.2f} of raw drain",
         flush=True,
     )
 
+    # Sustained, with the dispatcher consuming the statuses and retention running.
     count = int(args.rate * args.seconds)
     go = await publisher.start(count, args.rate)
-    first = await processed(pool)
+    others = [await spawn("registry", amqp_url, database_url) for _ in range(args.registries - 1)]
+    dispatcher = await spawn("dispatcher", dispatcher_url, database_url)
+    await registry.start()
+    await poll(await registries_consume(args.registries), 0.1)
+    await poll(lambda: consumers(connection, DISPATCHER.queue), 0.1)
+    await spread_refreshes(pool, config.registry.status_refresh)
+    sizes_before = await table_sizes(pool)
     sending = asyncio.create_task(go())
     start = time.perf_counter()
-    samples = []
+    samples: list[tuple[float, int, int]] = []
     while not sending.done():
-        await asyncio.sleep(5 if args.seconds >= 30 else 1)
+        await asyncio.sleep(args.sample)
         elapsed = time.perf_counter() - start
-        depth = await queue_depth(channel, SERVICE.queue)
-        done = await processed(pool) - first
-        samples.append((elapsed, done, depth))
-        print(f"  t={elapsed:5.1f}s handled {done:7d} ({done / elapsed:6.0f}/s) backlog {depth}")
-    offered = await sending
+        depth = await ready_depth(channel, SERVICE.queue)
+        handled = max(0, publisher.sent - depth - prefetch * args.registries)
+        samples.append((elapsed, handled, depth))
+        print(
+            f"  t={elapsed:5.1f}s sent {publisher.sent:7d} handled ~{handled:7d}"
+            f" ({handled / elapsed:5.0f}/s) backlog {depth}",
+            flush=True,
+        )
+    offered, seconds = await sending
     window = time.perf_counter() - start
-    handled = await processed(pool) - first
-    depth = await queue_depth(channel, SERVICE.queue)
-    await connection.close()
-    await registry.halt()
-    statuses = await pool.fetchval("SELECT count(*) FROM registry.outbox")
-    unsent = await pool.fetchval("SELECT count(*) FROM registry.outbox WHERE sent_at IS NULL")
-    await pool.close()
-    rate = handled / window
-    verdict = "met" if rate >= 0.98 * args.rate and depth < args.rate else "NOT met"
+    depth_end = await ready_depth(channel, SERVICE.queue)
+    sizes_after = await table_sizes(pool)
+    drain_start = time.perf_counter()
+    try:
+        await poll(drained_all, 0.5, timeout=args.seconds)
+        gone = f"gone {time.perf_counter() - drain_start:.0f} s later"
+    except TimeoutError:
+        gone = f"still {await ready_depth(channel, SERVICE.queue)} after {args.seconds:.0f} s"
+    dead = await ready_depth(channel, f"{SERVICE.queue}.dead")
+    dispatcher_connection = await aio_pika.connect(dispatcher_url)
+    statuses_waiting = await ready_depth(await dispatcher_connection.channel(), DISPATCHER.queue)
+    await dispatcher_connection.close()
+    rate = (offered - depth_end) / window
+    growth = backlog_growth(samples)
+    met = rate >= 0.98 * args.rate and growth <= 0.01 * args.rate
     print(
-        f"skyline registry sustained: offered {args.rate:.0f}/s for {window:.0f} s, handled "
-        f"{rate:.0f}/s, backlog at end {depth} (target {args.rate:.0f}/s {verdict}); "
-        f"{statuses} statuses published, {unsent} unsent at stop"
+        f"skyline sustained, {args.registries} registry process(es): offered"
+        f" {offered / seconds:.0f}/s for {seconds:.0f} s, handled {rate:.0f}/s"
+        f" (ratio {rate / raw_rate:.2f} of raw drain, {rate / raw_verify:.2f} of raw verify);"
+        f" backlog at end {depth_end}, growing {growth:.0f}/s over the second half,"
+        f" {gone}; {dead} dead-lettered; {statuses_waiting} statuses"
+        " waiting for the dispatcher."
+        f" Target {args.rate:.0f}/s with no growing backlog: {'met' if met else 'NOT met'}",
+        flush=True,
     )
-    print(f"the publisher process {offered} (the rate actually offered)")
+    await report_growth(pool, sizes_before, sizes_after, window)
+    await registry.halt()
+    for proc in [*others, dispatcher]:
+        proc.terminate()
+        await proc.wait()
+    await connection.close()
+    await pool.close()
+
+
+def backlog_growth(samples: list[tuple[float, int, int]]) -> float:
+    """Least-squares slope of the backlog (heartbeats/s) over the second half of the samples."""
+    half = samples[len(samples) // 2 :]
+    if len(half) < 2:
+        return 0.0
+    mean_t = sum(t for t, _, _ in half) / len(half)
+    mean_d = sum(d for _, _, d in half) / len(half)
+    var = sum((t - mean_t) ** 2 for t, _, _ in half)
+    return sum((t - mean_t) * (d - mean_d) for t, _, d in half) / var if var else 0.0
+
+
+async def report_growth(
+    pool: asyncpg.Pool, before: dict[str, int], after: dict[str, int], window: float
+) -> None:
+    outbox = await pool.fetchrow(
+        "SELECT count(*) AS rows, count(*) FILTER (WHERE sent_at IS NULL) AS unsent"
+        " FROM registry.outbox"
+    )
+    print(
+        f"database growth per hour at this load (window {window:.0f} s, retention every"
+        f" {RETENTION_INTERVAL:.0f} s; registry outbox {outbox['rows']} rows,"
+        f" {outbox['unsent']} unsent):"
+    )
+    for schema in ("registry", "dispatcher"):
+        total = 0.0
+        for name in sorted(after):
+            if not name.startswith(f"{schema}."):
+                continue
+            grown = (after[name] - before.get(name, 0)) * 3600 / window
+            total += grown
+            if abs(grown) >= 1 << 20:
+                print(f"    {name:40s} {grown / (1 << 20):9.1f} MiB/h")
+        print(f"  {schema:42s} {total / (1 << 20):9.1f} MiB/h in all")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--hosts", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=3334)
     parser.add_argument("--drain", type=int, default=20_000)
+    parser.add_argument("--registries", type=int, default=1, help="registry processes")
+    parser.add_argument("--sample", type=float, default=5, help="seconds between samples")
     parser.add_argument("--changed", type=int, default=5, help="percent changing free slots")
     parser.add_argument("--profile", help="write a cProfile of the drain phase to this file")
     parser.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--service", help=argparse.SUPPRESS)
     parser.add_argument("--amqp-url", help=argparse.SUPPRESS)
-    parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--base", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publisher:
-        asyncio.run(publish(args, Path(args.key).read_bytes()))
+        asyncio.run(publish(args))
+        return
+    if args.service:
+        asyncio.run(run_service(args))
         return
     state = Path(tempfile.mkdtemp(prefix="skyline-bench-"))
     broker, postgres = RabbitMQ(state), PostgreSQL(state)

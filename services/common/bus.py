@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -143,6 +144,96 @@ def decode(incoming: AbstractIncomingMessage) -> tuple[fm.Message, str]:
     return msg, sender
 
 
+# How long an ack waits for an older delivery of its channel to be settled (so that one
+# `multiple` ack covers both) before it is sent alone.
+ACK_HOLD = 0.2
+
+
+class Acks:
+    """The acks of one consumer channel, coalesced: one `multiple` ack for every finished
+    delivery below the oldest one still being handled, sent once per loop iteration.
+
+    A batch of 100 heartbeats so costs one ack frame (one socket write) instead of 100. An
+    ack above a delivery still being handled (a batch that finished before an older one, a
+    handler waiting for a peer) is held at most ACK_HOLD seconds, then sent alone: a long
+    handler never holds up the others' acks, whose unacked count would fill the prefetch.
+    """
+
+    def __init__(self) -> None:
+        self._channel: object = None
+        self._open: set[int] = set()  # delivered, not yet settled
+        self._done: list[tuple[int, AbstractIncomingMessage]] = []  # to ack, a heap by tag
+        self._flushing = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def received(self, incoming: AbstractIncomingMessage) -> None:
+        try:
+            channel: object = incoming.channel
+        except aio_pika.exceptions.ChannelInvalidStateError:
+            channel = None  # closed already: nothing of it can be acked
+        if channel is not self._channel:  # a new channel (reconnected): tags start again
+            self._channel, self._open, self._done = channel, set(), []
+        self._open.add(incoming.delivery_tag or 0)
+
+    def settled(self, incoming: AbstractIncomingMessage) -> None:
+        """Rejected or nacked on its own: no longer holds back the acks after it."""
+        self._open.discard(incoming.delivery_tag or 0)
+        if self._done:
+            self._schedule()
+
+    def ack(self, incoming: AbstractIncomingMessage) -> None:
+        self._open.discard(incoming.delivery_tag or 0)
+        heapq.heappush(self._done, (incoming.delivery_tag or 0, incoming))
+        self._schedule()
+
+    async def send_all(self) -> None:
+        """At shutdown: send every ack now, held or not, and wait until they are written."""
+        if self._done:
+            self._flush(hold=False)
+        await asyncio.gather(*_SENDING, return_exceptions=True)
+
+    def _schedule(self) -> None:
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self, hold: bool = True) -> None:
+        self._flushing = False
+        if not hold:
+            self._timer = None  # this is the timer firing
+        oldest = min(self._open, default=None)
+        last = None
+        while self._done and (oldest is None or self._done[0][0] < oldest):
+            last = heapq.heappop(self._done)[1]
+        if last is not None:
+            self._send(last, multiple=True)
+        if not self._done:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        elif not hold:  # held long enough: each alone
+            for _, incoming in self._done:
+                self._send(incoming, multiple=False)
+            self._done = []
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(ACK_HOLD, self._flush, False)
+
+    @staticmethod
+    def _send(incoming: AbstractIncomingMessage, multiple: bool) -> None:
+        async def send() -> None:
+            try:
+                await incoming.ack(multiple=multiple)
+            except Exception as exc:  # the channel closed: the broker redelivers them all
+                log.warning("ack of %s failed: %s", incoming.message_id, describe(exc))
+
+        task = asyncio.ensure_future(send())
+        _SENDING.add(task)
+        task.add_done_callback(_SENDING.discard)
+
+
+_SENDING: set[asyncio.Future[None]] = set()  # ack writes in flight, referenced until done
+
+
 class Bus:
     """One connection, one confirming publisher channel, any number of consumers."""
 
@@ -156,6 +247,7 @@ class Bus:
         self._publish_channel: aio_pika.abc.AbstractChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._consumers: list[tuple[aio_pika.abc.AbstractQueue, str]] = []
+        self._acks: list[Acks] = []
 
     def use_credentials(self, user: str, password: str) -> None:
         """Connect (next time) as `user`: a host learns its credentials when it enrols."""
@@ -189,6 +281,8 @@ class Bus:
 
     async def close(self) -> None:
         await self.stop_consuming()
+        for acks in self._acks:
+            await acks.send_all()
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
@@ -239,10 +333,12 @@ class Bus:
         prefetch: int = 10,
         delivery_limit: int = 5,
         declare: bool = True,
+        batched: Collection[type[fm.Message]] = (),
     ) -> None:
         """Consume `queue_name`; with `declare`, first declare it (and its dead-letter queue)
         and bind it. A host consumes without declaring: the registry made its queue, and its
-        broker user may declare or bind nothing."""
+        broker user may declare or bind nothing. Messages of the `batched` classes get no span
+        each: their batch has one (services/common/batch.py)."""
         if self._connection is None:
             raise RuntimeError("Bus.subscribe() before connect()")
         channel = await self._connection.channel()
@@ -254,8 +350,13 @@ class Bus:
             # remembers the queue, so consuming resumes after the broker restarts.
             queue = await channel.get_queue(queue_name, ensure=True)
 
+        untraced = frozenset(batched)
+        acks = Acks()
+        self._acks.append(acks)
+
         async def deliver(incoming: AbstractIncomingMessage) -> None:
-            await self._deliver(queue_name, incoming, on_message)
+            acks.received(incoming)
+            await self._deliver(queue_name, incoming, on_message, untraced, acks)
 
         tag = await queue.consume(deliver)
         self._consumers.append((queue, tag))
@@ -283,21 +384,48 @@ class Bus:
         return queue
 
     async def _deliver(
-        self, queue_name: str, incoming: AbstractIncomingMessage, on_message: OnMessage
+        self,
+        queue_name: str,
+        incoming: AbstractIncomingMessage,
+        on_message: OnMessage,
+        untraced: Collection[type[fm.Message]] = (),
+        acks: Acks | None = None,
     ) -> None:
         """Ack after the handler succeeded; dead-letter what can never succeed; hold what
-        fails because something else is down. Log lines name the message, never its body."""
+        fails because something else is down. Log lines name the message, never its body.
+        With `acks`, acks are coalesced (Acks); a reject or nack is sent at once, alone."""
+        try:
+            ok = await self._outcome(queue_name, incoming, on_message, untraced)
+        finally:
+            if acks is not None:
+                acks.settled(incoming)  # after its reject or nack went out, or to be acked
+        if ok and acks is not None:
+            acks.ack(incoming)
+        elif ok:
+            await incoming.ack()
+
+    async def _outcome(
+        self,
+        queue_name: str,
+        incoming: AbstractIncomingMessage,
+        on_message: OnMessage,
+        untraced: Collection[type[fm.Message]],
+    ) -> bool:
+        """Handle one delivery; True when it is to be acked, else it was rejected or nacked."""
         where = f"{(incoming.routing_key or '')[:200]} (id {incoming.message_id}) on {queue_name}"
         try:
             msg, _sender = decode(incoming)
         except Undeliverable as exc:
             log.error("dead-lettered %s: %s", where, exc)
             await incoming.reject(requeue=False)
-            return
+            return False
         msg.queue = queue_name
         try:
-            with telemetry.consume_span(msg, incoming.headers or {}):
+            if type(msg) in untraced:
                 await self._handle_while_unavailable(where, msg, on_message)
+            else:
+                with telemetry.consume_span(msg, incoming.headers or {}):
+                    await self._handle_while_unavailable(where, msg, on_message)
         except Reject as exc:
             log.error("rejected message %s, dead-lettered: %s", where, describe(exc))
             await incoming.reject(requeue=False)
@@ -312,7 +440,8 @@ class Bus:
                 await asyncio.sleep(1)
             await incoming.nack(requeue=True)
         else:
-            await incoming.ack()
+            return True
+        return False
 
     @staticmethod
     async def _handle_while_unavailable(where: str, msg: fm.Message, on_message: OnMessage) -> None:

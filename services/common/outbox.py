@@ -23,6 +23,7 @@ refused one follows them on the next round.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -235,10 +236,12 @@ class Relay:
     async def run(self, interval: float = 2.0) -> None:
         """Flush whenever woken, and every `interval` seconds to pick up anything missed."""
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), interval)
-            except TimeoutError:
-                pass
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as
+            # the wait ends, which under load (a wake per transaction) left the relay running
+            # after shutdown cancelled it, and the service never stopped.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush()

@@ -156,6 +156,7 @@ class Service:
                         self._on_message(runtime),
                         prefetch=self._prefetch(config),
                         delivery_limit=config.bus.delivery_limit,
+                        batched=list(self.batched),
                     )
                 log.info("%s ready", self.name)
                 await stop.wait()

@@ -198,6 +198,23 @@ def consume_span(msg: Any, headers: Mapping[str, Any]) -> Iterator[trace.Span]:
 
 
 @contextlib.contextmanager
+def batch_span(topic: str, count: int) -> Iterator[trace.Span]:
+    """One span for a batch of `count` deliveries handled in one transaction (batch.py): its
+    messages get none of their own, so it starts a trace of its own."""
+    with _tracer.start_as_current_span(
+        f"{topic} process batch",
+        context=otel_context.Context(),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "rabbitmq",
+            "messaging.destination.name": topic,
+            "messaging.batch.message_count": count,
+        },
+    ) as span:
+        yield span
+
+
+@contextlib.contextmanager
 def publish_span(topic: str, parent: str | None = None) -> Iterator[trace.Span]:
     """A producer span, current while the message's headers are written.
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from skyline_messages import HostHeartbeatV1
 
+from services.common.batch import idempotent
 from services.common.errors import SignatureError
 from services.common.service import Context, Runtime
 from services.common.signing import verify_body
@@ -23,11 +24,14 @@ async def on_heartbeat(msg: HostHeartbeatV1, ctx: Context) -> None:
     await on_heartbeats([msg], ctx)
 
 
+@idempotent
 async def on_heartbeats(msgs: Sequence[HostHeartbeatV1], ctx: Context) -> None:
     """Authenticate heartbeats, record the newest per host, publish statuses that changed.
 
     Each heartbeat gets the checks it always had (enrolled host, signature, readable time, clock
     skew, replay), in delivery order; the database sees two statements for the whole batch.
+    Idempotent without processed-message ids: a heartbeat already applied is signed no later
+    than its host's `last_signed_at`, so the replay check drops it when it is redelivered.
     """
     known = await store.hosts_for_heartbeats(ctx.conn, sorted({m.body["host"] for m in msgs}))
     newest: dict[str, datetime.datetime | None] = {h: r["last_signed_at"] for h, r in known.items()}

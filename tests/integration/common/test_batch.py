@@ -8,7 +8,8 @@ import uuid
 import pytest
 from skyline_messages import BuildRequestV1
 
-from services.common.batch import Batcher
+from services.common import retention
+from services.common.batch import Batcher, idempotent
 from services.common.bus import Bus
 from services.common.testing import service_runtime
 
@@ -83,3 +84,66 @@ async def test_duplicates_are_skipped_within_and_across_batches(config) -> None:
         await asyncio.gather(batcher.submit(a), batcher.submit(a), batcher.submit(b))
         await batcher.submit(b)  # a redelivery after the commit
         assert sorted(seen) == sorted([a.id, b.id])
+
+
+async def test_an_idempotent_handler_records_no_ids_and_retention_keeps_the_rest(config) -> None:
+    """Ids inside the retention window still make redeliveries skipped after a prune; an
+    idempotent handler (it recognises what it applied itself) adds no ids at all."""
+    async with service_runtime(config, "batchtest") as runtime:
+        seen: list[str] = []
+
+        async def handler(msgs, ctx) -> None:
+            seen.extend(m.id for m in msgs)
+
+        @idempotent
+        async def by_itself(msgs, ctx) -> None:
+            seen.extend(m.id for m in msgs)
+
+        batcher = Batcher(runtime, handler, size=2, wait=0.01)
+        old, recent = BuildRequestV1(body=BODY), BuildRequestV1(body=BODY)
+        await asyncio.gather(batcher.submit(old), batcher.submit(recent))
+        await runtime.pool.execute(
+            "UPDATE processed_messages SET processed_at = now() - interval '8 days'"
+            " WHERE message_id = $1",
+            old.id,
+        )
+        assert await retention.prune(runtime.pool, config.bus) == (1, 0)
+        await batcher.submit(recent)  # redelivered inside the window: skipped
+        assert sorted(seen) == sorted([old.id, recent.id])
+
+        plain = Batcher(runtime, by_itself, size=1, wait=0.01)
+        third = BuildRequestV1(body=BODY)
+        await plain.submit(third)
+        await plain.submit(third)  # the handler's own check would skip it
+        assert seen[-2:] == [third.id, third.id]
+        ids = await runtime.pool.fetch("SELECT message_id FROM processed_messages")
+        assert [r["message_id"] for r in ids] == [recent.id]
+
+
+async def test_a_freed_slot_lets_a_partial_batch_fill_until_it_waited(config) -> None:
+    """A slot that frees does not start the one delivery waiting (a transaction for one):
+    the batch goes when full or when its oldest delivery waited `wait`."""
+    async with service_runtime(config, "batchtest") as runtime:
+        calls: list[list[str]] = []
+        release = asyncio.Event()
+
+        async def handler(msgs, ctx) -> None:
+            calls.append([m.id for m in msgs])
+            if len(calls) == 1:
+                await release.wait()
+
+        batcher = Batcher(runtime, handler, size=3, wait=3.0, concurrency=1)
+        first = [BuildRequestV1(body=BODY) for _ in range(3)]
+        running = [asyncio.create_task(batcher.submit(m)) for m in first]
+
+        async def first_batch_started() -> bool:
+            return len(calls) == 1
+
+        await wait_for(first_batch_started)
+        late, later = BuildRequestV1(body=BODY), BuildRequestV1(body=BODY)
+        waiting = asyncio.create_task(batcher.submit(late))
+        await asyncio.sleep(0)  # `late` waits for the busy slot
+        release.set()
+        await asyncio.gather(*running)  # the slot is free; `late` has not waited 3 s yet
+        await asyncio.gather(waiting, batcher.submit(later))
+        assert calls == [[m.id for m in first], [late.id, later.id]]

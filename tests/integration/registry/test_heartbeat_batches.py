@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from skyline_messages import HostHeartbeatV1, HostStatusV1
 from test_registry_service import KEY, OTHER_KEY, configure, enrol, heartbeat, iso, profile
 
+from services.common.batch import Batcher
 from services.registry.__main__ import SERVICE
 from services.registry.handlers import mark_silent_hosts_offline, on_heartbeats
 
@@ -71,3 +74,27 @@ async def test_an_offline_host_is_announced_again_when_it_comes_back(client, run
     await mark_silent_hosts_offline(runtime)
     await SERVICE.handle(runtime, heartbeat())
     assert [s[1] for s in await statuses(sent)] == ["online", "offline", "online"]
+
+
+async def test_a_redelivered_heartbeat_batch_changes_nothing_and_records_no_ids(
+    client, runtime, sent
+) -> None:
+    """Heartbeats keep no processed-message ids (the largest table at 100,000 hosts): their
+    signed, per-host increasing time is what makes a redelivery a no-op."""
+    await enrol(client, profile())
+    await enrol(client, profile("builder-2", OTHER_KEY))
+    configure(runtime, status_refresh=0)  # every heartbeat applied would publish a status
+    batcher = Batcher(runtime, on_heartbeats, size=3, wait=0.01)
+    first = [
+        heartbeat(free_slots=1, signed_at=iso(-20)),
+        heartbeat(free_slots=2, signed_at=iso(-10)),
+        heartbeat("builder-2", OTHER_KEY, free_slots=3),
+    ]
+    await asyncio.gather(*(batcher.submit(m) for m in first))
+    published = await statuses(sent)
+    assert published == [("builder-1", "online", 2), ("builder-2", "online", 3)]
+    await asyncio.gather(*(batcher.submit(m) for m in first))  # all of it again
+    assert await statuses(sent) == published
+    row = await runtime.pool.fetchrow("SELECT * FROM hosts WHERE host = 'builder-1'")
+    assert row["free_slots"] == 2
+    assert await runtime.pool.fetchval("SELECT count(*) FROM processed_messages") == 0
