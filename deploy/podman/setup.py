@@ -34,9 +34,10 @@ from services.common.signing import load_or_create_key, public_key_b64
 ADMIN_USER = "skyline-admin"  # the management API's administrator: only the registry uses it
 EXCHANGE = "amq.topic"
 VHOST = "/"
-# Secrets the registry and the builder read as environment variables: the containers'
-# entrypoint exports each file mounted in /run/skyline-env/ under its file name.
-ENV_SECRETS = ("registry-admin-token", "enrol-token")
+# Secrets the registry reads as environment variables: the containers' entrypoint exports
+# each file mounted in /run/skyline-env/ under its file name. Builders enrol with their
+# owners' tokens, which the registry makes at run time (the compose file's `owners` service).
+ENV_SECRETS = ("registry-admin-token",)
 
 
 def make_secret(folder: Path, name: str, make: Callable[[], str]) -> str:

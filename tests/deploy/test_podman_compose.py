@@ -136,6 +136,17 @@ class Deployment:
         )
         return sorted(out.split())
 
+    def state(self, name: str) -> str:
+        """`status exit-code`, e.g. "running 0" or "exited 1"."""
+        res = subprocess.run(
+            ["podman", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return res.stdout.strip()
+
     def healthy(self, name: str) -> bool:
         res = subprocess.run(
             ["podman", "healthcheck", "run", name], env=self.env, capture_output=True, timeout=60
@@ -216,6 +227,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         "SKYLINE_BASE_IMAGE": base,
         "SKYLINE_VOLUNTEERS": "1",
         "SKYLINE_DISPATCHERS": "2",  # replicas share the work through the database and queue
+        # The builder image has no bubblewrap yet (deploy/podman/README.md, "Not yet").
+        "SKYLINE_BUILDER_ALLOW_UNSANDBOXED": "true",
         **{f"SKYLINE_{i.upper()}_IMAGE": f"localhost/skyline-{i}:{tag}" for i in IMAGES},
     }
     system = Deployment(env, project, secrets, ports)
@@ -223,9 +236,17 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         up = time.monotonic()
         run([*system.compose, "up", "-d"], env, timeout=600)
         names = system.containers()
-        # broker, database, registry, 2 dispatchers, verifier, collector, builder, volunteer
-        assert len(names) == 9, names
-        for name in names:
+        # broker, database, registry, 2 dispatchers, verifier, collector, owners (one-shot),
+        # builder, volunteer
+        assert len(names) == 10, names
+        owners = next(n for n in names if "_owners_" in n)
+        wait_for(
+            "the owners service (exit 0)",
+            lambda: system.state(owners) == "exited 0",
+            HEALTH_TIMEOUT,
+            system.logs,
+        )
+        for name in (n for n in names if n != owners):
             wait_for(
                 f"{name} (its health check)",
                 lambda name=name: system.healthy(name),
@@ -250,11 +271,27 @@ def test_builders_enrol_with_their_trust(deployment: Deployment) -> None:
     """The farm's builder enrolled as core (its key is a core key), the volunteer as untrusted,
     each with its own broker user made by the registry."""
     farm = deployment.registry("/api/v1/hosts/farm-builder-1")
-    assert (farm["state"], farm["trust"]) == ("online", "core")
+    assert (farm["state"], farm["trust"], farm["owner"]) == ("online", "core", "farm")
     volunteer = next(n for n in deployment.containers() if "_volunteer_" in n)
     host = run(["podman", "exec", volunteer, "cat", "/etc/hostname"], deployment.env).strip()
     view = deployment.registry(f"/api/v1/hosts/{host}")
     assert (view["state"], view["trust"], view["owner"]) == ("online", "untrusted", "volunteer")
+
+
+def test_owners_service_keeps_the_tokens(deployment: Deployment) -> None:
+    """Each builder volume holds its own owner's token only; the one-shot owners service run
+    again (as every `up` does) keeps them, since the registry shows a token only once."""
+    tokens = {owner: deployment.volume_path(f"{owner}-owner") for owner in ("farm", "volunteer")}
+    assert {owner: sorted(p.name for p in path.iterdir()) for owner, path in tokens.items()} == {
+        "farm": ["farm"],
+        "volunteer": ["volunteer"],
+    }
+    before = {owner: (path / owner).read_text() for owner, path in tokens.items()}
+    owners = next(n for n in deployment.containers() if "_owners_" in n)
+    out = run(["podman", "start", "--attach", owners], deployment.env, timeout=300)
+    assert "owner farm: token kept" in out and "owner volunteer: token kept" in out, out
+    assert deployment.state(owners) == "exited 0"
+    assert {owner: (path / owner).read_text() for owner, path in tokens.items()} == before
 
 
 def test_dispatcher_replicas_share_its_queue(deployment: Deployment) -> None:

@@ -36,6 +36,8 @@ def test_secrets_are_private_and_kept(tmp_path: Path) -> None:
     # Passwords, tokens and the key are made once; only the definitions (new salts) change.
     changed = {name for name in first if first[name] != again[name]}
     assert changed == {"rabbitmq-definitions.json"}
+    # No shared enrolment token: builders enrol with their owners' tokens.
+    assert "enrol-token" not in first
 
 
 def test_definitions_are_the_permission_model(tmp_path: Path) -> None:
