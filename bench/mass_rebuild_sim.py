@@ -314,7 +314,7 @@ def make_builders(n: int, rng: random.Random) -> list[Builder]:
         raise ValueError(f"at least {len(HOST_MIX)} builders, one per tag arch")
     counts = [max(1, round(n * share)) for _, share, _ in HOST_MIX]
     counts[0] += n - sum(counts)  # the rounding's remainder goes to the most common arch
-    builders = []
+    builders: list[Builder] = []
     for (arch, _, slot_choices), count in zip(HOST_MIX, counts, strict=True):
         for _ in range(count):
             slots = rng.choice(slot_choices)
@@ -428,6 +428,7 @@ class Simulation:
         self.packages = packages
         self.speed_aware = speed_aware
         self.now = 0.0
+        self.deadline = 0.0  # the speed-aware rule's, set at each pull
         self.builders = {b.view.host: b for b in builders}
         for b in builders:
             b.view.free_slots = b.slots
@@ -470,7 +471,7 @@ class Simulation:
     def candidates(self, host: matching.HostView, limit: int) -> list[matching.TaskView]:
         """The store's pull_candidates: queued tasks of the host's arches, best key first."""
         heads = [q for a, q in self.queues.items() if a in host.arches and q]
-        out = []
+        out: list[tuple[tuple, int]] = []
         while heads and len(out) < limit:
             best = min(heads, key=lambda q: q[0])
             out.append(heapq.heappop(best))
@@ -485,6 +486,8 @@ class Simulation:
             return []
         # The real pull's candidate count; a speed-aware pull looks deeper (it declines some).
         extra = 4 if self.speed_aware is None else 32
+        if self.speed_aware is not None:
+            self.deadline = self._deadline(self.speed_aware)
         pulled = self.candidates(host, min(200, host.free_slots + extra))
         eligible = [t for t in pulled if matching.can_build(host, t)]
         if self.speed_aware is not None:
@@ -505,8 +508,9 @@ class Simulation:
 
     def _fits(self, b: Builder, task: matching.TaskView) -> bool:
         """The proposed speed-aware rule (not in services/): a task goes to a slower host only
-        if, finishing there and its remaining path at the fastest hosts, it still ends within
-        the estimated lower bound; the fastest hosts of its arch take anything."""
+        if, finishing there and its remaining path at the fastest hosts, it still ends by the
+        deadline (the estimated lower bound, or the current critical path once behind it);
+        the fastest hosts of its arch take anything."""
         sa = self.speed_aware
         assert sa is not None
         i, arch = self.tasks[task.task_id]
@@ -514,7 +518,17 @@ class Simulation:
         if b.speed >= TOP_SPEED * fastest:
             return True
         w, rank = sa.estimates[i], sa.rank[i]
-        return self.now + w / b.speed + (rank - w) / fastest <= sa.horizon
+        return self.now + w / b.speed + (rank - w) / fastest <= self.deadline
+
+    def _deadline(self, sa: SpeedAware) -> float:
+        """The estimated lower bound, or once behind it, now plus the longest remaining path
+        of a queued task (the current critical one then waits for the fastest hosts only)."""
+        behind = 0.0
+        for arch, queue in self.queues.items():
+            if queue:
+                i, _ = self.tasks[queue[0][1]]
+                behind = max(behind, self.now + sa.rank[i] / sa.fastest[arch])
+        return max(sa.horizon, behind)
 
     def schedule_tasks(self, tids: list[int]) -> list[tuple[matching.TaskView, str]]:
         """handlers.schedule_tasks: each new task's preferred free hosts pull, until leased."""
