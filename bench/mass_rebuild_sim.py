@@ -31,7 +31,11 @@ arch and let them pull (schedule_tasks: matching.pick_host's preference). Orderi
 - fifo: every task at the same priority, so in submission order (the tag's, alphabetical);
 - cp-priority: the existing `priority` field set from the package's longest remaining
   dependency path (estimated durations, log-scaled into the mass-rebuild class 0..99);
-- cp-exact: the same path as an exact sort key (what a finer field would give).
+- cp-exact: the same path as an exact sort key (what a finer field would give);
+- cp-exact+speed: cp-exact with a proposed speed-aware host rule that is NOT in services/
+  (matching.HostView carries no speed): a slower host declines a task unless, finished there
+  and its remaining path at the fastest hosts, it still ends by the estimated lower bound,
+  and a new task tries the fastest free hosts first. It shows what the real policy lacks.
 
 The lower bound is max(critical path with each package at its fastest possible host, total
 work / total capacity); the per-arch bound (an arch's work / the capacity of hosts building it)
