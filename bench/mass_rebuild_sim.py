@@ -1,0 +1,726 @@
+"""A mass rebuild of Fedora's real package set on a simulated farm, driven by the dispatcher's
+real pure policy: how close to the lower bound does its scheduling finish?
+
+Discrete-event simulation, no I/O and no services. The workload comes from
+../shared/data/fedora-specs-2025-02.jsonl.gz (see that directory's README):
+
+- packages and their build dependencies (`build_deps`, resolved to the source package of that
+  name or the one defining a subpackage of that name; unresolved names are ignored and
+  counted). A dependency is a chain link: a package's tasks are queued only once every task of
+  every package it build-requires is done (Koji tags a build only when all its arches are).
+  Cycles (bootstrap loops) are broken by dropping the edge that closes them (counted);
+- arches: the tag builds x86_64, aarch64, ppc64le and s390x (i686 is multilib only and left
+  out); a noarch package is one noarch task (buildable anywhere), any other one task per tag
+  arch left by ExclusiveArch / ExcludeArch (Fedora's arch macros expanded; a package left with
+  no tag arch is not built, counted);
+- durations: heavy-tailed, a log-normal around a median that grows with spec_lines (a size
+  hint, not a duration), with known giants (kernel, browsers, LibreOffice, texlive, compilers)
+  at hours. A task's time on a host is its work / the host's speed.
+
+The farm: 500 builders by default, mostly x86_64 and aarch64, some ppc64le and s390x (fewer
+but bigger machines, as Fedora's are), of mixed slots and speed (log-normal). Every builder is
+a core host (results accepted at once: replicas are the trust simulation's subject, not this
+one's), all builds belong to one owner (releng) at mass-rebuild priority.
+
+Scheduling runs the real code paths of services/dispatcher/handlers.py with the store replaced
+by in-memory queues: a host with free slots pulls (schedule_host: candidates of its arches in
+the store's order, priority DESC then id, filtered by matching.can_build, core_claims first,
+then fairshare.interleave by class and owner); new tasks look for free hosts building their
+arch and let them pull (schedule_tasks: matching.pick_host's preference). Orderings compared:
+
+- fifo: every task at the same priority, so in submission order (the tag's, alphabetical);
+- cp-priority: the existing `priority` field set from the package's longest remaining
+  dependency path (estimated durations, log-scaled into the mass-rebuild class 0..99);
+- cp-exact: the same path as an exact sort key (what a finer field would give);
+- cp-exact+speed: cp-exact with a proposed speed-aware host rule that is NOT in services/
+  (matching.HostView carries no speed): a slower host declines a task unless, finished there
+  and its remaining path at the fastest hosts, it still ends by the estimated lower bound,
+  and a new task tries the fastest free hosts first. It shows what the real policy lacks.
+
+The lower bound is max(critical path with each package at its fastest possible host, total
+work / total capacity); the per-arch bound (an arch's work / the capacity of hosts building it)
+is a valid, tighter one, printed beside it.
+
+    .venv/bin/python bench/mass_rebuild_sim.py [--packages N] [--builders N] [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import heapq
+import json
+import math
+import random
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from services.dispatcher import arches, fairshare, matching
+
+DATA = Path(__file__).resolve().parents[2] / "shared/data/fedora-specs-2025-02.jsonl.gz"
+TAG_ARCHES = ("x86_64", "aarch64", "ppc64le", "s390x")
+OWNER = "releng"
+MASS_PRIORITY = 50  # a mass rebuild's priority (class MASS_REBUILD: 0..99)
+# The proposed speed-aware rule: hosts this close to the fastest of an arch count as fastest.
+TOP_SPEED = 0.9
+# Fedora's arch macros (redhat-rpm-config, early 2025), restricted to what matters here.
+ARCH_MACROS = {
+    "%{ix86}": ("i686",),
+    "%{x86}": ("i686",),
+    "%{arm}": ("armv7hl",),
+    "%{arm32}": ("armv7hl",),
+    "%{arm64}": ("aarch64",),
+    "%{power64}": ("ppc64le",),
+    "%{x86_64}": ("x86_64",),
+    "%{java_arches}": ("aarch64", "ppc64le", "s390x", "x86_64"),
+    "%{rust_arches}": ("aarch64", "ppc64le", "s390x", "x86_64"),
+    "%{golang_arches}": ("aarch64", "ppc64le", "s390x", "x86_64"),
+    "%{golang_arches_future}": ("aarch64", "ppc64le", "s390x", "x86_64"),
+    "%{nodejs_arches}": ("aarch64", "ppc64le", "s390x", "x86_64"),
+    "%{kernel_arches}": ("aarch64", "ppc64le", "s390x", "x86_64"),
+    "%{zig_arches}": ("aarch64", "x86_64"),
+    "%{ldc_arches}": ("aarch64", "ppc64le", "x86_64"),
+    "%{GPRbuild_arches}": ("aarch64", "ppc64le", "s390x", "x86_64"),
+    "%{fpc_arches}": ("aarch64", "ppc64le", "x86_64"),
+    "%{mono_arches}": ("aarch64", "ppc64le", "s390x", "x86_64"),
+    "%mono_arches": ("aarch64", "ppc64le", "s390x", "x86_64"),
+    "%{qt5_qtwebengine_arches}": ("aarch64", "x86_64"),
+    "%{qt6_qtwebengine_arches}": ("aarch64", "x86_64"),
+    "%{efi}": ("aarch64", "x86_64"),
+    "%{ocaml_native_compiler}": ("aarch64", "ppc64le", "s390x", "x86_64"),
+}
+# Builds known to take hours (reference-host minutes); everything else is log-normal.
+GIANTS = {
+    "kernel": 180,
+    "chromium": 480,
+    "firefox": 200,
+    "thunderbird": 200,
+    "libreoffice": 300,
+    "texlive": 360,
+    "qt5-qtwebengine": 300,
+    "qt6-qtwebengine": 300,
+    "webkitgtk": 240,
+    "gcc": 200,
+    "llvm": 150,
+    "rust": 120,
+    "ghc": 150,
+    "ceph": 240,
+    "nodejs": 90,
+    "java-21-openjdk": 120,
+    "java-17-openjdk": 120,
+}
+# Builders: (machine arch, share of the builders, slots to draw from): ppc64le and s390x are
+# few but big machines, as Fedora's POWER and LPAR builders are.
+HOST_MIX = (
+    ("x86_64", 0.46, (2, 4, 4, 8)),
+    ("aarch64", 0.38, (2, 4, 4, 8)),
+    ("ppc64le", 0.08, (8, 12, 16)),
+    ("s390x", 0.08, (8, 12, 16)),
+)
+
+
+@dataclasses.dataclass
+class Package:
+    name: str
+    work: float  # reference-host minutes of one arch's task
+    arches: tuple[str, ...]  # its tasks' arches
+    deps: list[int] = dataclasses.field(default_factory=list)
+    dependents: list[int] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Workload:
+    packages: list[Package]
+    stats: dict[str, int]
+
+
+def task_arches(row: dict, stats: dict[str, int]) -> tuple[str, ...]:
+    """The tag arches a package's tasks are for: ("noarch",) or a subset of TAG_ARCHES."""
+    if row["noarch"]:
+        if [a for a in row["exclusive_arch"] if a != "noarch"]:
+            stats["noarch_exclusive_ignored"] += 1  # Koji would pick a host of those arches
+        return ("noarch",)
+
+    def expand(tokens: Iterable[str]) -> set[str] | None:
+        out: set[str] = set()
+        known = False
+        for token in tokens:
+            token = token.rstrip(",")
+            if token in ARCH_MACROS:
+                out.update(ARCH_MACROS[token])
+                known = True
+            elif not token.startswith("%"):
+                out.add(token)
+                known = True
+        return out if known else None
+
+    exclusive = expand(row["exclusive_arch"])
+    excluded = expand(row["exclude_arch"]) or set()
+    allowed = [a for a in TAG_ARCHES if (exclusive is None or a in exclusive) and a not in excluded]
+    return tuple(allowed)
+
+
+def work_minutes(row: dict, rng: random.Random) -> float:
+    """Heavy-tailed: median ~4 min for a typical (150-line) spec, growing with its size."""
+    if row["name"] in GIANTS:
+        return GIANTS[row["name"]] * math.exp(rng.gauss(0, 0.1))
+    median = 4.0 * max(0.5, row["spec_lines"] / 150) ** 0.6
+    return min(12 * 60.0, median * math.exp(rng.gauss(0, 0.9)))
+
+
+def load_workload(
+    rows: Sequence[dict],
+    rng: random.Random,
+    cycles: str = "dfs",
+    universe: set[str] | frozenset[str] = frozenset(),
+) -> Workload:
+    """The packages of `rows`; `universe`: every name the whole data set provides (a
+    dependency on one left out by subsampling is counted apart from an unresolved one)."""
+    stats = dict.fromkeys(
+        (
+            "spec_rows",
+            "not_built_no_arch",
+            "noarch_exclusive_ignored",
+            "deps_resolved",
+            "deps_unresolved",
+            "deps_outside_sample",
+            "deps_self",
+            "cycle_edges_broken",
+        ),
+        0,
+    )
+    stats["spec_rows"] = len(rows)
+    kept = []
+    for row in sorted(rows, key=lambda r: r["name"]):  # the tag's (alphabetical) order
+        arch_list = task_arches(row, stats)
+        if not arch_list:
+            stats["not_built_no_arch"] += 1
+            continue
+        kept.append((row, Package(row["name"], work_minutes(row, rng), arch_list)))
+    index = {pkg.name: i for i, (_, pkg) in enumerate(kept)}
+    provider = dict(index)
+    for i, (row, _) in enumerate(kept):
+        for sub in row.get("subpackages", []):
+            provider.setdefault(sub, i)
+    packages = [pkg for _, pkg in kept]
+    for i, (row, pkg) in enumerate(kept):
+        deps = set()
+        for name in row["build_deps"]:
+            j = provider.get(name)
+            if j is None:
+                stats["deps_outside_sample" if name in universe else "deps_unresolved"] += 1
+            elif j == i:
+                stats["deps_self"] += 1
+            else:
+                stats["deps_resolved"] += 1
+                deps.add(j)
+        pkg.deps = sorted(deps)
+    if cycles == "scc":
+        stats["cycle_edges_broken"] = drop_scc_edges(packages)
+    else:
+        stats["cycle_edges_broken"] = break_cycles(packages)
+    for i, pkg in enumerate(packages):
+        for j in pkg.deps:
+            packages[j].dependents.append(i)
+    return Workload(packages, stats)
+
+
+def break_cycles(packages: list[Package]) -> int:
+    """Drop every dependency edge that closes a cycle (a DFS back edge): iterative, in order."""
+    colour = [0] * len(packages)  # 0 new, 1 on the stack, 2 done
+    broken = 0
+    for root in range(len(packages)):
+        if colour[root]:
+            continue
+        colour[root] = 1
+        stack = [(root, 0)]
+        while stack:
+            node, k = stack[-1]
+            deps = packages[node].deps
+            if k == len(deps):
+                colour[node] = 2
+                stack.pop()
+                continue
+            stack[-1] = (node, k + 1)
+            dep = deps[k]
+            if colour[dep] == 1:
+                deps[k] = -1
+                broken += 1
+            elif colour[dep] == 0:
+                colour[dep] = 1
+                stack.append((dep, 0))
+    for pkg in packages:
+        pkg.deps = [d for d in pkg.deps if d >= 0]
+    return broken
+
+
+def drop_scc_edges(packages: list[Package]) -> int:
+    """Drop every dependency edge inside a strongly connected component (Tarjan, iterative):
+    a bootstrap loop's members build against each other's previous builds."""
+    n = len(packages)
+    index: list[int | None] = [None] * n
+    low = [0] * n
+    on_stack = [False] * n
+    stack: list[int] = []
+    component = [0] * n
+    counter = 0
+    for root in range(n):
+        if index[root] is not None:
+            continue
+        work = [(root, 0)]
+        while work:
+            v, k = work.pop()
+            if k == 0:
+                index[v] = low[v] = counter
+                counter += 1
+                stack.append(v)
+                on_stack[v] = True
+            deps = packages[v].deps
+            if k < len(deps):
+                work.append((v, k + 1))
+                w = deps[k]
+                w_index = index[w]
+                if w_index is None:
+                    work.append((w, 0))
+                elif on_stack[w]:
+                    low[v] = min(low[v], w_index)
+                continue
+            if low[v] == index[v]:
+                while True:
+                    w = stack.pop()
+                    on_stack[w] = False
+                    component[w] = v
+                    if w == v:
+                        break
+            if work:
+                u = work[-1][0]
+                low[u] = min(low[u], low[v])
+    dropped = 0
+    for v, pkg in enumerate(packages):
+        kept = [d for d in pkg.deps if component[d] != component[v]]
+        dropped += len(pkg.deps) - len(kept)
+        pkg.deps = kept
+    return dropped
+
+
+@dataclasses.dataclass
+class Builder:
+    view: matching.HostView
+    slots: int
+    speed: float
+
+
+def make_builders(n: int, rng: random.Random) -> list[Builder]:
+    """`n` builders (at least one per tag arch) of HOST_MIX's arches, slots and mixed speed."""
+    if n < len(HOST_MIX):
+        raise ValueError(f"at least {len(HOST_MIX)} builders, one per tag arch")
+    counts = [max(1, round(n * share)) for _, share, _ in HOST_MIX]
+    counts[0] += n - sum(counts)  # the rounding's remainder goes to the most common arch
+    builders: list[Builder] = []
+    for (arch, _, slot_choices), count in zip(HOST_MIX, counts, strict=True):
+        for _ in range(count):
+            slots = rng.choice(slot_choices)
+            speed = min(2.5, max(0.4, math.exp(rng.gauss(0, 0.35))))
+            name = f"{arch}-{len(builders):04d}"
+            view = matching.HostView(
+                host=name,
+                trust="core",
+                arches=arches.buildable(["noarch", arch]),
+                releases=frozenset({"f42"}),
+                free_slots=slots,
+                owner="fedora",
+            )
+            builders.append(Builder(view, slots, speed))
+    return builders
+
+
+def topo_order(packages: list[Package]) -> list[int]:
+    remaining = [len(p.deps) for p in packages]
+    order = [i for i, r in enumerate(remaining) if r == 0]
+    for i in order:
+        for j in packages[i].dependents:
+            remaining[j] -= 1
+            if remaining[j] == 0:
+                order.append(j)
+    assert len(order) == len(packages), "cycles left"
+    return order
+
+
+def lower_bounds(
+    packages: list[Package], builders: list[Builder], work: Sequence[float] | None = None
+) -> dict[str, float]:
+    """Minutes: critical path at the fastest host per arch, total work / capacity, per-arch
+    work / capacity of the hosts building that arch. `work`: per package, else its own."""
+    w = [p.work for p in packages] if work is None else work
+    fastest = fastest_speeds(builders)
+    finish = [0.0] * len(packages)
+    for i in topo_order(packages):
+        pkg = packages[i]
+        start = max((finish[d] for d in pkg.deps), default=0.0)
+        finish[i] = start + max(w[i] / fastest[a] for a in pkg.arches)
+    capacity = sum(b.slots * b.speed for b in builders)
+    total = sum(w[i] * len(p.arches) for i, p in enumerate(packages))
+    per_arch = 0.0
+    for a in TAG_ARCHES:
+        cap = sum(b.slots * b.speed for b in builders if a in b.view.arches)
+        arch_work = sum(w[i] for i, p in enumerate(packages) if a in p.arches)
+        if arch_work:
+            per_arch = max(per_arch, arch_work / cap if cap else math.inf)
+    return {
+        "critical_path": max(finish, default=0.0),
+        "work_capacity": total / capacity,
+        "per_arch": per_arch,
+    }
+
+
+def fastest_speeds(builders: list[Builder]) -> dict[str, float]:
+    return {
+        a: max(b.speed for b in builders if a in b.view.arches)
+        for a in (*TAG_ARCHES, "noarch")
+        if any(a in b.view.arches for b in builders)
+    }
+
+
+def remaining_path(packages: list[Package], estimates: list[float]) -> list[float]:
+    """Each package's longest estimated path to the end of the rebuild, itself included."""
+    rank = [0.0] * len(packages)
+    for i in reversed(topo_order(packages)):
+        rank[i] = estimates[i] + max((rank[j] for j in packages[i].dependents), default=0.0)
+    return rank
+
+
+def to_priority(path: float, longest: float) -> int:
+    """A path length as a priority inside the mass-rebuild class (0..99), log-scaled."""
+    if longest <= 0:
+        return MASS_PRIORITY
+    scaled = math.log1p(path) / math.log1p(longest)
+    return min(99, max(0, round(99 * scaled)))
+
+
+@dataclasses.dataclass
+class SpeedAware:
+    estimates: list[float]  # per package, estimated reference minutes
+    rank: list[float]  # per package, estimated longest remaining path (reference minutes)
+    fastest: dict[str, float]  # per task arch, the fastest builder's speed
+    horizon: float  # the estimated lower bound (minutes)
+
+
+@dataclasses.dataclass
+class Result:
+    makespan: float
+    busy: float  # slot-minutes spent building
+    slot_minutes: float  # slots x makespan
+    leases: int
+    built_order: list[tuple[int, float, float]]  # (package, start of its first task, end)
+    runs: dict[int, tuple[str, float, float]]  # task -> (host, start, end)
+
+
+class Simulation:
+    """The dispatcher's pull and push paths over in-memory queues (handlers.schedule_host /
+    schedule_tasks with the store's ordering), and builders that finish after work / speed."""
+
+    def __init__(
+        self,
+        packages: list[Package],
+        builders: list[Builder],
+        priorities: Sequence[int],
+        keys: Sequence[tuple],
+        speed_aware: SpeedAware | None = None,
+    ) -> None:
+        self.packages = packages
+        self.speed_aware = speed_aware
+        self.now = 0.0
+        self.deadline = 0.0  # the speed-aware rule's, set at each pull
+        self.builders = {b.view.host: b for b in builders}
+        for b in builders:
+            b.view.free_slots = b.slots
+        # Tasks: (package, arch); ids in submission order (package order, then arch).
+        self.tasks: list[tuple[int, str]] = [
+            (i, a) for i, p in enumerate(packages) for a in p.arches
+        ]
+        self.views: list[matching.TaskView] = []
+        for tid, (i, arch) in enumerate(self.tasks):
+            priority = priorities[i]
+            self.views.append(
+                matching.TaskView(
+                    task_id=tid,
+                    arch=arch,
+                    release="f42",
+                    scratch=False,
+                    owner=OWNER,
+                    klass=fairshare.priority_class(priority),
+                )
+            )
+        self.keys = keys  # per package: the store's sort key, best first
+        self.queues: dict[str, list[tuple[tuple, int]]] = {a: [] for a in (*TAG_ARCHES, "noarch")}
+        self.leased: set[int] = set()
+        self.free: dict[str, set[str]] = {a: set() for a in self.queues}
+        for b in builders:
+            self._mark_free(b)
+
+    def _mark_free(self, b: Builder) -> None:
+        for a in b.view.arches:
+            if a in self.free:
+                if b.view.free_slots > 0:
+                    self.free[a].add(b.view.host)
+                else:
+                    self.free[a].discard(b.view.host)
+
+    def queue(self, tid: int) -> None:
+        i, arch = self.tasks[tid]
+        heapq.heappush(self.queues[arch], (self.keys[i], tid))
+
+    def candidates(self, host: matching.HostView, limit: int) -> list[matching.TaskView]:
+        """The store's pull_candidates: queued tasks of the host's arches, best key first."""
+        heads = [q for a, q in self.queues.items() if a in host.arches and q]
+        out: list[tuple[tuple, int]] = []
+        while heads and len(out) < limit:
+            best = min(heads, key=lambda q: q[0])
+            out.append(heapq.heappop(best))
+            heads = [q for q in heads if q]
+        return [self.views[tid] for _, tid in out]
+
+    def schedule_host(self, name: str) -> list[matching.TaskView]:
+        """handlers.schedule_host, the store's part in memory."""
+        b = self.builders[name]
+        host = b.view
+        if host.free_slots <= 0:
+            return []
+        # The real pull's candidate count; a speed-aware pull looks deeper (it declines some).
+        extra = 4 if self.speed_aware is None else 32
+        if self.speed_aware is not None:
+            self.deadline = self._deadline(self.speed_aware)
+        pulled = self.candidates(host, min(200, host.free_slots + extra))
+        eligible = [t for t in pulled if matching.can_build(host, t)]
+        if self.speed_aware is not None:
+            eligible = [t for t in eligible if self._fits(b, t)]
+        first = matching.core_claims(host, eligible)[: host.free_slots]
+        groups: dict[tuple[int, str], list[matching.TaskView]] = {}
+        for task in eligible:
+            if task not in first:
+                groups.setdefault((task.klass, task.owner), []).append(task)
+        chosen = first + fairshare.interleave(groups, {}, host.free_slots - len(first))
+        picked = {t.task_id for t in chosen}
+        for task in pulled:  # not leased: still queued
+            if task.task_id not in picked:
+                self.queue(task.task_id)
+        host.free_slots -= len(chosen)
+        self._mark_free(b)
+        return chosen
+
+    def _fits(self, b: Builder, task: matching.TaskView) -> bool:
+        """The proposed speed-aware rule (not in services/): a task goes to a slower host only
+        if, finishing there and its remaining path at the fastest hosts, it still ends by the
+        deadline (the estimated lower bound, or the current critical path once behind it);
+        the fastest hosts of its arch take anything."""
+        sa = self.speed_aware
+        assert sa is not None
+        i, arch = self.tasks[task.task_id]
+        fastest = sa.fastest[arch]
+        if b.speed >= TOP_SPEED * fastest:
+            return True
+        w, rank = sa.estimates[i], sa.rank[i]
+        return self.now + w / b.speed + (rank - w) / fastest <= self.deadline
+
+    def _deadline(self, sa: SpeedAware) -> float:
+        """The estimated lower bound, or once behind it, now plus the longest remaining path
+        of a queued task (the current critical one then waits for the fastest hosts only)."""
+        behind = 0.0
+        for arch, queue in self.queues.items():
+            if queue:
+                i, _ = self.tasks[queue[0][1]]
+                behind = max(behind, self.now + sa.rank[i] / sa.fastest[arch])
+        return max(sa.horizon, behind)
+
+    def schedule_tasks(self, tids: list[int]) -> list[tuple[matching.TaskView, str]]:
+        """handlers.schedule_tasks: each new task's preferred free hosts pull, until leased."""
+        out: list[tuple[matching.TaskView, str]] = []
+        tried: set[str] = set()
+        for tid in tids:
+            if tid in self.leased:
+                continue
+            task = self.views[tid]
+            for _ in range(16):  # HOSTS_TRIED
+                hosts = [self.builders[h].view for h in self.free[task.arch] if h not in tried]
+                if self.speed_aware is None:
+                    host = matching.pick_host(task, hosts)
+                else:  # proposed: the fastest eligible free host first
+                    fitting = [h for h in hosts if matching.can_build(h, task)]
+                    host = max(fitting, key=lambda h: self.builders[h.host].speed, default=None)
+                if host is None:
+                    break
+                tried.add(host.host)
+                chosen = self.schedule_host(host.host)
+                out += [(t, host.host) for t in chosen]
+                self.leased.update(t.task_id for t in chosen)
+                if tid in self.leased:
+                    break
+        return out
+
+    def run(self) -> Result:
+        packages = self.packages
+        waiting = [len(p.deps) for p in packages]
+        tasks_left = [len(p.arches) for p in packages]
+        by_package: dict[int, list[int]] = {}
+        for tid, (i, _) in enumerate(self.tasks):
+            by_package.setdefault(i, []).append(tid)
+        first_start: dict[int, float] = {}
+        events: list[tuple[float, int, str]] = []  # (end, task, host)
+        busy = 0.0
+        now = 0.0
+        built: list[tuple[int, float, float]] = []
+        runs: dict[int, tuple[str, float, float]] = {}
+
+        def start(leases: list[tuple[matching.TaskView, str]]) -> None:
+            nonlocal busy
+            for task, host in leases:
+                i, _ = self.tasks[task.task_id]
+                duration = packages[i].work / self.builders[host].speed
+                busy += duration
+                runs[task.task_id] = (host, now, now + duration)
+                first_start.setdefault(i, now)
+                self.now = now
+                heapq.heappush(events, (now + duration, task.task_id, host))
+
+        def release(i: int) -> list[int]:
+            new = by_package[i]
+            for tid in new:
+                self.queue(tid)
+            return new
+
+        ready = [tid for i, w in enumerate(waiting) if w == 0 for tid in release(i)]
+        start(self.schedule_tasks(ready))
+        while events:
+            now, tid, host = heapq.heappop(events)
+            self.now = now
+            i, _ = self.tasks[tid]
+            new: list[int] = []
+            tasks_left[i] -= 1
+            if tasks_left[i] == 0:  # the build is stored: its dependents' links may start
+                built.append((i, first_start[i], now))
+                for j in packages[i].dependents:
+                    waiting[j] -= 1
+                    if waiting[j] == 0:
+                        new += release(j)
+            b = self.builders[host]
+            b.view.free_slots += 1
+            self._mark_free(b)
+            chosen = self.schedule_host(host)  # its heartbeat with a free slot
+            self.leased.update(t.task_id for t in chosen)
+            leases = [(t, host) for t in chosen] + self.schedule_tasks(new)
+            start(leases)
+        assert len(built) == len(packages), "packages left unbuilt"
+        slots = sum(b.slots for b in self.builders.values())
+        return Result(now, busy, slots * now, len(self.leased), built, runs)
+
+
+@dataclasses.dataclass
+class Ordering:
+    keys: list[tuple]  # per package: (priority, finer key...), higher first
+    speed_aware: SpeedAware | None = None
+
+
+def orderings(
+    packages: list[Package], builders: list[Builder], rng: random.Random, noise: float
+) -> dict[str, Ordering]:
+    """The orderings compared, from durations as the dispatcher would estimate them (a
+    package's previous build times, off by a log-normal error)."""
+    estimates = [p.work * math.exp(rng.gauss(0, noise)) for p in packages]
+    path = remaining_path(packages, estimates)
+    longest = max(path, default=0.0)
+    exact = [(99, r) for r in path]
+    horizon = max(lower_bounds(packages, builders, estimates).values())
+    aware = SpeedAware(estimates, path, fastest_speeds(builders), horizon)
+    return {
+        "fifo": Ordering([(MASS_PRIORITY,) for _ in packages]),
+        "cp-priority": Ordering([(to_priority(r, longest),) for r in path]),
+        "cp-exact": Ordering(exact),
+        "cp-exact+speed": Ordering(exact, aware),
+    }
+
+
+def simulate(packages: list[Package], builders: list[Builder], ordering: Ordering) -> Result:
+    # The store orders by priority DESC, then id: as a key sorting ascending.
+    store_keys = [tuple(-k for k in key) for key in ordering.keys]
+    priorities = [key[0] for key in ordering.keys]
+    return Simulation(packages, builders, priorities, store_keys, ordering.speed_aware).run()
+
+
+def read_rows(path: Path, sample: int | None, rng: random.Random) -> tuple[list[dict], set[str]]:
+    """The rows (a random `sample` of them if given) and every name the whole file provides."""
+    with gzip.open(path, "rt") as f:
+        rows = [json.loads(line) for line in f]
+    universe = {r["name"] for r in rows} | {s for r in rows for s in r.get("subpackages", [])}
+    if sample is not None and sample < len(rows):
+        rows = rng.sample(rows, sample)
+    return rows, universe
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--packages", type=int, default=None, help="subsample N source packages")
+    parser.add_argument("--builders", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--estimate-noise",
+        type=float,
+        default=0.3,
+        help="sigma of the log-normal error of the durations the priority is computed from",
+    )
+    parser.add_argument(
+        "--cycles",
+        choices=("dfs", "scc"),
+        default="dfs",
+        help="break dependency cycles by dropping DFS back edges (fewest), or every edge"
+        " inside a strongly connected component (bootstrap loops build against old builds)",
+    )
+    parser.add_argument("--data", type=Path, default=DATA)
+    args = parser.parse_args()
+    if args.builders < len(HOST_MIX) or (args.packages is not None and args.packages < 1):
+        parser.error(f"--builders must be at least {len(HOST_MIX)}, --packages positive")
+    rng = random.Random(args.seed)
+    t0 = time.monotonic()
+    rows, universe = read_rows(args.data, args.packages, rng)
+    workload = load_workload(rows, rng, args.cycles, universe)
+    packages = workload.packages
+    builders = make_builders(args.builders, rng)
+    bounds = lower_bounds(packages, builders)
+    lb = max(bounds["critical_path"], bounds["work_capacity"])
+    lb_arch = max(lb, bounds["per_arch"])
+    n_tasks = sum(len(p.arches) for p in packages)
+    print(
+        f"{len(packages)} packages ({n_tasks} tasks) of {workload.stats['spec_rows']} spec rows;"
+        f" {len(builders)} builders, {sum(b.slots for b in builders)} slots"
+    )
+    print("workload:", ", ".join(f"{k} {v}" for k, v in workload.stats.items()))
+    for a, _, _ in HOST_MIX:
+        hs = [b for b in builders if a in b.view.arches]
+        cap = sum(b.slots * b.speed for b in hs)
+        work = sum(p.work for p in packages if a in p.arches)
+        print(f"  {a:8} {len(hs):4} builders capacity {cap:7.1f}  work {work / 60:8.1f} h")
+    noarch = sum(p.work for p in packages if p.arches == ("noarch",))
+    print(f"  noarch   work {noarch / 60:8.1f} h (any builder)")
+    print(
+        f"lower bound: critical path {bounds['critical_path'] / 60:.2f} h,"
+        f" work/capacity {bounds['work_capacity'] / 60:.2f} h -> {lb / 60:.2f} h;"
+        f" per-arch {bounds['per_arch'] / 60:.2f} h -> {lb_arch / 60:.2f} h"
+    )
+    keys = orderings(packages, builders, rng, args.estimate_noise)
+    print(
+        f"{'ordering':12} {'makespan h':>10} {'/ LB':>6} {'/ arch LB':>9} {'util':>6} {'sim s':>6}"
+    )
+    for name, key in keys.items():
+        t = time.monotonic()
+        result = simulate(packages, builders, key)
+        print(
+            f"{name:12} {result.makespan / 60:10.2f} {result.makespan / lb:6.3f}"
+            f" {result.makespan / lb_arch:9.3f} {result.busy / result.slot_minutes:6.1%}"
+            f" {time.monotonic() - t:6.1f}"
+        )
+    print(f"total {time.monotonic() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
