@@ -29,6 +29,7 @@ from services.common.tokens import bearer
 
 from . import (
     broker,
+    farm_api,
     hostquery,
     hosts_api,
     hoststate,
@@ -249,4 +250,4 @@ async def list_hosts(request: web.Request) -> web.Response:
     return web.json_response({"hosts": hosts, "next": hosts[-1]["host"] if more else None})
 
 
-ROUTES = [*routes, *hosts_api.ROUTES, *owners_api.ROUTES, *trust_api.ROUTES]
+ROUTES = [*routes, *hosts_api.ROUTES, *owners_api.ROUTES, *trust_api.ROUTES, *farm_api.ROUTES]
