@@ -167,7 +167,9 @@ def plan(args: argparse.Namespace) -> Plan:
     out = Path(args.out).expanduser() if args.out else default_out()
     if out.exists() and not args.force:
         raise CliError(f"{out} exists (this machine is enrolled?): --force replaces it")
-    enrol_token = ""
+    # The registry enrols a host (now and at each start of its builder) for the owner whose
+    # token it is shown: the builder's enrol_token is the owner token.
+    enrol_token = token
     if args.enrol_token_file:
         enrol_token = _read_secret(args.enrol_token_file, "enrol token")
     workdir = Path(args.workdir).expanduser().resolve() if args.workdir else default_workdir()
@@ -311,7 +313,9 @@ def _token_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--registry", help="the registry's URL (default: from the configuration)")
     p.add_argument("--token-file", help=f"a file holding your owner token (or ${TOKEN_ENV})")
     p.add_argument("--token", help="the owner token itself (shows in `ps`: prefer --token-file)")
-    p.add_argument("--enrol-token-file", help="the farm's enrolment token, if it has one")
+    p.add_argument(
+        "--enrol-token-file", help="a token to enrol with other than your owner token (default: it)"
+    )
     p.add_argument("--slots", type=int, help="builds at once (default 1)")
 
 
