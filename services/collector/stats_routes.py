@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.common.http import error
+from services.common.http import query_limit
 from services.common.service import RUNTIME
 
 from . import dashboard, queue_client, stats, stats_store
@@ -33,12 +33,7 @@ OVERVIEW_ROWS = 10  # leaderboard rows and recent builds on the overview page
 
 
 def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit")
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise error(400, f"limit must be a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
+    return query_limit(request, DEFAULT_LIMIT, MAX_LIMIT)
 
 
 def _html(text: str) -> web.Response:

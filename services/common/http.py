@@ -23,6 +23,17 @@ def error(status: int, message: str) -> web.HTTPException:
     )
 
 
+def query_limit(request: web.Request, default: int, maximum: int) -> int:
+    """The request's `?limit=`: `default` when absent, else a whole number from 1 to
+    `maximum`; anything else is a 400."""
+    raw = request.query.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise error(400, f"limit must be a whole number from 1 to {maximum}")
+    return int(raw)
+
+
 class _PayloadTooLarge(web.HTTPClientError):
     # aiohttp's HTTPRequestEntityTooLarge insists on (max_size, actual_size) arguments.
     status_code = 413

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.common.http import error
+from services.common.http import error, query_limit
 from services.common.service import RUNTIME
 
 from . import qos_events, qos_store, store
@@ -21,10 +21,7 @@ MAX_LIMIT = 1000
 
 
 def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise error(400, f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
+    return query_limit(request, DEFAULT_LIMIT, MAX_LIMIT)
 
 
 def _unknown(host: str) -> web.HTTPException:

@@ -17,7 +17,7 @@ import logging
 from aiohttp import web
 from skyline_messages.host import TRUST_REASON
 
-from services.common.http import error
+from services.common.http import error, query_limit
 from services.common.service import RUNTIME
 
 from . import owners_api, store, trust, trust_store
@@ -77,12 +77,7 @@ async def set_trust(request: web.Request) -> web.Response:
 
 
 def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit")
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise error(400, f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return int(raw)
+    return query_limit(request, DEFAULT_LIMIT, MAX_LIMIT)
 
 
 @routes.get("/api/v1/hosts/{host}/trust")
