@@ -63,7 +63,20 @@ PRIORITY = {"type": "integer", "minimum": 0, "maximum": 1000}
 MAX_CHAIN_LINKS = 100
 
 
-class BuildRequestV1(PartyTopic, _OwnedMessage):
+class _Request(PartyTopic, _OwnedMessage):
+    """A packager's request, on `<topic>.<principal>`: the key names who sent it."""
+
+    @property
+    def requester(self) -> str | None:
+        """The principal whose routing key this came on (None on the bare topic)."""
+        return self.party
+
+    @property
+    def owner(self) -> str:
+        return str(self.body["owner"])
+
+
+class BuildRequestV1(_Request):
     """A packager asks Skyline to build a source RPM for some architectures.
 
     Published on `skyline.build.request.<principal>`: the broker lets each packager's user
@@ -88,15 +101,6 @@ class BuildRequestV1(PartyTopic, _OwnedMessage):
             "priority": PRIORITY,
         },
     )
-
-    @property
-    def requester(self) -> str | None:
-        """The principal whose routing key this came on (None on the bare topic)."""
-        return self.party
-
-    @property
-    def owner(self) -> str:
-        return str(self.body["owner"])
 
     @property
     def srpm_name(self) -> str:
@@ -134,7 +138,7 @@ CHAIN_LINK = {
 }
 
 
-class BuildChainRequestV1(PartyTopic, _OwnedMessage):
+class BuildChainRequestV1(_Request):
     """A packager asks for a chain build: a DAG of source RPMs, each link built (one build
     per link) once the links it comes `after` are stored, against a repository of their RPMs.
 
@@ -160,14 +164,6 @@ class BuildChainRequestV1(PartyTopic, _OwnedMessage):
             "priority": PRIORITY,
         },
     )
-
-    @property
-    def requester(self) -> str | None:
-        return self.party
-
-    @property
-    def owner(self) -> str:
-        return str(self.body["owner"])
 
     @property
     def links(self) -> list[dict[str, Any]]:
