@@ -1,5 +1,7 @@
 """Builder agent without a broker: a fake bus and one local aiohttp server standing in for the
-registry, the SRPM source and the collector. The real end-to-end run is the lead's test."""
+registry, the SRPM source and the collector (tests/builder_fakes.py, held to the real services
+by tests/integration/builder/test_builder_fakes_contract.py). The real end-to-end run is the
+lead's test."""
 
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedora_messaging import message as fm
@@ -40,16 +41,10 @@ from services.common import telemetry
 from services.common.config import BuilderConfig, Config
 from services.common.errors import ConfigError
 from services.common.rpmfiles import result_set_digest
-from services.common.signing import (
-    load_or_create_key,
-    public_key_b64,
-    sign_body,
-    verify_body,
-    verify_fields,
-)
+from services.common.signing import load_or_create_key, public_key_b64, sign_body, verify_body
+from tests.builder_fakes import SRPM, TOKEN, Services
 
 HOST = "builder-01"
-SRPM = b"not really an srpm, but bytes are bytes"
 SRPM_SHA = hashlib.sha256(SRPM).hexdigest()
 NVR = "skyline-hello-1.0-1"
 RPM_NAME = f"{NVR}.noarch.rpm"
@@ -115,63 +110,6 @@ class FakeBus:
         return [m for m in self.published if isinstance(m, cls)]
 
 
-@dataclasses.dataclass
-class Services:
-    """Registry, SRPM source and collector in one local app."""
-
-    url: str = ""
-    enrolments: list[tuple[dict[str, Any], str | None]] = dataclasses.field(default_factory=list)
-    enrol_status: list[int] = dataclasses.field(default_factory=list)  # then 201
-    upload_status: list[int] = dataclasses.field(default_factory=list)  # then 201
-    uploads: dict[tuple[str, str], bytes] = dataclasses.field(default_factory=dict)
-    # Keys by host, as enrolled: uploads must be signed with them (like the collector's check).
-    keys: dict[str, str] = dataclasses.field(default_factory=dict)
-    upload_signatures: list[dict[str, str]] = dataclasses.field(default_factory=list)
-    srpm: bytes = SRPM
-    broker_credentials: bool = True
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/api/v1/hosts", self.enrol)
-        app.router.add_get("/srpms/{name}", self.get_srpm)
-        app.router.add_put("/api/v1/uploads/{lease}/{name}", self.put_upload)
-        return app
-
-    async def enrol(self, request: web.Request) -> web.Response:
-        profile = await request.json()
-        self.enrolments.append((profile, request.headers.get("Authorization")))
-        status = self.enrol_status.pop(0) if self.enrol_status else 201
-        if status < 300:
-            verify_body(profile, profile["public_key"])  # proof of possession, as the registry
-            self.keys[profile["host"]] = profile["public_key"]
-        body = {"error": "host name taken", "status": status} if status >= 400 else {"trust": "x"}
-        if status < 300 and self.broker_credentials:
-            body["broker"] = {"user": f"host-{profile['host']}", "password": "pw"}
-        return web.json_response(body, status=status)
-
-    async def get_srpm(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.srpm)
-
-    async def put_upload(self, request: web.Request) -> web.Response:
-        headers = request.headers
-        fields = {
-            "lease_id": request.match_info["lease"],
-            "name": request.match_info["name"],
-            "sha256": headers[client.SHA256_HEADER],
-            "host": headers[client.HOST_HEADER],
-            "signed_at": headers[client.SIGNED_AT_HEADER],
-        }
-        verify_fields(fields, headers[client.SIGNATURE_HEADER], self.keys[fields["host"]])
-        self.upload_signatures.append(fields)
-        if self.upload_status:
-            status = self.upload_status.pop(0)
-            return web.json_response({"error": f"nope ({status})", "status": status}, status=status)
-        data = await request.read()
-        assert headers[client.SHA256_HEADER] == hashlib.sha256(data).hexdigest()
-        self.uploads[(request.match_info["lease"], request.match_info["name"])] = data
-        return web.json_response({"stored": True}, status=201)
-
-
 @pytest.fixture
 async def services() -> AsyncIterator[Services]:
     state = Services()
@@ -211,7 +149,7 @@ def make_config(tmp_path: Path, services: Services, **builder: Any) -> Config:
         "workdir": str(tmp_path / "work"),
         "registry_url": services.url,
         "collector_url": services.url,
-        "enrol_token": "s3cret",
+        "enrol_token": TOKEN,
         "heartbeat_seconds": 0.05,
         "build_path": str(tmp_path / "build"),
         "backend": "rpmbuild",
@@ -293,7 +231,7 @@ async def test_enrols_subscribes_and_heartbeats(tmp_path: Path, services: Servic
         await eventually(lambda: len(bus.of(HostHeartbeatV1)) >= 2)
         key = public_key(agent)
     profile, auth = services.enrolments[0]
-    assert auth == "Bearer s3cret"
+    assert auth == f"Bearer {TOKEN}"
     assert profile["host"] == HOST and profile["owner"] == "alice"
     assert profile["public_key"] == key
     assert profile["arches"] == ["noarch", "x86_64"] and profile["releases"] == ["f41"]
@@ -302,7 +240,7 @@ async def test_enrols_subscribes_and_heartbeats(tmp_path: Path, services: Servic
     assert bus.subscriptions == [(f"skyline.builder.{HOST}", keys, 2)]
     # The registry made the host's own broker user and queue: the agent connects as that user
     # and consumes without declaring anything.
-    assert bus.credentials == (f"host-{HOST}", "pw") and bus.declared == [False]
+    assert bus.credentials == (f"host-{HOST}", "pw1") and bus.declared == [False]
     beat = bus.of(HostHeartbeatV1)[0]
     assert beat.topic == f"skyline.host.heartbeat.{HOST}"
     assert beat.body["free_slots"] == 2 and beat.body["running"] == 0
@@ -582,9 +520,9 @@ async def test_enrol_retries_a_registry_that_is_starting(services: Services) -> 
     services.enrol_status = [503, 502]
     async with aiohttp.ClientSession() as http:
         reply = await client.enrol(
-            http, services.url, profile(), base_delay=0.01, signing_key=ENROL_KEY
+            http, services.url, profile(), token=TOKEN, base_delay=0.01, signing_key=ENROL_KEY
         )
-    assert reply["trust"] == "x" and len(services.enrolments) == 3
+    assert reply["trust"] == "untrusted" and len(services.enrolments) == 3
 
 
 async def test_enrol_gives_up_on_an_unreachable_registry() -> None:
