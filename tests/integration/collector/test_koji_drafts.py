@@ -88,12 +88,13 @@ async def runtime(config: Config, koji_hub: KojiHub, tmp_path: Path) -> AsyncIte
         yield rt
 
 
-def _built(tmp: Path, name: str, host: str) -> list[Path]:
-    """The package as `host` built it: its RPM, the SRPM and a build log naming the host."""
-    srpm, rpms = build_test_package(tmp / host, name=name, arch=ARCH)
+def _built(tmp: Path, name: str, host: str, srpm: Path | None = None) -> list[Path]:
+    """The package as `host` built it: its RPM, the SRPM (`srpm`, the leased one, if given) and
+    a build log naming the host."""
+    own_srpm, rpms = build_test_package(tmp / host, name=name, arch=ARCH)
     log = tmp / host / "build.log"
     log.write_text(f"built on {host}\n")
-    return [*rpms, srpm, log]
+    return [*rpms, srpm or own_srpm, log]
 
 
 async def _result(runtime: Runtime, build: Build, host: str, files: list[Path]) -> Result:
@@ -279,7 +280,7 @@ async def test_an_odd_one_outs_draft_is_never_promoted(
 ) -> None:
     name = f"sky-{uuid.uuid4().hex[:8]}"
     bad = _built(tmp_path, name, "vol-a")
-    good = _built(tmp_path, name, "vol-b")
+    good = _built(tmp_path, name, "vol-b", srpm=bad[1])
     build = _new_build(502, bad)
     await _result(runtime, build, "vol-a", bad)
     await _replicate(runtime, build, ["vol-a"], "replica")
