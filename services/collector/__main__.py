@@ -5,6 +5,7 @@ from pathlib import Path
 
 from skyline_messages import (
     BuildCompleteV1,
+    BuildFailedV1,
     TaskFinishedV1,
     TaskLeasedV1,
     TaskReplicateV1,
@@ -30,6 +31,9 @@ SERVICE = Service(
         BuildCompleteV1: stats_handlers.both(stats_handlers.on_build_complete, on_build_complete),
         # A task waiting for agreement: its build may go into Koji as a draft meanwhile.
         TaskReplicateV1: kojidraft.on_task_replicate,
+        BuildFailedV1: stats_handlers.both(
+            stats_handlers.on_build_failed, kojidraft.on_build_failed
+        ),
     },
     routes=[*ROUTES, *stats_routes.ROUTES, *repos.ROUTES],
     listen=lambda config: config.collector.listen,

@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 import koji
-from skyline_messages import TaskReplicateV1
+from skyline_messages import BuildFailedV1, TaskReplicateV1
 
 from services.common.config import Config
 from services.common.errors import SkylineError
@@ -59,6 +59,15 @@ async def on_task_replicate(msg: TaskReplicateV1, ctx: Context) -> None:
         ctx.conn, build_id, body["nvr"], build["owner"], task_id, msg.exclude_hosts
     ):
         log.info("build %s: task %s waits for agreement, a draft is due", build_id, task_id)
+
+
+async def on_build_failed(msg: BuildFailedV1, ctx: Context) -> None:
+    """No agreement, or the build failed: its draft, if any, is never promoted."""
+    build_id = msg.body["build_id"]
+    row = await draft_store.get(ctx.conn, build_id)
+    if row is not None:
+        state = "skipped" if row["files"] is None else "rejected"
+        await draft_store.settle(ctx.conn, build_id, state, "the build failed")
 
 
 async def import_drafts(runtime: Runtime) -> None:

@@ -18,6 +18,7 @@ import koji
 import pytest
 from skyline_messages import (
     BuildCompleteV1,
+    BuildFailedV1,
     TaskFinishedV1,
     TaskLeasedV1,
     TaskReplicateV1,
@@ -315,6 +316,31 @@ async def test_an_odd_one_outs_draft_is_never_promoted(
     assert sorted(b["build_id"] for b in _hub_builds(koji_hub, build.nvr)) == sorted(
         [draft_id, binfo["id"]]
     )
+
+
+async def test_a_failed_builds_draft_is_never_promoted(
+    runtime: Runtime, koji_hub: KojiHub, tmp_path: Path
+) -> None:
+    files = _built(tmp_path, f"sky-{uuid.uuid4().hex[:8]}", "vol-a")
+    build = _new_build(506, files)
+    await _result(runtime, build, "vol-a", files)
+    await _replicate(runtime, build, ["vol-a"], "replica")
+    await _run_jobs(runtime)
+    draft_id = (await _draft(runtime, build.build_id))["koji_build_id"]
+
+    # No replica agreed in the end: the dispatcher fails the build.
+    failed = {"build_id": build.build_id, "owner": OWNER, "nvr": build.nvr}
+    async with runtime.transaction() as ctx:
+        await kojidraft.on_build_failed(
+            BuildFailedV1(body={**failed, "reason": "no agreement"}), ctx
+        )
+    await _run_jobs(runtime)
+    row = await _draft(runtime, build.build_id)
+    assert (row["state"], row["koji_build_id"]) == ("rejected", draft_id)
+    hub = koji_hub.session()
+    assert hub.getBuild(draft_id)["draft"] is True
+    assert hub.getBuild(build.nvr) is None
+    assert await _intent(runtime, build.build_id) is None
 
 
 async def test_crashes_between_draft_and_promotion_neither_lose_nor_duplicate(
