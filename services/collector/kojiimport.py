@@ -13,7 +13,8 @@ worker thread, and records the result in a new transaction. Idempotent across cr
   afresh; CGImport itself is one hub transaction: the build exists whole or not at all.
 
 A hub with another build of the N-V-R marks the intent failed (an admin must look); any other
-error is retried with a growing pause.
+error is retried with a growing pause. With Koji draft builds (kojidraft.py), a build whose
+draft holds exactly the accepted files is put in by promoting that draft instead.
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ MAX_TOOL = 255  # Koji's buildroot_tools_info columns are varchar(255)
 @dataclasses.dataclass(frozen=True)
 class Output:
     name: str  # file name (N-V-R.A.rpm, or a log's name)
-    path: str  # where the collector keeps it, relative to its Koji top directory
+    # Where the collector keeps it, relative to its Koji top directory (absolute: a draft's
+    # file still in the staging folder).
+    path: str
     sha256: str
     size: int
     arch: str  # the RPM's arch; the task's arch for a log
