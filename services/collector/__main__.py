@@ -3,11 +3,18 @@ keeps the contributors' statistics and serves their dashboard."""
 
 from pathlib import Path
 
-from skyline_messages import BuildCompleteV1, TaskFinishedV1, TaskLeasedV1, TaskVerifiedV1
+from skyline_messages import (
+    BuildCompleteV1,
+    BuildFailedV1,
+    TaskFinishedV1,
+    TaskLeasedV1,
+    TaskReplicateV1,
+    TaskVerifiedV1,
+)
 
 from services.common.service import Periodic, Service
 
-from . import repos, stats_handlers, stats_routes
+from . import kojidraft, repos, stats_handlers, stats_routes
 from .cleanup import INTERVAL, sweep_staging
 from .handlers import on_build_complete, on_task_finished, on_task_leased, on_task_verified
 from .kojiimport import import_pending
@@ -22,6 +29,11 @@ SERVICE = Service(
         # The Koji import shares these with the statistics: the env manifest, the intent.
         TaskFinishedV1: stats_handlers.both(stats_handlers.on_task_finished, on_task_finished),
         BuildCompleteV1: stats_handlers.both(stats_handlers.on_build_complete, on_build_complete),
+        # A task waiting for agreement: its build may go into Koji as a draft meanwhile.
+        TaskReplicateV1: kojidraft.on_task_replicate,
+        BuildFailedV1: stats_handlers.both(
+            stats_handlers.on_build_failed, kojidraft.on_build_failed
+        ),
     },
     routes=[*ROUTES, *stats_routes.ROUTES, *repos.ROUTES],
     listen=lambda config: config.collector.listen,
@@ -29,6 +41,11 @@ SERVICE = Service(
         Periodic("staging-sweep", lambda config: INTERVAL, sweep_staging),
         Periodic(
             "koji-import", lambda config: config.collector.koji_import_interval, import_pending
+        ),
+        Periodic(
+            "koji-drafts",
+            lambda config: config.collector.koji_import_interval,
+            kojidraft.import_drafts,
         ),
     ],
     migrations=Path(__file__).parent / "migrations",

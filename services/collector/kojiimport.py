@@ -13,7 +13,8 @@ worker thread, and records the result in a new transaction. Idempotent across cr
   afresh; CGImport itself is one hub transaction: the build exists whole or not at all.
 
 A hub with another build of the N-V-R marks the intent failed (an admin must look); any other
-error is retried with a growing pause.
+error is retried with a growing pause. With Koji draft builds (kojidraft.py), a build whose
+draft holds exactly the accepted files is put in by promoting that draft instead.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import datetime
 import json
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
 from importlib import metadata as dist_metadata
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from services.common.config import Config
 from services.common.errors import SkylineError
 from services.common.service import Runtime
 
-from . import kojimeta, storage, store
+from . import draft_store, kojidrafthub, kojimeta, storage, store
 
 log = logging.getLogger(__name__)
 
@@ -78,29 +80,68 @@ def session(settings: HubSettings) -> Any:
     return s
 
 
-def import_build(settings: HubSettings, plan: kojimeta.Plan, topdir: Path, attempt: str) -> int:
-    """Put `plan` into the hub unless it is there already; return the hub's build id.
-    Blocking (uploads, XML-RPC): run it in a thread."""
+@dataclasses.dataclass(frozen=True)
+class Imported:
+    koji_build_id: int
+    promoted: bool  # the hub's build is a draft of ours, promoted (Koji draft builds)
+
+
+def import_build(
+    settings: HubSettings,
+    plan: kojimeta.Plan,
+    topdir: Path,
+    attempt: str,
+    draft: kojidrafthub.Candidate | None = None,
+) -> Imported:
+    """Put `plan` into the hub unless it is there already: by promoting `draft` (the build's
+    draft, imported while it waited for agreement) if it holds these very files, else by a
+    regular import. Blocking (uploads, XML-RPC): run it in a thread."""
     hub = session(settings)
     try:
         if (done := _existing(hub, plan, settings.cg_name)) is not None:
             log.info("%s is in the hub already (build %d)", plan.nvr, done)
-            return done
+            # A crash after promoteBuild, before the result was recorded, ends here too.
+            return Imported(done, bool(hub.getBuild(done).get("promotion_ts")))
+        if draft is not None and draft.files == plan.digests:
+            if (promoted := _promote(hub, plan, settings.cg_name, draft)) is not None:
+                return Imported(promoted, True)
         folder = f"{UPLOAD_ROOT}/{plan.build_id}-{attempt}"
-        for o in plan.outputs:
-            target = f"{folder}/{o.relpath}" if o.relpath else folder
-            hub.uploadWrapper(str(topdir / o.path), target, name=o.name)
+        upload(hub, plan, topdir, folder)
         md = kojimeta.metadata(plan, settings.cg_name, cg_version())
         try:
             build = hub.CGImport(md, folder)
         except koji.GenericError:
             # Another attempt (a replica's) may have imported it meanwhile.
             if (done := _existing(hub, plan, settings.cg_name)) is not None:
-                return done
+                return Imported(done, False)
             raise
-        return int(build["id"])
+        return Imported(int(build["id"]), False)
     finally:
         hub.logout()
+
+
+def upload(hub: Any, plan: kojimeta.Plan, topdir: Path, folder: str) -> None:
+    """Every output into the hub's work/<folder>/ (an absolute output path is used as is)."""
+    for o in plan.outputs:
+        target = f"{folder}/{o.relpath}" if o.relpath else folder
+        hub.uploadWrapper(str(topdir / o.path), target, name=o.name)
+
+
+def _promote(
+    hub: Any, plan: kojimeta.Plan, cg_name: str, draft: kojidrafthub.Candidate
+) -> int | None:
+    """Promote the build's draft if the hub has it; None to import the build instead."""
+    draft_id = kojidrafthub.find_draft(hub, plan, cg_name, draft.koji_build_id)
+    if draft_id is None:
+        log.info("%s: no complete draft of these files in the hub", plan.nvr)
+        return None
+    try:
+        return kojidrafthub.promote(hub, draft_id)
+    except koji.ActionNotAllowed as exc:
+        # The hub's draft_promotion policy refuses us: the build goes in as a regular import
+        # and the draft stays unpromoted. An admin grants `draft-promoter` (see the README).
+        log.error("%s: promoting draft %d is not allowed: %s", plan.nvr, draft_id, exc)
+        return None
 
 
 def _existing(hub: Any, plan: kojimeta.Plan, cg_name: str) -> int | None:
@@ -138,8 +179,9 @@ async def run_one(
         plan = await build_plan(conn, config, claimed)
     attempt = f"{claimed['attempts']}-{uuid.uuid4().hex[:8]}"
     topdir = storage.koji_topdir(config)
+    draft = await _draft(pool, config, build_id)
     try:
-        koji_id = await asyncio.to_thread(import_build, settings, plan, topdir, attempt)
+        done = await asyncio.to_thread(import_build, settings, plan, topdir, attempt, draft)
     except AnotherBuild as exc:
         log.error("build %d (%s) cannot be imported: %s", build_id, plan.nvr, exc)
         async with pool.acquire() as conn:
@@ -158,9 +200,40 @@ async def run_one(
         async with pool.acquire() as conn:
             await store.koji_import_retry(conn, build_id, reason, pause)
         return
+    async with pool.acquire() as conn, conn.transaction():
+        await store.koji_import_done(conn, build_id, done.koji_build_id)
+        await _settle_draft(conn, build_id, done)
+    how = "by promoting its draft" if done.promoted else "by import"
+    log.info("build %d (%s) is Koji build %d (%s)", build_id, plan.nvr, done.koji_build_id, how)
+
+
+async def _draft(
+    pool: asyncpg.Pool, config: Config, build_id: int
+) -> kojidrafthub.Candidate | None:
+    """The build's draft, if drafts are on and one may be in the hub."""
+    if not config.collector.koji_drafts:
+        return None
     async with pool.acquire() as conn:
-        await store.koji_import_done(conn, build_id, koji_id)
-    log.info("build %d (%s) imported into Koji as build %d", build_id, plan.nvr, koji_id)
+        row = await draft_store.get(conn, build_id)
+    if row is None or row["files"] is None or row["state"] not in ("pending", "imported"):
+        return None
+    return kojidrafthub.Candidate(json.loads(row["files"]), row["koji_build_id"])
+
+
+async def _settle_draft(conn: asyncpg.Connection, build_id: int, done: Imported) -> None:
+    """The accepted build is in the hub: its draft was promoted, or it never will be."""
+    if done.promoted:
+        await draft_store.settle(conn, build_id, "promoted", koji_build_id=done.koji_build_id)
+        return
+    row = await draft_store.get(conn, build_id)
+    if row is None or row["state"] not in ("pending", "imported"):
+        return
+    if row["files"] is None:
+        await draft_store.settle(conn, build_id, "skipped", "accepted before a draft was made")
+    else:
+        # Another result was accepted (the draft's host was an odd one out), or promotion was
+        # refused: the draft stays in the hub unpromoted.
+        await draft_store.settle(conn, build_id, "rejected", "the accepted files differ")
 
 
 async def build_plan(
@@ -169,6 +242,17 @@ async def build_plan(
     """The build as the collector stored it: every stored task's files, and the SRPM (from the
     packager's upload when no task sent it back)."""
     rows = await store.build_stored_files(conn, claimed["build_id"])
+    return await plan_from_rows(conn, config, claimed, rows)
+
+
+async def plan_from_rows(
+    conn: asyncpg.Connection,
+    config: Config,
+    claimed: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+) -> kojimeta.Plan:
+    """The plan of `rows` (as build_stored_files gives them), with the packager's SRPM if no
+    row is one."""
     accepted = {t["task_id"]: t for t in json.loads(claimed["tasks"])}
     buildroots: dict[int, kojimeta.Buildroot] = {}
     outputs = []
@@ -204,7 +288,7 @@ async def build_plan(
 
 
 async def _packager_srpm(
-    conn: asyncpg.Connection, config: Config, nvr: str, row: asyncpg.Record
+    conn: asyncpg.Connection, config: Config, nvr: str, row: Mapping[str, Any]
 ) -> kojimeta.Output | None:
     source = await store.get_source(conn, row["srpm_sha256"])
     name = f"{nvr}.src.rpm"

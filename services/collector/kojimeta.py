@@ -23,7 +23,9 @@ MAX_TOOL = 255  # Koji's buildroot_tools_info columns are varchar(255)
 @dataclasses.dataclass(frozen=True)
 class Output:
     name: str  # file name (N-V-R.A.rpm, or a log's name)
-    path: str  # where the collector keeps it, relative to its Koji top directory
+    # Where the collector keeps it, relative to its Koji top directory (absolute: a draft's
+    # file still in the staging folder).
+    path: str
     sha256: str
     size: int
     arch: str  # the RPM's arch; the task's arch for a log
@@ -69,7 +71,9 @@ def _key(output: Output) -> str:
     return f"{output.relpath}/{output.name}" if output.relpath else output.name
 
 
-def metadata(plan: Plan, cg_name: str, cg_version: str) -> dict[str, Any]:
+def metadata(plan: Plan, cg_name: str, cg_version: str, draft: bool = False) -> dict[str, Any]:
+    """`draft`: a Koji draft build (hub >= 1.34), whose release the hub suffixes with
+    `,draft_<build id>` until promoteBuild gives it the plain N-V-R."""
     name, version, release = plan.nvr.rsplit("-", 2)
     ids = {br.task_id: i for i, br in enumerate(plan.buildroots, start=1)}
     used = {o.task_id for o in plan.outputs}
@@ -89,6 +93,7 @@ def metadata(plan: Plan, cg_name: str, cg_version: str) -> dict[str, Any]:
                     "files": plan.digests,
                 }
             },
+            **({"draft": True} if draft else {}),
         },
         # The hub refuses a buildroot no output uses.
         "buildroots": [
@@ -149,6 +154,19 @@ def already_imported(plan: Plan, found: Mapping[str, Any] | None, cg_name: str) 
     extra = (found.get("extra") or {}).get(EXTRA_KEY) or {}
     return (
         found.get("state") == 1  # COMPLETE
+        and found.get("cg_name") == cg_name
+        and extra.get("build_id") == plan.build_id
+        and extra.get("files") == plan.digests
+    )
+
+
+def is_draft_of(plan: Plan, found: Mapping[str, Any], cg_name: str) -> bool:
+    """Whether the hub's build `found` is a complete draft of this plan (same Skyline build,
+    same files), imported by this content generator."""
+    extra = (found.get("extra") or {}).get(EXTRA_KEY) or {}
+    return (
+        bool(found.get("draft"))
+        and found.get("state") == 1  # COMPLETE
         and found.get("cg_name") == cg_name
         and extra.get("build_id") == plan.build_id
         and extra.get("files") == plan.digests

@@ -156,6 +156,12 @@ class CollectorConfig:
     koji_cg_password_file: str = ""
     koji_cg_name: str = "skyline"  # the content generator the admin granted (grantCGAccess)
     koji_import_interval: float = 10.0  # seconds between looks for pending imports
+    # With a hub of Koji 1.34+: import a build waiting for agreement (the verifier asked for a
+    # replica) as a draft build from each task's first result, and promote that draft on
+    # build.complete if the accepted files are its files (collector/kojidraft.py). Off, or an
+    # older hub: builds are imported only once accepted, as before.
+    koji_drafts: bool = True
+    koji_draft_wait_hours: float = 24.0  # a draft not importable by then is given up
 
 
 @dataclasses.dataclass(frozen=True)
