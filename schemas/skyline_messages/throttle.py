@@ -11,10 +11,37 @@ RATE_FIELDS = {
     "threshold": {"type": "number", "minimum": 0, "maximum": 1},
     "window_seconds": {"type": "integer", "minimum": 1},
     "reason": {"type": "string", "maxLength": 2000},
+    # How many results the rate is over (optional: absent from older verifiers).
+    "results": {"type": "integer", "minimum": 0},
 }
 
 
-class ThrottleEngagedV1(SkylineMessage):
+class _Rate(SkylineMessage):
+    """The typed fields both throttle messages carry."""
+
+    @property
+    def bad_rate(self) -> float:
+        return float(self.body["bad_rate"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.body["threshold"])
+
+    @property
+    def window_seconds(self) -> int:
+        return int(self.body["window_seconds"])
+
+    @property
+    def results(self) -> int | None:
+        """None from a verifier that does not say."""
+        return self.body.get("results")
+
+    @property
+    def reason(self) -> str:
+        return self.body.get("reason", "")
+
+
+class ThrottleEngagedV1(_Rate):
     """Non-core hosts stop getting work; builds fall back to the central Koji."""
 
     topic = "skyline.throttle.engaged"
@@ -32,7 +59,7 @@ class ThrottleEngagedV1(SkylineMessage):
         )
 
 
-class ThrottleReleasedV1(SkylineMessage):
+class ThrottleReleasedV1(_Rate):
     """Volunteer hosts get work again."""
 
     topic = "skyline.throttle.released"
