@@ -12,13 +12,14 @@
 
 Defaults (issue 6): an untrusted host's result always needs an agreeing replica from another
 owner; a trusted host's result is replicated by sampling at a rate that falls with its record,
-never below `sample_floor` (nor, for a host whose owner is on probation or only sponsored, below
-`sample_probation` or `sample_sponsored`: registry standing.py), and rises with risk; an
+never below `sample_floor` (nor, for a host whose owner is on probation or only sponsored,
+below `sample_probation` or `sample_sponsored`: registry standing.py), and rises with risk; an
 official build needs a core host's result or a quorum of agreeing results from independent
-owners; a disagreement is settled by a core tie-break: the odd ones out are those the core host and another owner agreed against, and when
-the core host agrees with no one the package is not reproducible (nobody blamed, the core
-result stands). "Agree" means equal comparison keys (`Result.digest`): the RPM-aware
-comparison that computes them lives elsewhere. Randomness comes in as a parameter.
+owners; a disagreement is settled by a core tie-break: the odd ones out are those the core host
+and another owner agreed against, and when the core host agrees with no one the package is not
+reproducible (nobody blamed, the core result stands). "Agree" means equal comparison keys
+(`Result.digest`): the RPM-aware comparison that computes them lives elsewhere. Randomness
+comes in as a parameter.
 """
 
 from __future__ import annotations
