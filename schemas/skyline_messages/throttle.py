@@ -12,7 +12,7 @@ RATE_FIELDS = {
     "window_seconds": {"type": "integer", "minimum": 1},
     "reason": {"type": "string", "maxLength": 2000},
     # How many results the rate is over (optional: absent from older verifiers).
-    "results": {"type": "integer", "minimum": 0},
+    "results": {"type": "integer", "minimum": 0, "maximum": 1000000000},
 }
 
 

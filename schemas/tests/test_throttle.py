@@ -53,7 +53,7 @@ INVALID = [
         "threshold": [-1, 2],
         "window_seconds": [0, -60, 1.5, "3600"],
         "reason": [1, "x" * 2001],
-        "results": [-1, 1.5, "40", None],
+        "results": [-1, 1.5, "40", None, 10**10],
     }.items()
     for value in values
 ]

@@ -129,7 +129,8 @@ class VerifierConfig:
     critical_packages: list[str] = dataclasses.field(default_factory=list)
     # The farm-wide throttle (services/verifier/throttle.py): engaged when at least
     # throttle_min_results non-core results of the last throttle_window_seconds (the newest
-    # throttle_window_results) are in and this share of them is bad; released under
+    # throttle_window_results) are in and this share of them is bad, from the hosts of at
+    # least throttle_min_bad_owners owners; released under
     # throttle_release_rate, or when too few are left to judge. Checked again every
     # throttle_check_seconds too, so that bad results age out while no volunteer builds.
     throttle_engage_rate: float = 0.25
@@ -137,6 +138,7 @@ class VerifierConfig:
     throttle_min_results: int = 20
     throttle_window_seconds: int = 3600
     throttle_window_results: int = 200
+    throttle_min_bad_owners: int = 2
     throttle_check_seconds: float = 60.0
 
     def __post_init__(self) -> None:
@@ -152,6 +154,7 @@ class VerifierConfig:
             min_results=self.throttle_min_results,
             window_seconds=self.throttle_window_seconds,
             window_results=self.throttle_window_results,
+            min_bad_owners=self.throttle_min_bad_owners,
         )
 
 

@@ -13,7 +13,9 @@ way. Core hosts' good results are left out: while the throttle is engaged only c
 build, and their results must not release it on the volunteers' behalf.
 
 The window is the newest `window_results` outcomes of the last `window_seconds`. The throttle
-engages when at least `min_results` are in it and the bad share reaches `engage_rate`; it is
+engages when at least `min_results` are in it, the bad share reaches `engage_rate` and the bad
+results come from at least `min_bad_owners` owners (one owner's hosts cannot stop every
+volunteer: they are the registry's quarantine's business); it is
 released when the share falls below `release_rate` (lower: it does not flap around one
 threshold), or when fewer than `min_results` are left to judge: engaged, volunteers get no new
 leases, so the bad results age out and the throttle acts as a cool-down of one window.
@@ -41,6 +43,7 @@ class ThrottleConfig:
     min_results: int = 20  # outcomes the window needs before it engages
     window_seconds: int = 3600  # outcomes older than this are forgotten
     window_results: int = 200  # and only the newest this many count
+    min_bad_owners: int = 2  # owners whose hosts the bad results come from, at least
 
     def __post_init__(self) -> None:
         if not 0 <= self.release_rate <= self.engage_rate <= 1 or self.engage_rate == 0:
@@ -49,12 +52,15 @@ class ThrottleConfig:
             raise ValueError("throttle_min_results and throttle_window_seconds must be >= 1")
         if self.window_results < self.min_results:
             raise ValueError("throttle_window_results must be >= throttle_min_results")
+        if self.min_bad_owners < 1:
+            raise ValueError("throttle_min_bad_owners must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
 class Window:
     bad: int
     total: int
+    bad_owners: int  # distinct owners of the hosts whose results were bad
 
     @property
     def rate(self) -> float:
@@ -70,7 +76,8 @@ def decide(engaged: bool, window: Window, config: ThrottleConfig) -> Change | No
     """The change the window calls for, or None to stay as it is."""
     enough = window.total >= config.min_results
     if not engaged:
-        return Change.ENGAGE if enough and window.rate >= config.engage_rate else None
+        several = window.bad_owners >= config.min_bad_owners
+        return Change.ENGAGE if enough and several and window.rate >= config.engage_rate else None
     if not enough or window.rate < config.release_rate:
         return Change.RELEASE
     return None
@@ -79,6 +86,8 @@ def decide(engaged: bool, window: Window, config: ThrottleConfig) -> Change | No
 def reason(change: Change, window: Window, config: ThrottleConfig) -> str:
     """Why, in words (the message's `reason`, shown by the collector and the dispatcher)."""
     share = f"{window.bad} of the last {window.total} results bad ({window.rate:.0%})"
+    if window.bad:
+        share += f" from {window.bad_owners} owner{'s' if window.bad_owners != 1 else ''}"
     if change == Change.ENGAGE:
         return f"{share}, at or above {config.engage_rate:.0%}"
     if window.total < config.min_results:
@@ -93,14 +102,21 @@ def refusal_outcome(reason: str, trust: str | None) -> bool | None:
     return True
 
 
-def verdict_outcomes(body: Mapping[str, Any]) -> dict[str, bool]:
-    """The outcomes of an accepted task.verified body, by lease id: True for bad.
+Outcome = tuple[bool, str]  # (bad, the host's owner)
+
+
+def verdict_outcomes(body: Mapping[str, Any], owners: Mapping[str, str]) -> dict[str, Outcome]:
+    """The outcomes of an accepted task.verified body, by lease id. `owners` names the owner
+    of each of the task's results by lease id (an odd one out's is not in the message).
 
     An odd one out counts whatever its trust (a core host that the tie-break outvoted built
     something wrong too); agreeing core results do not count."""
     outcomes = {
-        str(a["lease_id"]): False for a in body.get("agreeing", ()) if a.get("trust") != Trust.CORE
+        str(a["lease_id"]): (False, str(a["owner"]))
+        for a in body.get("agreeing", ())
+        if a.get("trust") != Trust.CORE
     }
     for odd in body.get("odd_ones_out", ()):
-        outcomes[str(odd["lease_id"])] = True
+        lease_id = str(odd["lease_id"])
+        outcomes[lease_id] = (True, owners.get(lease_id, f"host {odd['host']}"))
     return outcomes

@@ -17,22 +17,25 @@ from skyline_messages import ThrottleEngagedV1, ThrottleReleasedV1
 
 from services.common.service import Runtime
 
-from .throttle import Change, ThrottleConfig, Window, decide, reason
+from .throttle import Change, Outcome, ThrottleConfig, Window, decide, reason
 
 log = logging.getLogger(__name__)
 
 
 async def count(
-    conn: asyncpg.Connection, outcomes: Mapping[str, bool], config: ThrottleConfig
+    conn: asyncpg.Connection, outcomes: Mapping[str, Outcome], config: ThrottleConfig
 ) -> list[fm.Message]:
-    """Count outcomes (lease id -> bad) and return the throttle message, if any, to publish."""
+    """Count outcomes (lease id -> (bad, owner)) and return the throttle message, if any, to
+    publish."""
     if not outcomes:
         return []
     await conn.execute(
-        "INSERT INTO throttle_outcomes (lease_id, bad)"
-        " SELECT * FROM unnest($1::uuid[], $2::boolean[]) ON CONFLICT (lease_id) DO NOTHING",
+        "INSERT INTO throttle_outcomes (lease_id, bad, owner)"
+        " SELECT * FROM unnest($1::uuid[], $2::boolean[], $3::text[])"
+        " ON CONFLICT (lease_id) DO NOTHING",
         list(outcomes),
-        list(outcomes.values()),
+        [bad for bad, _ in outcomes.values()],
+        [owner for _, owner in outcomes.values()],
     )
     return await evaluate(conn, config)
 
@@ -47,9 +50,10 @@ async def evaluate(conn: asyncpg.Connection, config: ThrottleConfig) -> list[fm.
         config.window_results,
     )
     row = await conn.fetchrow(
-        "SELECT count(*) FILTER (WHERE bad) AS bad, count(*) AS total FROM throttle_outcomes"
+        "SELECT count(*) FILTER (WHERE bad) AS bad, count(*) AS total,"
+        " count(DISTINCT owner) FILTER (WHERE bad) AS bad_owners FROM throttle_outcomes"
     )
-    window = Window(bad=row["bad"], total=row["total"])
+    window = Window(bad=row["bad"], total=row["total"], bad_owners=row["bad_owners"])
     change = decide(bool(engaged), window, config)
     if change is None:
         return []

@@ -4,6 +4,7 @@ CREATE TABLE throttle_outcomes (
     seq       bigserial PRIMARY KEY,
     lease_id  uuid NOT NULL UNIQUE,
     bad       boolean NOT NULL,
+    owner     text NOT NULL,  -- of the host: one owner alone cannot engage the throttle
     at        timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX throttle_outcomes_at ON throttle_outcomes (at);

@@ -95,16 +95,17 @@ async def state(runtime: Runtime) -> tuple[bool, int]:
 async def test_bad_results_engage_it_once_and_good_ones_release_it(
     runtime, peers, sent, hosts
 ) -> None:
-    for task_id in (1, 2, 3):
-        assert await bad_result(runtime, peers, sent, task_id) == []
-    [engaged] = await bad_result(runtime, peers, sent, 4)
+    # Bad results from two owners' hosts (one owner alone: test_one_owner_alone_...).
+    for task_id, host in ((1, "vol-1"), (2, "vol-2"), (3, "vol-1")):
+        assert await bad_result(runtime, peers, sent, task_id, host) == []
+    [engaged] = await bad_result(runtime, peers, sent, 4, "vol-2")
     assert type(engaged) is ThrottleEngagedV1
     assert engaged.body == {
         "bad_rate": 1.0,
         "threshold": 0.5,
         "window_seconds": 3600,
         "results": 4,
-        "reason": "4 of the last 4 results bad (100%), at or above 50%",
+        "reason": "4 of the last 4 results bad (100%) from 2 owners, at or above 50%",
     }
     assert await state(runtime) == (True, 4)
     # Engaged already: more bad results announce nothing more.
@@ -127,6 +128,13 @@ async def test_bad_results_engage_it_once_and_good_ones_release_it(
     assert len(throttle_messages(await sent())) == 2
     # The window keeps only what it judges.
     assert await runtime.pool.fetchval("SELECT count(*) FROM throttle_outcomes") == 8
+
+
+async def test_one_owner_alone_does_not_engage_it(runtime, peers, sent, hosts) -> None:
+    for task_id in range(1, 7):
+        assert await bad_result(runtime, peers, sent, task_id, "vol-1") == []
+    assert await state(runtime) == (False, None)
+    assert await runtime.pool.fetchval("SELECT count(*) FROM throttle_outcomes") == 6
 
 
 async def test_a_redelivered_verdict_counts_once(runtime, peers, sent, hosts) -> None:
@@ -162,7 +170,7 @@ async def test_the_state_is_kept_and_released_when_the_bad_results_age_out(
     runtime, peers, sent, hosts
 ) -> None:
     for task_id in (1, 2, 3, 4):
-        await bad_result(runtime, peers, sent, task_id)
+        await bad_result(runtime, peers, sent, task_id, ("vol-1", "vol-2")[task_id % 2])
     assert await state(runtime) == (True, 4)
     # Nothing changed: the periodic check announces nothing.
     before = len(await sent())

@@ -40,7 +40,14 @@ CONFIG = ThrottleConfig(engage_rate=0.25, release_rate=0.10, min_results=20)
     ],
 )
 def test_decide(engaged, bad, total, expected) -> None:
-    assert decide(engaged, Window(bad, total), CONFIG) == expected
+    assert decide(engaged, Window(bad, total, bad_owners=min(bad, 2)), CONFIG) == expected
+
+
+@pytest.mark.parametrize(("owners", "expected"), [(0, None), (1, None), (2, Change.ENGAGE)])
+def test_one_owner_alone_cannot_engage_it(owners, expected) -> None:
+    assert decide(False, Window(20, 20, bad_owners=owners), CONFIG) == expected
+    # Engaged, the owners do not matter: it is released by the rate alone.
+    assert decide(True, Window(20, 20, bad_owners=owners), CONFIG) is None
 
 
 def test_a_rate_between_the_thresholds_does_not_flap() -> None:
@@ -48,7 +55,7 @@ def test_a_rate_between_the_thresholds_does_not_flap() -> None:
     changes = []
     # The bad share wanders around 20%, between release (10%) and engage (25%) once engaged.
     for bad in (5, 4, 3, 4, 5, 3, 4):
-        change = decide(engaged, Window(bad, 20), CONFIG)
+        change = decide(engaged, Window(bad, 20, bad_owners=3), CONFIG)
         if change is not None:
             changes.append(change)
             engaged = change == Change.ENGAGE
@@ -56,14 +63,14 @@ def test_a_rate_between_the_thresholds_does_not_flap() -> None:
 
 
 def test_reasons_say_the_share_and_the_rule() -> None:
-    assert reason(Change.ENGAGE, Window(6, 20), CONFIG) == (
-        "6 of the last 20 results bad (30%), at or above 25%"
+    assert reason(Change.ENGAGE, Window(6, 20, 3), CONFIG) == (
+        "6 of the last 20 results bad (30%) from 3 owners, at or above 25%"
     )
-    assert reason(Change.RELEASE, Window(1, 20), CONFIG) == (
-        "1 of the last 20 results bad (5%), below 10%"
+    assert reason(Change.RELEASE, Window(1, 20, 1), CONFIG) == (
+        "1 of the last 20 results bad (5%) from 1 owner, below 10%"
     )
-    assert reason(Change.RELEASE, Window(3, 5), CONFIG) == (
-        "3 of the last 5 results bad (60%): fewer than 20 in 3600 s to judge"
+    assert reason(Change.RELEASE, Window(0, 5, 0), CONFIG) == (
+        "0 of the last 5 results bad (0%): fewer than 20 in 3600 s to judge"
     )
 
 
@@ -99,10 +106,18 @@ def test_verdict_outcomes() -> None:
             {"host": "core-1", "owner": "fedora", "trust": "core", "lease_id": "l-core"},
             {"host": "vol-1", "owner": "alice", "trust": "trusted", "lease_id": "l-vol"},
         ],
-        "odd_ones_out": [{"host": "vol-2", "lease_id": "l-odd", "comparison_key": "k"}],
+        "odd_ones_out": [
+            {"host": "vol-2", "lease_id": "l-odd", "comparison_key": "k"},
+            {"host": "vol-3", "lease_id": "l-gone", "comparison_key": "k"},
+        ],
     }
-    assert verdict_outcomes(body) == {"l-vol": False, "l-odd": True}
-    assert verdict_outcomes({"agreeing": [], "odd_ones_out": []}) == {}
+    owners = {"l-core": "fedora", "l-vol": "alice", "l-odd": "bob"}
+    assert verdict_outcomes(body, owners) == {
+        "l-vol": (False, "alice"),
+        "l-odd": (True, "bob"),
+        "l-gone": (True, "host vol-3"),  # its owner unknown: counted as its host's own
+    }
+    assert verdict_outcomes({"agreeing": [], "odd_ones_out": []}, {}) == {}
 
 
 @pytest.mark.parametrize(
@@ -115,6 +130,7 @@ def test_verdict_outcomes() -> None:
         {"throttle_window_seconds": 0},
         {"throttle_min_results": 50, "throttle_window_results": 40},
         {"throttle_check_seconds": 0},
+        {"throttle_min_bad_owners": 0},
     ],
 )
 def test_bad_settings_are_refused_at_load(tmp_path, settings) -> None:
