@@ -187,3 +187,23 @@ async def test_the_state_is_kept_and_released_when_the_bad_results_age_out(
     assert await state(runtime) == (False, 0)
     await reevaluate(runtime)
     assert len(throttle_messages(await sent())) == 2  # engaged, released: nothing more
+
+
+async def test_an_odd_one_out_counts_bad_under_its_owner(runtime, peers, sent, hosts) -> None:
+    first = await leased(runtime, "vol-1", 1)
+    peers.stage(first.body["lease_id"], *LOGS, *RPMS, sourcerpm=SRPM)
+    [replicate] = await judge(runtime, sent, attestation(first))
+    assert type(replicate) is TaskReplicateV1
+    other = await leased(runtime, "vol-2", 1)
+    peers.stage(other.body["lease_id"], *LOGS, *RPMS, sourcerpm=SRPM, content="tampered")
+    [tiebreak] = await judge(runtime, sent, attestation(other))
+    assert tiebreak.body["purpose"] == "tiebreak"
+    core = await leased(runtime, "core-1", 1)
+    peers.stage(core.body["lease_id"], *LOGS, *RPMS, sourcerpm=SRPM)
+    [verified] = await judge(runtime, sent, attestation(core))
+    assert [o["host"] for o in verified.body["odd_ones_out"]] == ["vol-2"]
+    rows = await runtime.pool.fetch("SELECT lease_id::text, bad, owner FROM throttle_outcomes")
+    assert {(r["lease_id"], r["bad"], r["owner"]) for r in rows} == {
+        (first.body["lease_id"], False, "alice"),
+        (other.body["lease_id"], True, "bob"),
+    }  # the core host's agreeing result does not count
