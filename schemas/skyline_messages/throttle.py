@@ -1,4 +1,4 @@
-"""The farm-wide throttle: when bad results rise, builds go back to the central Koji."""
+"""The farm-wide throttle: when bad results rise, only core hosts get new work."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class _Rate(SkylineMessage):
 
 
 class ThrottleEngagedV1(_Rate):
-    """Non-core hosts stop getting work; builds fall back to the central Koji."""
+    """Non-core hosts stop getting new work; builds wait for core hosts."""
 
     topic = "skyline.throttle.engaged"
     severity = WARNING
