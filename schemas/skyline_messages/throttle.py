@@ -1,4 +1,4 @@
-"""The farm-wide throttle: when bad results rise, builds go back to the central Koji."""
+"""The farm-wide throttle: when bad results rise, only core hosts get new work."""
 
 from __future__ import annotations
 
@@ -11,11 +11,38 @@ RATE_FIELDS = {
     "threshold": {"type": "number", "minimum": 0, "maximum": 1},
     "window_seconds": {"type": "integer", "minimum": 1},
     "reason": {"type": "string", "maxLength": 2000},
+    # How many results the rate is over (optional: absent from older verifiers).
+    "results": {"type": "integer", "minimum": 0, "maximum": 1000000000},
 }
 
 
-class ThrottleEngagedV1(SkylineMessage):
-    """Non-core hosts stop getting work; builds fall back to the central Koji."""
+class _Rate(SkylineMessage):
+    """The typed fields both throttle messages carry."""
+
+    @property
+    def bad_rate(self) -> float:
+        return float(self.body["bad_rate"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.body["threshold"])
+
+    @property
+    def window_seconds(self) -> int:
+        return int(self.body["window_seconds"])
+
+    @property
+    def results(self) -> int | None:
+        """None from a verifier that does not say."""
+        return self.body.get("results")
+
+    @property
+    def reason(self) -> str:
+        return self.body.get("reason", "")
+
+
+class ThrottleEngagedV1(_Rate):
+    """Non-core hosts stop getting new work; builds wait for core hosts."""
 
     topic = "skyline.throttle.engaged"
     severity = WARNING
@@ -32,7 +59,7 @@ class ThrottleEngagedV1(SkylineMessage):
         )
 
 
-class ThrottleReleasedV1(SkylineMessage):
+class ThrottleReleasedV1(_Rate):
     """Volunteer hosts get work again."""
 
     topic = "skyline.throttle.released"

@@ -221,6 +221,7 @@ EXAMPLES: dict[type, dict[str, Any]] = {
         "threshold": 0.05,
         "window_seconds": 3600,
         "reason": "too many digest mismatches",
+        "results": 40,
     },
     ThrottleReleasedV1: {"bad_rate": 0.01, "threshold": 0.05, "window_seconds": 3600},
 }

@@ -53,6 +53,7 @@ INVALID = [
         "threshold": [-1, 2],
         "window_seconds": [0, -60, 1.5, "3600"],
         "reason": [1, "x" * 2001],
+        "results": [-1, 1.5, "40", None, 10**10],
     }.items()
     for value in values
 ]
@@ -62,3 +63,11 @@ INVALID = [
 @pytest.mark.parametrize("cls", CLASSES, ids=param_id)
 def test_invalid_body(cls, field, value):
     assert_invalid(cls, mutated(example(cls), field, value))
+
+
+def test_typed_fields():
+    engaged = ThrottleEngagedV1(body=example(ThrottleEngagedV1))
+    assert (engaged.bad_rate, engaged.threshold, engaged.window_seconds) == (0.125, 0.05, 3600)
+    assert (engaged.results, engaged.reason) == (40, "too many digest mismatches")
+    released = ThrottleReleasedV1(body=example(ThrottleReleasedV1))
+    assert (released.results, released.reason) == (None, "")  # an older verifier's message

@@ -23,6 +23,7 @@ from services.registry.qos import QosConfig
 from services.registry.standing import StandingConfig
 from services.registry.trust import TrustConfig
 from services.verifier.policy import PolicyConfig
+from services.verifier.throttle import ThrottleConfig
 
 from .errors import ConfigError
 
@@ -126,6 +127,35 @@ class VerifierConfig:
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
     # Packages whose results are sampled for replicas more often (risk_critical_package).
     critical_packages: list[str] = dataclasses.field(default_factory=list)
+    # The farm-wide throttle (services/verifier/throttle.py): engaged when at least
+    # throttle_min_results non-core results of the last throttle_window_seconds (the newest
+    # throttle_window_results) are in and this share of them is bad, from the hosts of at
+    # least throttle_min_bad_owners owners; released under
+    # throttle_release_rate, or when too few are left to judge. Checked again every
+    # throttle_check_seconds too, so that bad results age out while no volunteer builds.
+    throttle_engage_rate: float = 0.25
+    throttle_release_rate: float = 0.10
+    throttle_min_results: int = 20
+    throttle_window_seconds: int = 3600
+    throttle_window_results: int = 200
+    throttle_min_bad_owners: int = 2
+    throttle_check_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        self.throttle  # noqa: B018 - checks the throttle settings at load time
+        if self.throttle_check_seconds <= 0:
+            raise ValueError("throttle_check_seconds must be > 0")
+
+    @property
+    def throttle(self) -> ThrottleConfig:
+        return ThrottleConfig(
+            engage_rate=self.throttle_engage_rate,
+            release_rate=self.throttle_release_rate,
+            min_results=self.throttle_min_results,
+            window_seconds=self.throttle_window_seconds,
+            window_results=self.throttle_window_results,
+            min_bad_owners=self.throttle_min_bad_owners,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

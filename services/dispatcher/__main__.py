@@ -11,11 +11,13 @@ from skyline_messages import (
     TaskMismatchV1,
     TaskReplicateV1,
     TaskVerifiedV1,
+    ThrottleEngagedV1,
+    ThrottleReleasedV1,
 )
 
 from services.common.service import Periodic, Service
 
-from . import chain_handlers, handlers
+from . import chain_handlers, handlers, throttle
 from .routes import ROUTES
 
 SERVICE = Service(
@@ -29,6 +31,8 @@ SERVICE = Service(
         TaskMismatchV1: handlers.on_task_mismatch,
         TaskReplicateV1: handlers.on_task_replicate,
         BuildStoredV1: handlers.on_build_stored,
+        ThrottleEngagedV1: throttle.on_throttle_engaged,
+        ThrottleReleasedV1: throttle.on_throttle_released,
     },
     routes=ROUTES,
     listen=lambda config: config.dispatcher.listen,

@@ -95,8 +95,8 @@ async def schedule_host(ctx: Context, host_name: str) -> list[int]:
     owners with queued tasks, never by the number of hosts or queued tasks. Returns the ids
     of the tasks it leased."""
     host = await store.lock_host(ctx.conn, host_name)
-    if host is None:
-        return []
+    if host is None or (await store.throttle(ctx.conn)).blocks(host):
+        return []  # full, taken, or throttled: only core hosts get new leases then
     settings = ctx.config.dispatcher
     # More candidates than slots: some may be excluded from this host (trust, replicas).
     per_owner = min(PULL_LIMIT, host.free_slots + 4)
@@ -141,15 +141,16 @@ async def schedule_tasks(ctx: Context, task_ids: list[int]) -> list[int]:
     Whatever is left unassigned gets the matcher's reason why it waits."""
     leased: list[int] = []
     tasks = await store.queued_tasks(ctx.conn, task_ids)
+    throttle = await store.throttle(ctx.conn)
     tried: set[str] = set()
     for task in tasks:
         if task.task_id in leased:
             continue
         hosts = await store.free_hosts_for(ctx.conn, task.arch, task.release, HOSTS_TRIED)
         # The host pick_host prefers first (a core one for an official build's own lease).
-        hosts.sort(key=lambda h: (not matching.can_build(h, task), -_preference(task, h)))
+        hosts.sort(key=lambda h: (not matching.can_build(h, task, throttle), -_preference(task, h)))
         for host in hosts:
-            if host.host in tried or not matching.can_build(host, task):
+            if host.host in tried or not matching.can_build(host, task, throttle):
                 continue
             tried.add(host.host)
             leased += await schedule_host(ctx, host.host)
@@ -170,10 +171,11 @@ async def explain(ctx: Context, tasks: list[matching.TaskView]) -> None:
         return
     by_arch: dict[str, list[matching.HostView]] = {}
     reasons = {}
+    throttle = await store.throttle(ctx.conn)
     for task in tasks:
         if task.arch not in by_arch:
             by_arch[task.arch] = await store.online_hosts_for(ctx.conn, task.arch, EXPLAIN_HOSTS)
-        reasons[task.task_id] = matching.why_waiting(task, by_arch[task.arch])
+        reasons[task.task_id] = matching.why_waiting(task, by_arch[task.arch], throttle)
     await store.set_queue_reasons(ctx.conn, reasons)
 
 

@@ -13,6 +13,9 @@ verifier's acceptance policy found independent agreement. Still, an official bui
 (not a replica) goes to a free core host when there is one: its result is accepted at once.
 
 Free slots are the dispatcher's own count (free_slots()), never a heartbeat's word alone.
+
+While the farm-wide throttle is engaged (the verifier saw too many bad results: Throttle),
+only core hosts get new leases; leases already given run on.
 """
 
 from __future__ import annotations
@@ -60,6 +63,26 @@ class TaskView:
         return not self.scratch and self.purpose == "build"
 
 
+@dataclasses.dataclass(frozen=True)
+class Throttle:
+    """The farm-wide throttle as the verifier last announced it (throttle.engaged/released)."""
+
+    engaged: bool = False
+    bad_rate: float = 0.0
+    results: int | None = None  # how many results the rate is over (None: not said)
+
+    def blocks(self, host: HostView) -> bool:
+        return self.engaged and host.trust != Trust.CORE
+
+    @property
+    def waiting(self) -> str:
+        over = f" over the last {self.results} results" if self.results is not None else ""
+        return f"throttled (bad-result rate {self.bad_rate:.0%}{over}): only core hosts build"
+
+
+OPEN = Throttle()
+
+
 def free_slots(advertised_free: int, running: int, max_slots: int, open_leases: int) -> int:
     """How many more leases a host may take now.
 
@@ -84,9 +107,10 @@ def trusted_enough(trust: str, minimum: str | None) -> bool:
     return minimum is None or at_least(level, Trust(minimum))
 
 
-def can_build(host: HostView, task: TaskView) -> bool:
+def can_build(host: HostView, task: TaskView, throttle: Throttle = OPEN) -> bool:
     return (
         host.free_slots > 0
+        and not throttle.blocks(host)
         and task.arch in host.arches
         and (task.release is None or task.release in host.releases)
         and trusted_enough(host.trust, task.min_trust)
@@ -135,13 +159,14 @@ def assign(tasks: Iterable[TaskView], hosts: list[HostView]) -> list[tuple[TaskV
     return leases
 
 
-def why_waiting(task: TaskView, hosts: Iterable[HostView]) -> str:
+def why_waiting(task: TaskView, hosts: Iterable[HostView], throttle: Throttle = OPEN) -> str:
     """Why `task` is not running now, given the online hosts that build its arch (with their
     free slots after the scheduling pass that left it unassigned).
 
     The first rule that rules out every host is the reason: arch, release, trust (a replica's
-    minimum, or quarantine), the hosts that built or failed it, their owners, then capacity.
-    A task some free eligible host could take waits its turn (priority class, fair share).
+    minimum, or quarantine), the hosts that built or failed it, their owners, the throttle,
+    then capacity. A task some free eligible host could take waits its turn (priority class,
+    fair share).
     """
     what = "host" if task.arch == "noarch" else f"{task.arch} host"
     left = [h for h in hosts if task.arch in h.arches]
@@ -166,6 +191,10 @@ def why_waiting(task: TaskView, hosts: Iterable[HostView]) -> str:
         if task.failed_owners:
             return "waiting for a host of another owner to confirm the failure"
         return f"every online {what} has built or failed it already"
+    if throttle.engaged:
+        left = [h for h in left if not throttle.blocks(h)]
+        if not left or all(h.free_slots <= 0 for h in left):
+            return throttle.waiting
     free = [h for h in left if h.free_slots > 0]
     if not free:
         return f"all {len(left)} eligible hosts busy"

@@ -136,9 +136,16 @@ async def queue(request: web.Request) -> web.Response:
             " ORDER BY id LIMIT $1",
             WAITING_LISTED,
         )
+        throttle = await conn.fetchrow("SELECT * FROM throttle WHERE id = 1")
     return web.json_response(
         {
             "tasks": {r["state"]: r["n"] for r in tasks},
+            # The farm-wide throttle as the verifier last announced it (throttle.py).
+            "throttle": {
+                "engaged": bool(throttle and throttle["engaged"]),
+                "reason": throttle and throttle["reason"],
+                "changed_at": _iso(throttle and throttle["changed_at"]),
+            },
             "hosts": [_capacity(h) for h in hosts],
             "waiting": [
                 {

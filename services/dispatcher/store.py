@@ -10,7 +10,7 @@ import asyncpg
 from skyline_messages import HostStatusV1
 
 from . import arches, failures, fairshare
-from .matching import HostView, TaskView
+from .matching import HostView, TaskView, Throttle
 
 JSON_COLUMNS = ("files", "failures", "agreeing")
 
@@ -441,3 +441,9 @@ async def active_builds(conn: asyncpg.Connection, owner: str, *, besides: int) -
         owner,
         besides,
     )
+
+
+async def throttle(conn: asyncpg.Connection) -> Throttle:
+    """The farm-wide throttle as last announced (throttle.py keeps it)."""
+    row = await conn.fetchrow("SELECT engaged, bad_rate, results FROM throttle WHERE id = 1")
+    return Throttle() if row is None else Throttle(row["engaged"], row["bad_rate"], row["results"])

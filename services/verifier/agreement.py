@@ -35,6 +35,7 @@ from skyline_messages.base import package_of
 from services.common.config import VerifierConfig
 from services.common.errors import Retry
 from services.common.rpmfacts import RpmFacts
+from services.registry.standing import Standing
 from services.registry.trust import Trust
 
 from . import peers, policy
@@ -85,6 +86,7 @@ def as_policy_result(row: Mapping[str, Any]) -> policy.Result:
         digest=row["comparison_key"],
         total_results=row["total_results"],
         consecutive_confirmed=row["consecutive_confirmed"],
+        owner_standing=row.get("owner_standing"),
     )
 
 
@@ -352,8 +354,8 @@ async def _record(
     await conn.execute(
         "INSERT INTO results (lease_id, task_id, build_id, host, owner, trust, total_results,"
         " consecutive_confirmed, comparison_key, result_digest, env_digest, duration, package,"
-        " arch) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-        " ON CONFLICT DO NOTHING",
+        " arch, owner_standing) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+        " $13, $14, $15) ON CONFLICT DO NOTHING",
         msg.lease_id,
         msg.task_id,
         msg.build_id,
@@ -368,4 +370,11 @@ async def _record(
         msg.duration,
         package,
         msg.arch,
+        owner_standing(host),
     )
+
+
+def owner_standing(host: Mapping[str, Any]) -> str | None:
+    """The registry's `owner_standing` of the host if it is one it defines, else None."""
+    value = host.get("owner_standing")
+    return value if isinstance(value, str) and value in {str(s) for s in Standing} else None

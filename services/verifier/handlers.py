@@ -15,7 +15,7 @@ from services.common.rpmfacts import RpmFacts, comparison_key
 from services.common.service import Context
 from services.common.signing import verify_body
 
-from . import agreement, checks, peers
+from . import agreement, checks, peers, throttle, throttle_store
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,10 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
         if refusal is None:
             facts, refusal = await _facts(ctx, msg)
     if refusal is not None:
-        return await refuse(ctx, body, *refusal, keep=holder)
+        await refuse(ctx, body, *refusal, keep=holder)
+        bad = throttle.refusal_outcome(refusal[0], host.get("trust"))
+        owner = str(host["owner"])
+        return await count_outcomes(ctx, {} if bad is None else {msg.lease_id: (bad, owner)})
 
     await record(ctx, body, "verified")
     log.info("verified task %s (%s) from %s", msg.task_id, msg.arch, msg.host)
@@ -90,6 +93,7 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
         if msg.failure is not None:
             failed["failure"] = msg.failure  # the agent's own fault: built again elsewhere
         return await ctx.publish(TaskVerifiedV1(body=failed))
+    outcomes: dict[str, throttle.Outcome] = {}
     for out in await agreement.on_result(
         ctx.conn,
         ctx.runtime.http,
@@ -101,7 +105,21 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
         comparison_key(facts),
     ):
         await ctx.publish(out)
-    return None
+        if isinstance(out, TaskVerifiedV1):
+            owners = {}
+            if out.body.get("odd_ones_out"):
+                rows = await ctx.conn.fetch(
+                    "SELECT lease_id, owner FROM results WHERE task_id = $1", msg.task_id
+                )
+                owners = {str(r["lease_id"]): r["owner"] for r in rows}
+            outcomes.update(throttle.verdict_outcomes(out.body, owners))
+    return await count_outcomes(ctx, outcomes)
+
+
+async def count_outcomes(ctx: Context, outcomes: dict[str, throttle.Outcome]) -> None:
+    """Count settled results towards the throttle (last: it locks the throttle's state)."""
+    config = ctx.config.verifier.throttle
+    await ctx.publish_many(await throttle_store.count(ctx.conn, outcomes, config))
 
 
 async def _facts(ctx: Context, msg: TaskFinishedV1) -> tuple[list[RpmFacts], checks.Refusal]:

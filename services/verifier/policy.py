@@ -12,12 +12,14 @@
 
 Defaults (issue 6): an untrusted host's result always needs an agreeing replica from another
 owner; a trusted host's result is replicated by sampling at a rate that falls with its record,
-never below `sample_floor`, and rises with risk; an official build needs a core host's result
-or a quorum of agreeing results from independent owners; a disagreement is settled by a core
-tie-break: the odd ones out are those the core host and another owner agreed against, and when
-the core host agrees with no one the package is not reproducible (nobody blamed, the core
-result stands). "Agree" means equal comparison keys (`Result.digest`): the RPM-aware
-comparison that computes them lives elsewhere. Randomness comes in as a parameter.
+never below `sample_floor` (nor, for a host whose owner is on probation or only sponsored,
+below `sample_probation` or `sample_sponsored`: registry standing.py), and rises with risk; an
+official build needs a core host's result or a quorum of agreeing results from independent
+owners; a disagreement is settled by a core tie-break: the odd ones out are those the core host
+and another owner agreed against, and when the core host agrees with no one the package is not
+reproducible (nobody blamed, the core result stands). "Agree" means equal comparison keys
+(`Result.digest`): the RPM-aware comparison that computes them lives elsewhere. Randomness
+comes in as a parameter.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import random
 from collections.abc import Sequence
 from enum import StrEnum
 
+from services.registry.standing import Standing
 from services.registry.trust import Trust, at_least
 
 
@@ -58,6 +61,7 @@ class Result:
     digest: str  # comparison key: equal keys agree
     total_results: int = 0  # the host's record at its trust level
     consecutive_confirmed: int = 0
+    owner_standing: str | None = None  # its owner's standing (None: the registry did not say)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +80,10 @@ class PolicyConfig:
     risk_new_package: float = 0.02
     risk_build_time_outlier: float = 0.3
     risk_critical_package: float = 0.2
+    # The least sampling rate of a trusted host whose owner is on probation (or suspended),
+    # or only sponsored (no admin vouched for it yet); an owner in good standing: no minimum.
+    sample_probation: float = 0.5
+    sample_sponsored: float = 0.1
     # Results per task after which, still unsettled, the task is refused.
     max_results: int = 5
 
@@ -84,6 +92,8 @@ class PolicyConfig:
             raise ValueError("official_quorum needs at least 2 independent results")
         if not 0 < self.sample_floor <= self.sample_start <= 1:
             raise ValueError("need 0 < sample_floor <= sample_start <= 1")
+        if not (0 <= self.sample_sponsored <= 1 and 0 <= self.sample_probation <= 1):
+            raise ValueError("sample_probation and sample_sponsored must be between 0 and 1")
         if self.sample_halving < 1 or self.max_results < 3:
             raise ValueError("sample_halving >= 1 and max_results >= 3")
 
@@ -112,7 +122,16 @@ def sampling_rate(result: Result, risk: Risk, config: PolicyConfig) -> float:
     rate += c.risk_new_package * risk.new_package
     rate += c.risk_build_time_outlier * risk.build_time_outlier
     rate += c.risk_critical_package * risk.critical_package
-    return min(1.0, rate)
+    return min(1.0, max(rate, standing_minimum(result.owner_standing, config)))
+
+
+def standing_minimum(owner_standing: str | None, config: PolicyConfig) -> float:
+    """The least sampling rate the owner's standing asks for (0: none)."""
+    if owner_standing in (Standing.PROBATION, Standing.SUSPENDED):
+        return config.sample_probation
+    if owner_standing == Standing.SPONSORED:
+        return config.sample_sponsored
+    return 0.0
 
 
 def _owners(results: Sequence[Result]) -> frozenset[str]:
