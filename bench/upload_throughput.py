@@ -15,10 +15,11 @@ Fair by construction: both sides write the same bytes to the same file system fr
 page cache (the source file is read back by both), and both make them durable the same way,
 one fsync at the end before the time is taken (the spool also fsyncs its folder after the
 rename, as the atomic move into place needs); neither uses O_DIRECT. The writer starts the
-writeback of what it has written while it goes on (spool.py): a plain `dd bs=1M conv=fsync`,
-which leaves all of it to the final fsync, is slower than both on a 2 GB file. The raw copy
-and the upload take turns (raw, upload, raw, upload, ...) and the result is the median of
-the per-pair ratios, so one noisy moment on a shared machine does not decide it.
+writeback of what it has written while it goes on (spool.py), where a plain
+`dd bs=1M conv=fsync` leaves all of it to the final fsync: the raw copy writes as the spool
+does, so that only the upload's own costs differ. The raw copy and the upload take turns
+(raw, upload, raw, upload, ...) and the result is the median of the per-pair ratios, so one
+noisy moment on a shared machine does not decide it.
 
 Prints, per pair, MB/s of both, their ratio, and the CPU seconds the collector and the
 uploader (this process) spent on the upload; then the medians (target ratio >= 0.70), the
