@@ -302,8 +302,8 @@ async def test_large_streamed_upload_keeps_its_digest_across_chunk_boundaries(
     collector: Collector,
 ) -> None:
     """Many spool buffers (more than are ever in flight), sent in pieces that straddle them."""
-    collector.configure(max_upload_mb=16)
     size = (2 * spool.DEPTH + 1) * spool.CHUNK + 12_345
+    collector.configure(max_upload_mb=size // 2**20 + 1)
     data = hashlib.shake_256(b"skyline").digest(size)  # no two buffers alike
     lease_id = await collector.lease()
 
