@@ -91,6 +91,15 @@ class RegistryConfig:
     standing: StandingConfig = dataclasses.field(default_factory=StandingConfig)
     # [registry.qos]: how each host's quality of service is measured (qos.QosConfig).
     qos: QosConfig = dataclasses.field(default_factory=QosConfig)
+    # Days the availability history (host_state_changes) and the builds each host ran
+    # (host_tasks) are kept; the retention job deletes older rows. Never less than
+    # [registry.qos] window_seconds: availability and MTBF are computed over that window (each
+    # host's last change before the window is kept too: the state the window opens in).
+    history_days: float = 30.0
+
+    @property
+    def history_seconds(self) -> float:
+        return max(self.history_days * 86400.0, self.qos.window_seconds)
 
 
 @dataclasses.dataclass(frozen=True)
