@@ -13,8 +13,8 @@ from skyline_messages import (
 from services.common.service import Periodic, Runtime, Service
 
 from . import broker
-from .history import HISTORY
 from .handlers import mark_silent_hosts_offline, on_heartbeat, on_heartbeats
+from .history import HISTORY
 from .qos_events import on_task_finished, on_task_leased, on_task_mismatch, refresh_stale
 from .routes import ROUTES
 from .verified import on_task_verified
