@@ -75,6 +75,9 @@ class RegistryConfig:
     broker_api_user: str = ""
     broker_api_password_file: str = ""
     enrol_max_skew: float = 600.0  # seconds an enrolment's signature may be old (or early)
+    # Worker processes that check each heartbeat batch's signatures beside the event loop
+    # (registry/verifying.py); 0: checked in the event loop. Worth one per spare core.
+    verify_processes: int = 0
     # What a new volunteer's machine needs to know, served read-only at GET /api/v1/farm
     # (`skyline host enroll` and `skyline host cloud-init` read it): the farm admins' SSH
     # public keys ("ssh-ed25519 AAAA... admin@example.org"), put on every cloud-init VM;
