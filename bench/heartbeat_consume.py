@@ -568,7 +568,9 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
         print("no growth figures: the run was too short to reach steady state", flush=True)
     else:
         span = window - warm[0]
-        await report_growth(pool, warm[1], sizes_after, span, (inserted - warm[2]) / span, base)
+        await report_growth(
+            pool, warm[1], sizes_after, span, (inserted - warm[2]) / span, base, args
+        )
     await registry.halt()
     for proc in [*others, dispatcher]:
         proc.terminate()
@@ -595,12 +597,16 @@ async def report_growth(
     span: float,
     outbox_rate: float,
     production: Config,
+    args: argparse.Namespace,
 ) -> None:
     outbox = await pool.fetchrow(
         "SELECT count(*) AS rows, count(*) FILTER (WHERE sent_at IS NULL) AS unsent,"
         " pg_total_relation_size('registry.outbox') AS bytes FROM registry.outbox"
     )
-    processed = await pool.fetchval("SELECT count(*) FROM dispatcher.processed_messages")
+    processed, processed_bytes = await pool.fetchrow(
+        "SELECT count(*), pg_total_relation_size('dispatcher.processed_messages')"
+        " FROM dispatcher.processed_messages"
+    )
     print(
         f"database growth per hour at this load, steady state: sizes after retention + VACUUM"
         f" {span:.0f} s apart, extrapolated (sent outbox rows kept {SENT_WINDOW:.0f} s"
@@ -617,14 +623,21 @@ async def report_growth(
             if abs(grown) >= 1 << 20:
                 print(f"    {name:40s} {grown / (1 << 20):9.1f} MiB/h")
         print(f"  {schema:42s} {total / (1 << 20):9.1f} MiB/h in all")
+    # At the target rate (whatever this machine managed), statuses come from the changed
+    # heartbeats and the refreshes: rate x changed share + hosts / status_refresh a second.
+    statuses = args.rate * args.changed / 100 + args.hosts / production.registry.status_refresh
     per_row = outbox["bytes"] / max(1, outbox["rows"])
     hours = production.bus.sent_retention_hours
+    per_id = processed_bytes / max(1, processed)
+    days = production.bus.processed_retention_hours / 24
     print(
-        f"  registry outbox: {outbox_rate:.0f} rows/s inserted, ~{per_row:.0f} bytes a row with"
-        f" its indexes: at the production window ({hours:g} h) it levels off at"
-        f" ~{outbox_rate * per_row * hours * 3600 / (1 << 20):.0f} MiB and grows no more."
-        f" The dispatcher keeps a processed id per host.status for"
-        f" {production.bus.processed_retention_hours / 24:g} days (it grows until then)."
+        f"  registry outbox: {outbox_rate:.0f} rows/s inserted here, ~{per_row:.0f} bytes a row"
+        f" with its indexes. At {args.rate:.0f} heartbeats/s from {args.hosts} hosts"
+        f" ({statuses:.0f} statuses/s) it levels off at"
+        f" ~{statuses * per_row * hours * 3600 / (1 << 20):.0f} MiB (production window"
+        f" {hours:g} h) and grows no more; the dispatcher's processed ids (~{per_id:.0f} bytes"
+        f" each) grow {statuses * per_id * 3600 / (1 << 20):.0f} MiB/h for {days:g} days"
+        f" (~{statuses * per_id * days * 86400 / (1 << 30):.0f} GiB), then level off."
     )
 
 
