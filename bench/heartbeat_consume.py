@@ -643,7 +643,8 @@ async def report_growth(
     print(
         f"  registry outbox: {outbox_rate:.0f} rows/s inserted here, at most ~{per_row:.0f}"
         f" bytes a row with its indexes (its size after VACUUM over its rows: that size keeps"
-        f" room for rows deleted before, so an upper bound). At {args.rate:.0f} heartbeats/s from {args.hosts} hosts"
+        f" room for rows deleted before, so an upper bound)."
+        f" At {args.rate:.0f} heartbeats/s from {args.hosts} hosts"
         f" ({statuses:.0f} statuses/s) it levels off at"
         f" ~{statuses * per_row * hours * 3600 / (1 << 20):.0f} MiB (production window"
         f" {hours:g} h) and grows no more; the dispatcher's processed ids (~{per_id:.0f} bytes"
