@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import concurrent.futures.process
+import logging
 import multiprocessing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 from services.common.errors import SignatureError
 from services.common.signing import verify_body
 
+log = logging.getLogger(__name__)
 INLINE_BELOW = 8
 # One pool per process and size (the bench starts and stops the service several times).
 _POOLS: dict[int, concurrent.futures.ProcessPoolExecutor] = {}
@@ -58,5 +61,11 @@ async def verify(items: Sequence[tuple[Mapping[str, Any], str]], processes: int)
     share = -(-len(items) // processes)
     parts = [items[i : i + share] for i in range(0, len(items), share)]
     loop = asyncio.get_running_loop()
-    done = await asyncio.gather(*(loop.run_in_executor(pool, verify_many, p) for p in parts))
+    try:
+        done = await asyncio.gather(*(loop.run_in_executor(pool, verify_many, p) for p in parts))
+    except concurrent.futures.process.BrokenProcessPool:
+        # A worker died (killed, out of memory): a new pool next time, this batch inline.
+        log.warning("signature worker pool broken: verifying inline, a new pool next batch")
+        _POOLS.pop(processes, None)
+        return verify_many(items)
     return [ok for part in done for ok in part]

@@ -31,3 +31,15 @@ async def test_a_small_batch_is_verified_inline() -> None:
     batch, expected = items()
     assert await verifying.verify(batch[:2], 4) == expected[:2]
     assert 4 not in verifying._POOLS
+
+
+async def test_a_broken_pool_is_replaced_and_the_batch_verified_inline() -> None:
+    batch, expected = items()
+    assert await verifying.verify(batch, 1) == expected
+    pool = verifying._POOLS[1]
+    for process in list(pool._processes.values()):  # a worker killed (out of memory, say)
+        process.kill()
+        process.join()
+    assert await verifying.verify(batch, 1) == expected
+    assert await verifying.verify(batch, 1) == expected  # with a new pool
+    assert verifying._POOLS[1] is not pool
