@@ -16,7 +16,8 @@ Measured in the same run:
 
 1. raw Ed25519: `cryptography`'s verify of one heartbeat-sized message, and `verify_body` (the
    canonical JSON of the body too), per second on one core;
-2. raw broker: the publisher's rate filling a queue (publish + confirm, pipelined), and raw
+2. raw broker: the publisher's rate filling a queue (pre-marshalled frames, no confirms, timed
+   until the broker has queued them all), and raw
    aio-pika draining a queue of the registry's shape (a service's quorum queue, dead-lettered,
    bound to every heartbeat key) of the same messages, consume + ack, same prefetch;
 3. skyline drain: the real registry service (`SERVICE.run`: batched consumer, signature and
@@ -26,14 +27,14 @@ Measured in the same run:
    30 s) for --seconds (default 60) to --registries registry processes (the first in this
    process, the others as subprocesses), with the dispatcher running in its own process and
    consuming the statuses; samples the backlog (ready heartbeats) every --sample seconds and
-   says whether it grows; then the registry's and the dispatcher's database growth per hour
-   (pg_total_relation_size of every table, before and after, retention running every 10 s).
+   says whether it grows, beside the rate the generator actually offered; then the registry's
+   and the dispatcher's database growth per hour in steady state (see SENT_WINDOW).
 
 A share of heartbeats (--changed, default 5%) change the host's free slots, so statuses are
 published through the outbox and the relay as in production.
 
     .venv/bin/python bench/heartbeat_consume.py [--seconds 60] [--hosts 100000] [--rate 3334]
-        [--registries 2] [--profile drain.prof]
+        [--registries 2] [--verify-processes 1] [--profile drain.prof]
 
 Starts a private RabbitMQ and PostgreSQL in a temp dir (services/common/localstack.py).
 """
@@ -56,11 +57,15 @@ from pathlib import Path
 
 import aio_pika
 import asyncpg
+from aiormq.abc import ChannelFrame
 from bench_broker import Made, declare_consumer_queue, delete_queues, principals_of, unique
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pamqp import commands as spec
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 from skyline_messages import HostHeartbeatV1
 
-from services.common import db, principals, telemetry
+from services.common import db, principals, retention, telemetry
 from services.common.bus import encode, wire_message
 from services.common.config import Config, load_config
 from services.common.localstack import PostgreSQL, RabbitMQ, free_port
@@ -85,8 +90,14 @@ def host_key(host: int) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"bench-host-%d" % host).digest())
 
 
-# How often retention runs in the services here: often enough to run inside the window.
-RETENTION_INTERVAL = 10.0
+# Growth is measured in steady state: the services here keep sent outbox rows SENT_WINDOW
+# seconds (production: bus.sent_retention_hours) and run retention every RETENTION_INTERVAL,
+# so the outbox reaches its plateau within the run. Table sizes are taken once that plateau is
+# reached and at the end, each time right after retention and a plain VACUUM (what autovacuum
+# does in time: deleted rows' room reused), and the difference is extrapolated per hour. The
+# outbox's plateau at the production window is its insert rate x bytes per row x that window.
+SENT_WINDOW = 15.0
+RETENTION_INTERVAL = 5.0
 
 
 def heartbeat_body(host: int, seq: int, base: datetime.datetime, changed: int) -> dict:
@@ -95,35 +106,52 @@ def heartbeat_body(host: int, seq: int, base: datetime.datetime, changed: int) -
     return {"host": f"h{host}", "free_slots": free, "running": 0, "signed_at": signed_at}
 
 
-# The publisher (a separate process, like the hosts): signs and encodes every heartbeat first,
-# then publishes them as fast as it can or at --rate, with confirms pipelined, printing how
-# many it sent every second.
+# The publisher (a separate process, like the hosts) must cost as little CPU as it can on a
+# machine it shares with the broker and the registry: it signs and encodes every heartbeat
+# first, marshals each into its AMQP frames (basic.publish, content header, body) once, then
+# writes them a step's worth at a time (one socket write per 50 ms step) on a channel without
+# publisher confirms. What it offers is what it wrote; the bench compares that to what the
+# registry handled, so a reader sees whether the generator or the registry is the limit. A
+# refused message (a wrong user_id) would close the channel: checked at the end.
+
+
+def frames(wire, user: str, channel_number: int) -> bytes:
+    """One heartbeat's AMQP frames, as aio-pika would write them."""
+    properties = wire_message(wire, user).properties
+    return ChannelFrame.marshall(
+        channel_number=channel_number,
+        frames=[
+            spec.Basic.Publish(exchange="amq.topic", routing_key=wire.routing_key),
+            ContentHeader(properties=properties, body_size=len(wire.body)),
+            ContentBody(wire.body),
+        ],
+    ).payload
 
 
 async def publish(args: argparse.Namespace) -> None:
     base = datetime.datetime.fromisoformat(args.base)
     keys = [host_key(h) for h in range(min(args.hosts, args.count))]
-    wires = []
+    connection = await aio_pika.connect(args.amqp_url)
+    channel = await connection.channel(publisher_confirms=False)
+    raw = await channel.get_underlay_channel()
+    payloads = []
     for seq in range(args.count):
         host = seq % args.hosts
         body = heartbeat_body(host, seq, base, args.changed)
         name = body["host"]
         signed = sign_body(body, keys[host])
         msg = HostHeartbeatV1(body=signed, topic=HostHeartbeatV1.topic_for(name))
-        wires.append((encode(msg), principals.host_user(name)))
-    connection = await aio_pika.connect(args.amqp_url)
-    channel = await connection.channel(publisher_confirms=True)
-    exchange = await channel.get_exchange("amq.topic", ensure=False)
+        payloads.append(frames(encode(msg), principals.host_user(name), raw.number))
     print("ready", flush=True)
     sys.stdin.readline()  # go
     step = 0.05
     per_step = max(1, int(args.rate * step)) if args.rate else 500
     start = last = time.perf_counter()
-    for n, first in enumerate(range(0, len(wires), per_step)):
-        chunk = wires[first : first + per_step]
-        await asyncio.gather(
-            *(exchange.publish(wire_message(w, u), routing_key=w.routing_key) for w, u in chunk)
-        )
+    for n, first in enumerate(range(0, len(payloads), per_step)):
+        chunk = payloads[first : first + per_step]
+        written = asyncio.get_running_loop().create_future()
+        await raw.write_queue.put(ChannelFrame(b"".join(chunk), False, written))
+        await written  # on the socket (TCP back-pressure from the broker holds it here)
         now = time.perf_counter()
         if now - last >= 1:
             print(f"sent {first + len(chunk)}", flush=True)
@@ -131,8 +159,11 @@ async def publish(args: argparse.Namespace) -> None:
         if args.rate:
             await asyncio.sleep(max(0.0, start + (n + 1) * step - time.perf_counter()))
     elapsed = time.perf_counter() - start
-    print(f"sent {len(wires)}", flush=True)
-    print(f"done {len(wires)} {elapsed:.3f}", flush=True)
+    await raw.basic_qos(prefetch_count=1)  # a round trip: everything before it went through
+    if channel.is_closed:
+        raise SystemExit("the broker closed the publishing channel: a heartbeat was refused")
+    print(f"sent {len(payloads)}", flush=True)
+    print(f"done {len(payloads)} {elapsed:.3f}", flush=True)
     await connection.close()
 
 
@@ -246,6 +277,14 @@ def verify_rates(count: int = 5000) -> tuple[float, float]:
     return raw, count / (time.perf_counter() - start)
 
 
+async def acked(made: Made, queue: str) -> int:
+    """Deliveries of `queue` acked so far, by the management API (its statistics lag up to
+    5 s). The publisher writes without confirms, so what it wrote minus the queue's depth
+    would count messages still on their way into the queue as handled."""
+    info = await made.admin._call("GET", f"queues/{made.admin._v()}/{queue}")
+    return int((info.get("message_stats") or {}).get("ack", 0))
+
+
 async def ready_depth(channel: aio_pika.abc.AbstractChannel, name: str) -> int:
     queue = await channel.declare_queue(name, passive=True)
     return queue.declaration_result.message_count or 0
@@ -262,7 +301,14 @@ async def raw_drain(made: Made, publisher: Publisher, count: int, prefetch: int)
     name = principals.service_queue(service)
     queue = await declare_consumer_queue(channel, name, [HostHeartbeatV1.binding])
     go = await publisher.start(count)
-    sent, seconds = await go()
+    start = time.perf_counter()
+    sent, _ = await go()
+
+    async def all_queued() -> bool:
+        return await ready_depth(channel, name) >= count
+
+    await poll(all_queued, 0.05)
+    seconds = time.perf_counter() - start  # written and queued (persisted) by the broker
     done = asyncio.Event()
     received = 0
 
@@ -273,13 +319,14 @@ async def raw_drain(made: Made, publisher: Publisher, count: int, prefetch: int)
         if received == count:
             done.set()
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await queue.consume(on_message)
     await done.wait()
     elapsed = time.perf_counter() - start
+    raw_cpu = (time.process_time() - cpu) / count
     await connection.close()
     await delete_queues(url, name, f"{name}.dead")
-    return sent / seconds, count / elapsed
+    return sent / seconds, count / elapsed, raw_cpu
 
 
 class Registry:
@@ -317,17 +364,26 @@ async def poll(predicate, interval: float, timeout: float = 600) -> None:
         await asyncio.sleep(interval)
 
 
-def service_config(base: Config, amqp_url: str, database_url: str) -> Config:
+def service_config(
+    base: Config, amqp_url: str, database_url: str, verify_processes: int = 0
+) -> Config:
     return dataclasses.replace(
         base,
         amqp_url=amqp_url,
         database_url=database_url,
         log_level="WARNING",
-        bus=dataclasses.replace(base.bus, retention_interval=RETENTION_INTERVAL),
+        bus=dataclasses.replace(
+            base.bus,
+            retention_interval=RETENTION_INTERVAL,
+            sent_retention_hours=SENT_WINDOW / 3600,
+        ),
         # The synthetic hosts only heartbeat while the bench publishes: the offline sweep must
         # not take them all offline between phases.
         registry=dataclasses.replace(
-            base.registry, listen=f"127.0.0.1:{free_port()}", heartbeat_timeout=3600
+            base.registry,
+            listen=f"127.0.0.1:{free_port()}",
+            heartbeat_timeout=3600,
+            **({"verify_processes": verify_processes} if verify_processes else {}),
         ),
         dispatcher=dataclasses.replace(base.dispatcher, listen=f"127.0.0.1:{free_port()}"),
     )
@@ -337,14 +393,36 @@ async def run_service(args: argparse.Namespace) -> None:
     """A service process of the sustained phase (until SIGTERM)."""
     service = SERVICE if args.service == "registry" else DISPATCHER
     telemetry.setup(f"skyline-{service.name}")
-    await service.run(service_config(load_config(env={}), args.amqp_url, args.database_url))
+    config = service_config(
+        load_config(env={}), args.amqp_url, args.database_url, args.verify_processes
+    )
+    await service.run(config)
 
 
-async def spawn(name: str, amqp_url: str, database_url: str) -> asyncio.subprocess.Process:
+async def spawn(
+    name: str, amqp_url: str, database_url: str, verify_processes: int
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *(sys.executable, __file__, "--service", name),
         *("--amqp-url", amqp_url, "--database-url", database_url),
+        *("--verify-processes", str(verify_processes)),
     )
+
+
+async def settled_sizes(pool: asyncpg.Pool, config: Config) -> dict[str, int]:
+    """Table sizes right after retention and a plain VACUUM of every table (see SENT_WINDOW)."""
+    async with pool.acquire() as conn:
+        for schema in ("registry", "dispatcher"):
+            await conn.execute(f"SET search_path = {schema}")
+            await retention.prune(conn, config.bus)  # type: ignore[arg-type]  # one connection
+        await conn.execute("RESET search_path")
+        for name in await table_sizes(pool):
+            await conn.execute(f"VACUUM {name}")
+    return await table_sizes(pool)
+
+
+async def outbox_ids(pool: asyncpg.Pool) -> int:
+    return await pool.fetchval("SELECT coalesce(max(id), 0) FROM registry.outbox")
 
 
 async def table_sizes(pool: asyncpg.Pool) -> dict[str, int]:
@@ -372,7 +450,7 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
     )
     base = load_config(env={})
     await enrol(database_url, args.hosts, base.registry.status_refresh)
-    config = service_config(base, amqp_url, database_url)
+    config = service_config(base, amqp_url, database_url, args.verify_processes)
     telemetry.setup("skyline-registry")  # as Service.main does: spans are recorded
     prefetch = SERVICE._prefetch(config)
     publisher = Publisher(load_generator, args.hosts, args.changed)
@@ -384,10 +462,12 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
         f"  (verify_body with canonical JSON {raw_verify_body:.0f}/s)",
         flush=True,
     )
-    raw_publish, raw_rate = await raw_drain(made, publisher, drain, prefetch)
+    raw_publish, raw_rate, raw_cpu = await raw_drain(made, publisher, drain, prefetch)
     print(
-        f"raw broker: publish+confirm {raw_publish:.0f} msg/s;"
-        f" aio-pika drain, consume+ack, prefetch {prefetch}: {raw_rate:8.0f} msg/s",
+        f"raw broker: publish (pre-marshalled frames, no confirms) until queued"
+        f" {raw_publish:.0f} msg/s;"
+        f" aio-pika drain, consume+ack, prefetch {prefetch}: {raw_rate:8.0f} msg/s"
+        f" ({raw_cpu * 1e6:.0f} us CPU a message)",
         flush=True,
     )
 
@@ -407,11 +487,16 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
     await registry.halt()
     go = await publisher.start(drain)
     await go()
+
+    async def all_queued() -> bool:
+        return await ready_depth(channel, SERVICE.queue) >= drain
+
+    await poll(all_queued, 0.05)
     await spread_refreshes(pool, config.registry.status_refresh)
     profile = cProfile.Profile() if args.profile else None
     if profile:
         profile.enable()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await registry.start()
 
     async def drained_all() -> bool:
@@ -421,33 +506,45 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
     # The last prefetched deliveries are being handled: wait until the registry acked them.
     await registry.halt()
     drained = drain / (time.perf_counter() - start)
+    # CPU time of this process (the registry, and the bench's polling) per heartbeat: less
+    # sensitive than rates to what else the machine runs.
+    registry_cpu = (time.process_time() - cpu) / drain
     if profile:
         profile.disable()
         profile.dump_stats(args.profile)
     print(
         f"skyline registry drain, one process, batch {config.bus.batch_size}: {drained:8.0f} msg/s"
-        f"  ratio {drained / raw_rate:.2f} of raw drain",
+        f"  ratio {drained / raw_rate:.2f} of raw drain; {registry_cpu * 1e6:.0f} us CPU a"
+        f" heartbeat ({registry_cpu / raw_cpu:.1f}x raw drain's)",
         flush=True,
     )
 
     # Sustained, with the dispatcher consuming the statuses and retention running.
     count = int(args.rate * args.seconds)
     go = await publisher.start(count, args.rate)
-    others = [await spawn("registry", amqp_url, database_url) for _ in range(args.registries - 1)]
-    dispatcher = await spawn("dispatcher", dispatcher_url, database_url)
+    others = [
+        await spawn("registry", amqp_url, database_url, args.verify_processes)
+        for _ in range(args.registries - 1)
+    ]
+    dispatcher = await spawn("dispatcher", dispatcher_url, database_url, 0)
     await registry.start()
     await poll(await registries_consume(args.registries), 0.1)
     await poll(lambda: consumers(connection, DISPATCHER.queue), 0.1)
     await spread_refreshes(pool, config.registry.status_refresh)
-    sizes_before = await table_sizes(pool)
+    acked_before = await acked(made, SERVICE.queue)
     sending = asyncio.create_task(go())
     start = time.perf_counter()
     samples: list[tuple[float, int, int]] = []
+    # Once sent rows older than SENT_WINDOW have been deleted at least once.
+    warm_at = min(SENT_WINDOW + 2 * RETENTION_INTERVAL, args.seconds / 2)
+    warm: tuple[float, dict[str, int], int] | None = None
     while not sending.done():
         await asyncio.sleep(args.sample)
         elapsed = time.perf_counter() - start
+        if warm is None and elapsed >= warm_at:
+            warm = (elapsed, await settled_sizes(pool, config), await outbox_ids(pool))
         depth = await ready_depth(channel, SERVICE.queue)
-        handled = max(0, publisher.sent - depth - prefetch * args.registries)
+        handled = await acked(made, SERVICE.queue) - acked_before
         samples.append((elapsed, handled, depth))
         print(
             f"  t={elapsed:5.1f}s sent {publisher.sent:7d} handled ~{handled:7d}"
@@ -457,7 +554,9 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
     offered, seconds = await sending
     window = time.perf_counter() - start
     depth_end = await ready_depth(channel, SERVICE.queue)
-    sizes_after = await table_sizes(pool)
+    handled_end = await acked(made, SERVICE.queue) - acked_before
+    sizes_after = await settled_sizes(pool, config)
+    inserted = await outbox_ids(pool)
     drain_start = time.perf_counter()
     try:
         await poll(drained_all, 0.5, timeout=args.seconds)
@@ -468,7 +567,7 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
     dispatcher_connection = await aio_pika.connect(dispatcher_url)
     statuses_waiting = await ready_depth(await dispatcher_connection.channel(), DISPATCHER.queue)
     await dispatcher_connection.close()
-    rate = (offered - depth_end) / window
+    rate = handled_end / window
     growth = backlog_growth(samples)
     met = rate >= 0.98 * args.rate and growth <= 0.01 * args.rate
     print(
@@ -481,7 +580,13 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
         f" Target {args.rate:.0f}/s with no growing backlog: {'met' if met else 'NOT met'}",
         flush=True,
     )
-    await report_growth(pool, sizes_before, sizes_after, window)
+    if warm is None:
+        print("no growth figures: the run was too short to reach steady state", flush=True)
+    else:
+        span = window - warm[0]
+        await report_growth(
+            pool, warm[1], sizes_after, span, (inserted - warm[2]) / span, base, args
+        )
     await registry.halt()
     for proc in [*others, dispatcher]:
         proc.terminate()
@@ -502,27 +607,56 @@ def backlog_growth(samples: list[tuple[float, int, int]]) -> float:
 
 
 async def report_growth(
-    pool: asyncpg.Pool, before: dict[str, int], after: dict[str, int], window: float
+    pool: asyncpg.Pool,
+    before: dict[str, int],
+    after: dict[str, int],
+    span: float,
+    outbox_rate: float,
+    production: Config,
+    args: argparse.Namespace,
 ) -> None:
     outbox = await pool.fetchrow(
-        "SELECT count(*) AS rows, count(*) FILTER (WHERE sent_at IS NULL) AS unsent"
-        " FROM registry.outbox"
+        "SELECT count(*) AS rows, count(*) FILTER (WHERE sent_at IS NULL) AS unsent,"
+        " pg_total_relation_size('registry.outbox') AS bytes FROM registry.outbox"
+    )
+    processed, processed_bytes = await pool.fetchrow(
+        "SELECT count(*), pg_total_relation_size('dispatcher.processed_messages')"
+        " FROM dispatcher.processed_messages"
     )
     print(
-        f"database growth per hour at this load (window {window:.0f} s, retention every"
-        f" {RETENTION_INTERVAL:.0f} s; registry outbox {outbox['rows']} rows,"
-        f" {outbox['unsent']} unsent):"
+        f"database growth per hour at this load, steady state: sizes after retention + VACUUM"
+        f" {span:.0f} s apart, extrapolated (sent outbox rows kept {SENT_WINDOW:.0f} s"
+        f" here; registry outbox now {outbox['rows']} rows, {outbox['unsent']} unsent;"
+        f" dispatcher processed ids {processed}):"
     )
     for schema in ("registry", "dispatcher"):
         total = 0.0
         for name in sorted(after):
             if not name.startswith(f"{schema}."):
                 continue
-            grown = (after[name] - before.get(name, 0)) * 3600 / window
+            grown = (after[name] - before.get(name, 0)) * 3600 / span
             total += grown
             if abs(grown) >= 1 << 20:
                 print(f"    {name:40s} {grown / (1 << 20):9.1f} MiB/h")
         print(f"  {schema:42s} {total / (1 << 20):9.1f} MiB/h in all")
+    # At the target rate (whatever this machine managed), statuses come from the changed
+    # heartbeats and the refreshes: rate x changed share + hosts / status_refresh a second.
+    statuses = args.rate * args.changed / 100 + args.hosts / production.registry.status_refresh
+    per_row = outbox["bytes"] / max(1, outbox["rows"])
+    hours = production.bus.sent_retention_hours
+    per_id = processed_bytes / max(1, processed)
+    days = production.bus.processed_retention_hours / 24
+    print(
+        f"  registry outbox: {outbox_rate:.0f} rows/s inserted here, at most ~{per_row:.0f}"
+        f" bytes a row with its indexes (its size after VACUUM over its rows: that size keeps"
+        f" room for rows deleted before, so an upper bound)."
+        f" At {args.rate:.0f} heartbeats/s from {args.hosts} hosts"
+        f" ({statuses:.0f} statuses/s) it levels off at"
+        f" ~{statuses * per_row * hours * 3600 / (1 << 20):.0f} MiB (production window"
+        f" {hours:g} h) and grows no more; the dispatcher's processed ids (~{per_id:.0f} bytes"
+        f" each) grow {statuses * per_id * 3600 / (1 << 20):.0f} MiB/h for {days:g} days"
+        f" (~{statuses * per_id * days * 86400 / (1 << 30):.0f} GiB), then level off."
+    )
 
 
 def main() -> None:
@@ -535,6 +669,12 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=5, help="seconds between samples")
     parser.add_argument("--changed", type=int, default=5, help="percent changing free slots")
     parser.add_argument("--profile", help="write a cProfile of the drain phase to this file")
+    parser.add_argument(
+        "--verify-processes",
+        type=int,
+        default=0,
+        help="registry.verify_processes: worker processes checking signatures (default 0)",
+    )
     parser.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--service", help=argparse.SUPPRESS)
     parser.add_argument("--amqp-url", help=argparse.SUPPRESS)

@@ -76,6 +76,9 @@ class RegistryConfig:
     broker_api_user: str = ""
     broker_api_password_file: str = ""
     enrol_max_skew: float = 600.0  # seconds an enrolment's signature may be old (or early)
+    # Worker processes that check each heartbeat batch's signatures beside the event loop
+    # (registry/verifying.py); 0: checked in the event loop. Worth one per spare core.
+    verify_processes: int = 0
     # What a new volunteer's machine needs to know, served read-only at GET /api/v1/farm
     # (`skyline host enroll` and `skyline host cloud-init` read it): the farm admins' SSH
     # public keys ("ssh-ed25519 AAAA... admin@example.org"), put on every cloud-init VM;
@@ -92,6 +95,15 @@ class RegistryConfig:
     standing: StandingConfig = dataclasses.field(default_factory=StandingConfig)
     # [registry.qos]: how each host's quality of service is measured (qos.QosConfig).
     qos: QosConfig = dataclasses.field(default_factory=QosConfig)
+    # Days the availability history (host_state_changes) and the builds each host ran
+    # (host_tasks) are kept; the retention job deletes older rows. Never less than
+    # [registry.qos] window_seconds: availability and MTBF are computed over that window (each
+    # host's last change before the window is kept too: the state the window opens in).
+    history_days: float = 30.0
+
+    @property
+    def history_seconds(self) -> float:
+        return max(self.history_days * 86400.0, self.qos.window_seconds)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -102,6 +102,8 @@ class Service:
     periodic: Sequence[Periodic] = ()
     migrations: Path | None = None
     on_start: Job | None = None
+    # Tables of its own that grow with traffic, pruned by the retention job (retention.py).
+    history: Sequence[retention.History] = ()
 
     @property
     def queue(self) -> str:
@@ -143,7 +145,7 @@ class Service:
                 if self.on_start:
                     await self.on_start(runtime)
                 tasks.append(asyncio.create_task(relay.run(config.bus.relay_interval)))
-                periodic = [*self.periodic, RETENTION, QUEUE_DEPTH]
+                periodic = [*self.periodic, self.retention_job(), QUEUE_DEPTH]
                 tasks += [asyncio.create_task(_every(p, runtime)) for p in periodic]
                 if self.listen:
                     app = make_app(self.routes)
@@ -172,6 +174,12 @@ class Service:
         finally:
             await bus.close()
             await pool.close()
+
+    def retention_job(self) -> Periodic:
+        async def prune(runtime: Runtime) -> None:
+            await retention.run(runtime, self.history)
+
+        return Periodic("retention", lambda config: config.bus.retention_interval, prune)
 
     def routing_keys(self) -> list[str]:
         # A class may name a wider binding than its topic (leases go to `<topic>.<host>`).
@@ -222,9 +230,6 @@ class Service:
                 log.info("skipping already processed message %s (%s)", msg.id, msg.topic)
                 return
             await handler(msg, ctx)
-
-
-RETENTION = Periodic("retention", lambda config: config.bus.retention_interval, retention.run)
 
 
 async def _record_queue_depth(runtime: Runtime) -> None:

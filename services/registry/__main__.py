@@ -14,6 +14,7 @@ from services.common.service import Periodic, Runtime, Service
 
 from . import broker
 from .handlers import mark_silent_hosts_offline, on_heartbeat, on_heartbeats
+from .history import HISTORY
 from .qos_events import on_task_finished, on_task_leased, on_task_mismatch, refresh_stale
 from .routes import ROUTES
 from .verified import on_task_verified
@@ -51,6 +52,7 @@ SERVICE = Service(
     ],
     migrations=Path(__file__).parent / "migrations",
     on_start=connect_broker_admin,
+    history=HISTORY,
 )
 
 

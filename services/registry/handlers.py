@@ -10,11 +10,9 @@ from typing import Any
 from skyline_messages import HostHeartbeatV1
 
 from services.common.batch import idempotent
-from services.common.errors import SignatureError
 from services.common.service import Context, Runtime
-from services.common.signing import verify_body
 
-from . import store
+from . import store, verifying
 
 log = logging.getLogger(__name__)
 MAX_CLOCK_SKEW = datetime.timedelta(minutes=10)
@@ -29,17 +27,23 @@ async def on_heartbeats(msgs: Sequence[HostHeartbeatV1], ctx: Context) -> None:
     """Authenticate heartbeats, record the newest per host, publish statuses that changed.
 
     Each heartbeat gets the checks it always had (enrolled host, signature, readable time, clock
-    skew, replay), in delivery order; the database sees two statements for the whole batch.
+    skew, replay), in delivery order; the signatures of the batch are checked together
+    (verifying.py); the database sees two statements for the whole batch.
     Idempotent without processed-message ids: a heartbeat already applied is signed no later
     than its host's `last_signed_at`, so the replay check drops it when it is redelivered.
     """
     known = await store.hosts_for_heartbeats(ctx.conn, sorted({m.body["host"] for m in msgs}))
     newest: dict[str, datetime.datetime | None] = {h: r["last_signed_at"] for h, r in known.items()}
+    enrolled = [m for m in msgs if _enrolled(m.body, known.get(m.body["host"]))]
+    signed = await verifying.verify(
+        [(m.body, known[m.body["host"]]["public_key"]) for m in enrolled],
+        ctx.config.registry.verify_processes,
+    )
     beats: dict[str, tuple[str, int, int, datetime.datetime]] = {}
-    for msg in msgs:
+    for msg, ok in zip(enrolled, signed, strict=True):
         body = msg.body
         host = body["host"]
-        signed_at = _accept(body, known.get(host))
+        signed_at = _accept(body, ok)
         if signed_at is None:
             continue
         last = newest[host]
@@ -60,15 +64,18 @@ async def on_heartbeats(msgs: Sequence[HostHeartbeatV1], ctx: Context) -> None:
         await store.record_published(ctx.conn, due)
 
 
-def _accept(body: Mapping[str, Any], row: Any) -> datetime.datetime | None:
-    """The heartbeat's signing time if it passes every check but the replay one, else None."""
+def _enrolled(body: Mapping[str, Any], row: Any) -> bool:
     if row is None:
         # Heartbeats are high volume and transient: an unknown host is logged, not kept.
         log.error("heartbeat from unknown host %r dropped: enrol it first", body["host"])
-        return None
-    try:
-        verify_body(body, row["public_key"])
-    except SignatureError:
+        return False
+    return True
+
+
+def _accept(body: Mapping[str, Any], signed: bool) -> datetime.datetime | None:
+    """The heartbeat's signing time if it passes every check but the replay one, else None
+    (`signed`: its signature is its enrolled key's)."""
+    if not signed:
         log.error("heartbeat for host %r with a bad signature dropped", body["host"])
         return None
     signed_at = _parse_signed_at(body["signed_at"])
