@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import heapq
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
@@ -105,6 +106,17 @@ def to_amqp(msg: fm.Message, user_id: str | None = None) -> tuple[str, aio_pika.
     """Validate `msg` and encode it as fedora-messaging's publisher would."""
     wire = encode(msg)
     return wire.routing_key, wire_message(wire, user_id)
+
+
+def sent_at(msg: fm.Message) -> datetime.datetime | None:
+    """When the publisher made the message: fedora-messaging's `sent-at` header (a naive time
+    is taken as UTC), or None when it is missing or unreadable."""
+    raw = (getattr(msg, "_headers", None) or {}).get("sent-at")
+    try:
+        at = datetime.datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+    return at if at is None or at.tzinfo else at.replace(tzinfo=datetime.UTC)
 
 
 def url_user(url: str) -> str:

@@ -14,25 +14,15 @@ from __future__ import annotations
 import datetime
 import logging
 
-from fedora_messaging import message as fm
 from skyline_messages import ThrottleEngagedV1, ThrottleReleasedV1
 
+from services.common.bus import sent_at
 from services.common.service import Context
 
 from . import handlers, store
 
 log = logging.getLogger(__name__)
 EXPLAIN_QUEUED = 1000  # queued tasks whose waiting reason a change updates at once, at most
-
-
-def sent_at(msg: fm.Message) -> datetime.datetime | None:
-    """When the verifier made the message (fedora-messaging's `sent-at` header)."""
-    raw = (getattr(msg, "_headers", None) or {}).get("sent-at")
-    try:
-        at = datetime.datetime.fromisoformat(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return None
-    return at if at is None or at.tzinfo else at.replace(tzinfo=datetime.UTC)
 
 
 async def _keep(

@@ -19,10 +19,10 @@ import math
 from typing import Any
 
 import asyncpg
-from fedora_messaging import message as fm
 from skyline_messages import TaskFinishedV1, TaskLeasedV1, TaskMismatchV1, TaskVerifiedV1
 from skyline_messages.base import package_of
 
+from services.common.bus import sent_at
 from services.common.errors import SignatureError
 from services.common.service import Context, Runtime
 from services.common.signing import verify_body
@@ -35,16 +35,6 @@ log = logging.getLogger(__name__)
 # several hosts, or the host is not enrolled at all.
 NOT_THE_HOSTS_DOING = frozenset({"no_agreement", "unknown_host"})
 REFRESH_BATCH = 500  # hosts whose score a periodic run recomputes at most
-
-
-def sent_at(msg: fm.Message) -> datetime.datetime | None:
-    """When the publisher made the message (fedora-messaging's `sent-at` header)."""
-    raw = (getattr(msg, "_headers", None) or {}).get("sent-at")
-    try:
-        at = datetime.datetime.fromisoformat(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return None
-    return at if at is not None and at.utcoffset() is not None else None
 
 
 async def on_task_leased(msg: TaskLeasedV1, ctx: Context) -> None:
