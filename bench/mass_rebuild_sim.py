@@ -179,7 +179,7 @@ def work_minutes(row: dict, rng: random.Random) -> float:
 def load_workload(
     rows: Sequence[dict],
     rng: random.Random,
-    cycles: str = "dfs",
+    cycles: str = "scc",
     universe: set[str] | frozenset[str] = frozenset(),
 ) -> Workload:
     """The packages of `rows`; `universe`: every name the whole data set provides (a
@@ -477,8 +477,10 @@ class Simulation:
             )
             for a in self.queues
         }
-        self._fronts: dict[str, list[tuple[float, float]]] = {}
+        self._fronts: dict[str, list[tuple[float, float, str]]] = {}
         self._fronts_at = -1.0
+        self._outlooks: dict[str, matching.Outlook] = {}
+        self._outlooks_at = -1.0
         self._deadline_at = (-1.0, 0.0)
         for b in builders:
             self._mark_free(b)
@@ -521,7 +523,7 @@ class Simulation:
         if self.weights is not None:
             kept = []
             for t in eligible:
-                (declined if matching.declines(host, t, self.outlook(host, t)) else kept).append(t)
+                (declined if matching.declines(host, t, self.outlook(t)) else kept).append(t)
             eligible = kept
         first = matching.core_claims(host, eligible)[: host.free_slots]
         groups: dict[tuple[int, str], list[matching.TaskView]] = {}
@@ -538,21 +540,24 @@ class Simulation:
         self.leased.update(picked)
         out = [(t, name) for t in chosen]
         self.declined += len(declined)
-        # A declined task whose faster host is free now need not wait for that host's
-        # next heartbeat: it looks for a free host again (the fastest first, pick_host).
-        now_free = [t for t in declined if self._faster_free_now(host, t)]
-        if now_free and depth == 0:  # once: that host's own pull does not ask again
-            out += self.schedule_tasks([t.task_id for t in now_free], depth + 1)
+        # A declined task whose faster host is free now need not wait for that host's next
+        # heartbeat: that host pulls at once (as handlers.schedule_tasks would make it, the
+        # fastest free host first for a critical task: matching.preference).
+        if declined and depth == 0:  # once: that host's own pull does not ask again
+            free_now = [
+                n
+                for t in declined
+                for s, f, n in self._front(t.arch)
+                if s > host.speed and f <= self.now
+            ]
+            if free_now:
+                fastest = max(free_now, key=lambda n: self.builders[n].speed)
+                out += self.schedule_host(fastest, depth + 1)
         return out
 
-    def _faster_free_now(self, host: matching.HostView, task: matching.TaskView) -> bool:
-        return any(
-            s > host.speed and f <= self.now for s, f in self._front(task.arch)
-        )
-
-    def _front(self, arch: str) -> list[tuple[float, float]]:
-        """(speed, when it has a slot free) of the arch's builders none faster and free
-        sooner beats: all a faster-host question needs (a handful of builders)."""
+    def _front(self, arch: str) -> list[tuple[float, float, str]]:
+        """(speed, when it has a slot free, name) of the arch's builders that no faster one
+        beats by being free sooner: all a faster-host question needs (a handful)."""
         if self._fronts_at != self.now:
             self._fronts, self._fronts_at = {}, self.now
         front = self._fronts.get(arch)
@@ -562,20 +567,30 @@ class Simulation:
             for b in self.by_speed[arch]:
                 free_at = self.now if b.view.free_slots > 0 else min(self.ends[b.view.host])
                 if free_at < soonest:
-                    front.append((b.speed, free_at))
+                    front.append((b.speed, free_at, b.view.host))
                     soonest = free_at
+                    if free_at <= self.now:
+                        break  # none slower is free sooner than now
             self._fronts[arch] = front
         return front
 
-    def outlook(self, host: matching.HostView, task: matching.TaskView) -> matching.Outlook:
+    def outlook(self, task: matching.TaskView) -> matching.Outlook:
+        """The outlook of the task's arch now (declines() itself looks only at the hosts
+        faster than the one pulling)."""
         w = self.weights
         assert w is not None
-        return matching.Outlook(
-            now=self.now,
-            deadline=self._deadline(w),
-            fastest=w.fastest[task.arch],
-            faster=[(s, f) for s, f in self._front(task.arch) if s > host.speed],
-        )
+        if self._outlooks_at != self.now:
+            self._outlooks, self._outlooks_at = {}, self.now
+        found = self._outlooks.get(task.arch)
+        if found is None:
+            found = matching.Outlook(
+                now=self.now,
+                deadline=self._deadline(w),
+                fastest=w.fastest[task.arch],
+                faster=[(s, f) for s, f, _ in self._front(task.arch)],
+            )
+            self._outlooks[task.arch] = found
+        return found
 
     def _deadline(self, w: Weights) -> float:
         """The estimated lower bound, or once behind it, now plus the longest remaining path
@@ -591,7 +606,9 @@ class Simulation:
         self._deadline_at = (self.now, deadline)
         return deadline
 
-    def schedule_tasks(self, tids: list[int], depth: int = 0) -> list[tuple[matching.TaskView, str]]:
+    def schedule_tasks(
+        self, tids: list[int], depth: int = 0
+    ) -> list[tuple[matching.TaskView, str]]:
         """handlers.schedule_tasks: each new task's preferred free hosts (matching.pick_host:
         QoS, and speed first for a critical task) pull, until it is leased."""
         out: list[tuple[matching.TaskView, str]] = []
@@ -606,7 +623,7 @@ class Simulation:
                 if host is None:
                     break
                 tried.add(host.host)
-                out += self.schedule_host(host.host, depth)
+                out += self.schedule_host(host.host)
                 if tid in self.leased:
                     break
         return out
