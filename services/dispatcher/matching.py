@@ -18,7 +18,7 @@ Among eligible hosts (preference()): a core host first for an official build's o
 then, for a task whose critical-path weight is known (TaskView.path: a mass rebuild's or a
 chain's), the fastest host by the registry's speed factor; then the registry's QoS score;
 then the most free slots. A host the registry has not rated counts as neutral (NEUTRAL_QOS,
-speed 1). Owner diversity for replicas is a constraint (exclude_owners), not a preference.
+NEUTRAL_SPEED). Owner diversity for replicas is a constraint (exclude_owners), not a preference.
 
 A slower host declines a critical task when a faster host will be free soon enough to end it
 earlier (declines()): the task's path, not the host's idle slot, decides the batch's end.
@@ -32,6 +32,9 @@ from collections.abc import Iterable, Sequence
 
 from services.registry.trust import Trust, at_least
 
+# A host the registry has not rated: midway (a new host scores about 0.48), at the farm's pace.
+NEUTRAL_QOS, NEUTRAL_SPEED = 0.5, 1.0
+
 
 @dataclasses.dataclass
 class HostView:
@@ -43,8 +46,8 @@ class HostView:
     owner: str = ""
     # The registry's view (host.status qos_score, speed_factor): 0..1, 1 best; and its pace,
     # 1 the farm's, 2 twice as fast. Unknown: neutral.
-    qos_score: float = 0.5
-    speed: float = 1.0
+    qos_score: float = NEUTRAL_QOS
+    speed: float = NEUTRAL_SPEED
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ import asyncpg
 from skyline_messages import HostStatusV1
 
 from . import arches, failures, fairshare
-from .matching import HostView, TaskView
+from .matching import NEUTRAL_QOS, NEUTRAL_SPEED, HostView, TaskView
 
 JSON_COLUMNS = ("files", "failures", "agreeing")
 
@@ -101,8 +101,8 @@ def host_view(r: Any) -> HostView:
         r["spare"] if r["state"] == "online" else 0,
         owner=r["owner"],
         # Not rated by the registry: neutral (HostView's defaults).
-        qos_score=0.5 if r["qos_score"] is None else r["qos_score"],
-        speed=1.0 if r["speed"] is None else r["speed"],
+        qos_score=NEUTRAL_QOS if r["qos_score"] is None else r["qos_score"],
+        speed=NEUTRAL_SPEED if r["speed"] is None else r["speed"],
     )
 
 
