@@ -149,6 +149,8 @@ class HostStatusV1(_HostMessage):
             "seen_at": TIMESTAMP,
             # The registry's quality-of-service score (services/registry/qos.py): 1 is best.
             "qos_score": {"type": "number", "minimum": 0, "maximum": 1},
+            # Its speed factor (qos.py): 1 is the farm's pace, 2 twice as fast. Optional.
+            "speed_factor": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
         },
     )
 
@@ -157,6 +159,12 @@ class HostStatusV1(_HostMessage):
         """None from a registry that does not rate its hosts."""
         score = self.body.get("qos_score")
         return None if score is None else float(score)
+
+    @property
+    def speed_factor(self) -> float | None:
+        """None from a registry that has not measured the host's speed (or does not say)."""
+        speed = self.body.get("speed_factor")
+        return None if speed is None else float(speed)
 
     @property
     def running(self) -> int:

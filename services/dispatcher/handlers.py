@@ -147,8 +147,12 @@ async def schedule_tasks(ctx: Context, task_ids: list[int]) -> list[int]:
         if task.task_id in leased:
             continue
         hosts = await store.free_hosts_for(ctx.conn, task.arch, task.release, HOSTS_TRIED)
-        # The host pick_host prefers first (a core one for an official build's own lease).
-        hosts.sort(key=lambda h: (not matching.can_build(h, task, throttle), -_preference(task, h)))
+        # The hosts pick_host prefers first (matching.preference: core for an official
+        # build's own lease, speed for a critical one, then QoS score, then free slots).
+        hosts.sort(
+            key=lambda h: (matching.can_build(h, task, throttle), matching.preference(task, h)),
+            reverse=True,
+        )
         for host in hosts:
             if host.host in tried or not matching.can_build(host, task, throttle):
                 continue
@@ -159,10 +163,6 @@ async def schedule_tasks(ctx: Context, task_ids: list[int]) -> list[int]:
     waiting = [t for t in tasks if t.task_id not in leased]
     await explain(ctx, waiting)
     return leased
-
-
-def _preference(task: matching.TaskView, host: matching.HostView) -> int:
-    return (task.prefers_core and host.trust == "core") * 1_000_000 + host.free_slots
 
 
 async def explain(ctx: Context, tasks: list[matching.TaskView]) -> None:

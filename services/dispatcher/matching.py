@@ -16,15 +16,27 @@ Free slots are the dispatcher's own count (free_slots()), never a heartbeat's wo
 
 While the farm-wide throttle is engaged (the verifier saw too many bad results: Throttle),
 only core hosts get new leases; leases already given run on.
+
+Among eligible hosts (preference()): a core host first for an official build's own lease;
+then, for a task whose critical-path weight is known (TaskView.path: a mass rebuild's or a
+chain's), the fastest host by the registry's speed factor; then the registry's QoS score;
+then the most free slots. A host the registry has not rated counts as neutral (NEUTRAL_QOS,
+NEUTRAL_SPEED). Owner diversity for replicas is a constraint (exclude_owners), not a preference.
+
+A slower host declines a critical task when a faster host will be free soon enough to end it
+earlier (declines()): the task's path, not the host's idle slot, decides the batch's end.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from services.registry.trust import Trust, at_least
+
+# A host the registry has not rated: midway (a new host scores about 0.48), at the farm's pace.
+NEUTRAL_QOS, NEUTRAL_SPEED = 0.5, 1.0
 
 
 @dataclasses.dataclass
@@ -35,6 +47,10 @@ class HostView:
     releases: frozenset[str]
     free_slots: int
     owner: str = ""
+    # The registry's view (host.status qos_score, speed_factor): 0..1, 1 best; and its pace,
+    # 1 the farm's, 2 twice as fast. Unknown: neutral.
+    qos_score: float = NEUTRAL_QOS
+    speed: float = NEUTRAL_SPEED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +72,11 @@ class TaskView:
     # Whose build it is and its priority class (fairshare.py): a pull shares by these.
     owner: str = ""
     klass: int = 1
+    # Critical-path weight, in seconds at the farm's pace (speed 1): the task's own estimated
+    # build time and the longest dependency path from it to the end of its batch, itself
+    # included. None: not known (the task is not treated as critical).
+    work: float | None = None
+    path: float | None = None
 
     @property
     def prefers_core(self) -> bool:
@@ -121,19 +142,55 @@ def can_build(host: HostView, task: TaskView, throttle: Throttle = OPEN) -> bool
     )
 
 
+def preference(task: TaskView, host: HostView) -> tuple[bool, float, float, int, int]:
+    """How much `task` wants `host`, the larger the better: a core host for an official
+    build's own lease; the faster host for a task with a critical-path weight (it bounds its
+    batch's end); the better QoS score; the most free slots (spreading load); a hash of task
+    and host (ties spread)."""
+    return (
+        task.prefers_core and host.trust == Trust.CORE,
+        host.speed if task.path is not None else 0.0,
+        host.qos_score,
+        host.free_slots,
+        zlib.crc32(f"{task.task_id}:{host.host}".encode()),
+    )
+
+
 def pick_host(task: TaskView, hosts: Iterable[HostView]) -> HostView | None:
-    """The eligible host with the most free slots (a core one first for an official build's
-    own lease); ties spread by a hash of task and host."""
+    """The eligible host `task` prefers (preference())."""
     eligible = [h for h in hosts if can_build(h, task)]
     if not eligible:
         return None
-    return max(
-        eligible,
-        key=lambda h: (
-            task.prefers_core and h.trust == Trust.CORE,
-            h.free_slots,
-            zlib.crc32(f"{task.task_id}:{h.host}".encode()),
-        ),
+    return max(eligible, key=lambda h: preference(task, h))
+
+
+@dataclasses.dataclass(frozen=True)
+class Outlook:
+    """What the dispatcher expects of the hosts of a task's arch, for declines()."""
+
+    now: float
+    # The batch's estimated end at best (its lower bound, or later once behind it): a task
+    # whose path still ends by then may go to any host.
+    deadline: float
+    fastest: float  # the speed of the fastest host of the arch
+    # (speed, when it has a slot free: now or its earliest lease's estimated end) of hosts
+    # of the arch faster than the one pulling.
+    faster: Sequence[tuple[float, float]] = ()
+
+
+def declines(host: HostView, task: TaskView, outlook: Outlook) -> bool:
+    """Whether `host` leaves `task` to a faster host: the task is critical (built here, then
+    the rest of its path at the fastest hosts, it would end after the deadline) and a faster
+    host, once free, would end it earlier than this one. A task without a critical-path weight,
+    or one with slack, is never declined: an idle slot helps only if the path allows it."""
+    if task.path is None or task.work is None or host.speed <= 0:
+        return False
+    here = outlook.now + task.work / host.speed
+    if here + max(0.0, task.path - task.work) / outlook.fastest <= outlook.deadline:
+        return False
+    return any(
+        speed > host.speed and max(free_at, outlook.now) + task.work / speed < here
+        for speed, free_at in outlook.faster
     )
 
 

@@ -10,7 +10,7 @@ import asyncpg
 from skyline_messages import HostStatusV1
 
 from . import arches, failures, fairshare
-from .matching import HostView, TaskView, Throttle
+from .matching import NEUTRAL_QOS, NEUTRAL_SPEED, HostView, TaskView, Throttle
 
 JSON_COLUMNS = ("files", "failures", "agreeing")
 
@@ -65,11 +65,11 @@ async def upsert_host(conn: asyncpg.Connection, msg: HostStatusV1) -> None:
     b = msg.body
     await conn.execute(
         "INSERT INTO hosts (host, owner, state, trust, arches, releases, free_slots, running,"
-        " max_slots, seen_at, build_arches)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::timestamptz, $11)"
+        " max_slots, seen_at, build_arches, qos_score, speed)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::timestamptz, $11, $12, $13)"
         " ON CONFLICT (host) DO UPDATE SET owner = $2, state = $3, trust = $4, arches = $5,"
         " releases = $6, free_slots = $7, running = $8, max_slots = $9,"
-        " seen_at = $10::text::timestamptz, build_arches = $11"
+        " seen_at = $10::text::timestamptz, build_arches = $11, qos_score = $12, speed = $13"
         " WHERE hosts.seen_at <= $10::text::timestamptz",  # never go back to an older status
         b["host"],
         b["owner"],
@@ -82,6 +82,8 @@ async def upsert_host(conn: asyncpg.Connection, msg: HostStatusV1) -> None:
         msg.max_slots,
         b["seen_at"],
         sorted(arches.buildable(b["arches"])),
+        msg.qos_score,
+        msg.speed_factor,
     )
 
 
@@ -98,6 +100,9 @@ def host_view(r: Any) -> HostView:
         frozenset(r["releases"]),
         r["spare"] if r["state"] == "online" else 0,
         owner=r["owner"],
+        # Not rated by the registry: neutral (HostView's defaults).
+        qos_score=NEUTRAL_QOS if r["qos_score"] is None else r["qos_score"],
+        speed=NEUTRAL_SPEED if r["speed"] is None else r["speed"],
     )
 
 
