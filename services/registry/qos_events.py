@@ -142,7 +142,10 @@ async def refresh(ctx: Context, host: str, *, publish: bool = True) -> None:
     config = ctx.config.registry.qos
     c = await qos_store.counters(ctx.conn, host)
     up, _ = await qos_store.uptime(ctx.conn, row, config.window_seconds)
-    await qos_store.save_score(ctx.conn, host, qos.compute(c, up, config).score)
+    figures = qos.compute(c, up, config)
+    # No timed build yet: no speed to tell (the dispatcher takes the farm's pace).
+    speed = figures.speed_factor if c.speed_samples else None
+    await qos_store.save_score(ctx.conn, host, figures.score, speed)
     if publish:
         await publish_changed(ctx, [host])
 

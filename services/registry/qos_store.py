@@ -130,11 +130,15 @@ async def uptime(
     return qos.uptime(changes, before or "offline", start, now), now
 
 
-async def save_score(conn: asyncpg.Connection, host: str, score: float) -> asyncpg.Record:
+async def save_score(
+    conn: asyncpg.Connection, host: str, score: float, speed_factor: float | None
+) -> asyncpg.Record:
     return await conn.fetchrow(
-        "UPDATE hosts SET qos_score = $2, qos_computed_at = now() WHERE host = $1 RETURNING *",
+        "UPDATE hosts SET qos_score = $2, speed_factor = $3, qos_computed_at = now()"
+        " WHERE host = $1 RETURNING *",
         host,
         score,
+        speed_factor,
     )
 
 

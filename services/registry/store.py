@@ -204,4 +204,11 @@ def status_body(row: Any) -> dict[str, Any]:
         "max_slots": max_slots,
         "seen_at": seen.isoformat(),
         **({} if row["qos_score"] is None else {"qos_score": round(float(row["qos_score"]), 2)}),
+        # Two significant digits: a speed that drifts by a hair publishes no new status.
+        **({} if row.get("speed_factor") is None else {"speed_factor": speed(row["speed_factor"])}),
     }
+
+
+def speed(factor: float) -> float:
+    """The speed factor as host.status says it: two significant digits, within its bounds."""
+    return min(100.0, max(0.01, float(f"{float(factor):.2g}")))

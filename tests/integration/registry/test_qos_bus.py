@@ -284,10 +284,11 @@ async def test_qos_figures_follow_real_task_outcomes(config, broker) -> None:
         assert fast_view["qos_score"] == pytest.approx(fast_qos["qos"]["score"])
 
     async with service_runtime(config, "registry") as runtime:
-        statuses = [
-            m
-            for m in await outbox_messages(runtime)
-            if isinstance(m, HostStatusV1) and m.body["host"] == "fast-1"
-        ]
+        sent = [m for m in await outbox_messages(runtime) if isinstance(m, HostStatusV1)]
+    statuses = [m for m in sent if m.body["host"] == "fast-1"]
     assert statuses[-1].body["qos_score"] == pytest.approx(fast_qos["qos"]["score"])
     assert statuses[-1].qos_score == statuses[-1].body["qos_score"]
+    # ... and its speed (two significant digits), which sends critical tasks to fast hosts;
+    # a host with no timed build to compare says none (the dispatcher takes the farm's pace).
+    assert statuses[-1].speed_factor == pytest.approx(2.0, rel=0.05)
+    assert [m.speed_factor for m in sent if m.body["host"] == "slow-1"][-1] is None
