@@ -30,6 +30,9 @@ SERVICE = Service(
         TaskReplicateV1: handlers.on_task_replicate,
         BuildStoredV1: handlers.on_build_stored,
     },
+    # On the bus, statuses are handled many to a transaction (the single handler above serves
+    # SERVICE.handle).
+    batched={HostStatusV1: handlers.on_host_statuses},
     routes=ROUTES,
     listen=lambda config: config.dispatcher.listen,
     periodic=[

@@ -311,6 +311,39 @@ async def test_an_older_status_does_not_overwrite_a_newer_one(runtime, sent) -> 
     assert host["state"] == "offline"
 
 
+async def statuses_batch(runtime: Runtime, sent, *msgs: HostStatusV1) -> list[fm.Message]:
+    """Handle statuses as the bus does, many in one transaction (no processed-message rows)."""
+    before = len(await sent())
+    async with runtime.transaction() as ctx:
+        await handlers.on_host_statuses(list(msgs), ctx)
+    return (await sent())[before:]
+
+
+async def test_a_redelivered_or_stale_status_changes_nothing(runtime, sent) -> None:
+    for _ in range(4):
+        await SERVICE.handle(runtime, request(arches=["x86_64"]))
+    online = status(free_slots=2)
+    # The registry's offline transition carries the last heartbeat's seen_at (and its sent-at
+    # may be the same whole second): another status all the same, it applies.
+    offline = HostStatusV1(body={**online.body, "state": "offline", "free_slots": 0})
+    assert len(of_type(await statuses_batch(runtime, sent, online), TaskLeasedV1)) == 2
+    assert await statuses_batch(runtime, sent, offline) == []
+    stored = await runtime.pool.fetchrow("SELECT * FROM hosts")
+    # Redelivered, alone or twice in one batch, or beside the newer one: nothing changes.
+    for batch in ([online], [copy_of(online), copy_of(online)], [offline, copy_of(online)]):
+        assert await statuses_batch(runtime, sent, *batch) == []
+        assert await runtime.pool.fetchrow("SELECT * FROM hosts") == stored
+    assert stored["state"] == "offline"
+    assert await runtime.pool.fetchval("SELECT count(*) FROM leases") == 2
+    # Of one host's statuses in a batch the newest applies, whatever their order.
+    later = status(free_slots=1, running=2, max_slots=3)
+    assert len(of_type(await statuses_batch(runtime, sent, later, online), TaskLeasedV1)) == 1
+    host = await runtime.pool.fetchrow("SELECT * FROM hosts")
+    assert (host["state"], host["max_slots"], host["open_leases"]) == ("online", 3, 3)
+    # No processed-message row per status: only the requests have one.
+    assert await runtime.pool.fetchval("SELECT count(*) FROM processed_messages") == 4
+
+
 async def test_higher_priority_is_leased_first(runtime, sent) -> None:
     await SERVICE.handle(runtime, request(priority=10, arches=["x86_64"]))
     await SERVICE.handle(runtime, request(priority=500, arches=["x86_64"]))
