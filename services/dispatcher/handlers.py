@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import koji
+from fedora_messaging import message as fm
 from skyline_messages import (
     BuildCompleteV1,
     BuildFailedV1,
@@ -60,7 +61,8 @@ async def on_build_request(msg: BuildRequestV1, ctx: Context) -> None:
         return
     tasks = await store.build_tasks(ctx.conn, build["id"])
     log.info("queued build %s of %s for %s", build["id"], nvr, ", ".join(msg.body["arches"]))
-    await ctx.publish(
+    scheduling = Pass(ctx)  # build.queued goes out first, with the leases, in one insert
+    scheduling.messages.append(
         BuildQueuedV1(
             body={
                 "build_id": build["id"],
@@ -72,7 +74,7 @@ async def on_build_request(msg: BuildRequestV1, ctx: Context) -> None:
             }
         )
     )
-    await schedule_tasks(ctx, [t["id"] for t in tasks])
+    await schedule_tasks(ctx, [t["id"] for t in tasks], scheduling)
 
 
 async def refuse_over_quota(ctx: Context, build: Any) -> bool:
@@ -110,15 +112,16 @@ async def on_host_status(msg: HostStatusV1, ctx: Context) -> None:
 
 class Pass:
     """What one transaction's pulls write last: the fair-share charges, in one statement in
-    owner order (store.charge_many), and the task.leased messages, in one outbox insert.
-    Later pulls of the transaction see earlier ones' charges through `terms`."""
+    owner order (store.charge_many), and the task.leased messages (after any the caller
+    queued first), in one outbox insert. Later pulls of the transaction see earlier ones'
+    charges through `terms`."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.now = time.time()
         self.half_life = ctx.config.dispatcher.fair_share_half_life
         self.terms: dict[str, float] = {}  # charges not written yet, by owner
-        self.leases: list[TaskLeasedV1] = []
+        self.messages: list[fm.Message] = []  # task.leased (after what the caller put first)
 
     def charge(self, owner: str, units: int) -> None:
         term = fairshare.charge_term(self.now, units, self.half_life)
@@ -126,8 +129,8 @@ class Pass:
 
     async def finish(self) -> None:
         await store.charge_many(self.ctx.conn, self.terms)
-        await self.ctx.publish_many(self.leases)
-        self.terms, self.leases = {}, []
+        await self.ctx.publish_many(self.messages)
+        self.terms, self.messages = {}, []
 
 
 async def schedule_host(ctx: Context, host_name: str, scheduling: Pass | None = None) -> list[int]:
@@ -163,6 +166,7 @@ async def pull_many(
     for host in hosts:
         kinds.setdefault((host.arches, host.releases), []).append(host)
     leases: list[tuple[matching.TaskView, matching.HostView]] = []
+    taken: set[int] = set()
     for kind in kinds.values():
         slots = sum(host.free_slots for host in kind)
         # More candidates than slots: some may be excluded from a host (trust, replicas).
@@ -173,15 +177,17 @@ async def pull_many(
         )
         pool: dict[tuple[int, str], list[matching.TaskView]] = {}
         for task in candidates:
-            pool.setdefault((task.klass, task.owner), []).append(task)
+            if task.task_id not in taken:  # another kind's host has it (its lease unwritten)
+                pool.setdefault((task.klass, task.owner), []).append(task)
         for host in kind:
             for task in choose(host, pool, keys, scheduling):
                 pool[(task.klass, task.owner)].remove(task)
+                taken.add(task.task_id)
                 leases.append((task, host))
     rows = await store.lease_many(ctx.conn, leases, ctx.config.dispatcher.lease_seconds)
     for row in rows:
         log.info("leased task %s (%s) to %s for a %s", *(row[k] for k in LOGGED))
-    scheduling.leases += [lease_message(row) for row in rows]
+    scheduling.messages += [lease_message(row) for row in rows]
     return [task.task_id for task, _ in leases]
 
 
@@ -235,14 +241,17 @@ def choose(
     return chosen
 
 
-async def schedule_tasks(ctx: Context, task_ids: list[int]) -> list[int]:
+async def schedule_tasks(
+    ctx: Context, task_ids: list[int], scheduling: Pass | None = None
+) -> list[int]:
     """New or requeued tasks look for free hosts that build them (by index), and each such
     host pulls (schedule_host: the new tasks compete fairly with those already queued).
-    Whatever is left unassigned gets the matcher's reason why it waits."""
+    Whatever is left unassigned gets the matcher's reason why it waits. The `scheduling` pass
+    given is finished here too."""
     leased: list[int] = []
     tasks = await store.queued_tasks(ctx.conn, task_ids)
     tried: set[str] = set()
-    scheduling = Pass(ctx)
+    scheduling = scheduling or Pass(ctx)
     for task in tasks:
         if task.task_id in leased:
             continue

@@ -344,6 +344,25 @@ async def test_a_redelivered_or_stale_status_changes_nothing(runtime, sent) -> N
     assert await runtime.pool.fetchval("SELECT count(*) FROM processed_messages") == 4
 
 
+async def test_hosts_of_a_batch_never_share_a_task(runtime, sent) -> None:
+    """Hosts of different arches in one batch pull from candidates fetched apart; a task one
+    of them chose (its lease not yet written) is not offered to the next."""
+    for _ in range(3):
+        await SERVICE.handle(runtime, request(arches=["noarch"]))
+    hosts = [
+        status("x86-1", arches=("x86_64",), free_slots=2),
+        status("arm-1", arches=("aarch64",), free_slots=2),
+        status("s390-1", arches=("s390x",), free_slots=2),
+    ]
+    leases = of_type(await statuses_batch(runtime, sent, *hosts), TaskLeasedV1)
+    assert len(leases) == 3 and len({lease.body["task_id"] for lease in leases}) == 3
+    rows = await runtime.pool.fetch("SELECT task_id, host FROM leases ORDER BY task_id")
+    assert [(r["task_id"], r["host"]) for r in rows] == sorted(
+        (lease.body["task_id"], lease.body["host"]) for lease in leases
+    )
+    assert await runtime.pool.fetchval("SELECT count(*) FROM tasks WHERE state = 'leased'") == 3
+
+
 async def test_higher_priority_is_leased_first(runtime, sent) -> None:
     await SERVICE.handle(runtime, request(priority=10, arches=["x86_64"]))
     await SERVICE.handle(runtime, request(priority=500, arches=["x86_64"]))
