@@ -170,10 +170,21 @@ async def pull_many(
     for kind in kinds.values():
         slots = sum(host.free_slots for host in kind)
         # More candidates than slots: some may be excluded from a host (trust, replicas).
-        per_owner = min(PULL_LIMIT, slots + 4)
+        # Of each owner, at least what one host could take; for hosts pulling together, twice
+        # their slots shared among the owners waiting (so one owner's queue, alone, fills
+        # them all, and many owners each offer a few, as one host's pull after another's).
+        per_owner = min(PULL_LIMIT, max(host.free_slots for host in kind) + 4)
         owners = slots * 2 + 4  # some may have nothing these hosts may take
+        limit = PULL_LIMIT + 2 * slots
         candidates, keys = await store.pull_candidates(
-            ctx.conn, kind[0], per_owner, PULL_LIMIT + 2 * slots, owners, scheduling.terms
+            ctx.conn,
+            kind[0],
+            per_owner,
+            limit,
+            owners,
+            scheduling.terms,
+            spread=2 * slots if len(kind) > 1 else 0,
+            per_owner_cap=min(limit, slots + 4),
         )
         pool: dict[tuple[int, str], list[matching.TaskView]] = {}
         for task in candidates:

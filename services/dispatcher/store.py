@@ -239,31 +239,40 @@ async def pull_candidates(
     limit: int,
     owners: int,
     pending: Mapping[str, float],
+    spread: int = 0,
+    per_owner_cap: int | None = None,
 ) -> tuple[list[TaskView], dict[str, float]]:
-    """Queued tasks `host` may build by arch and release: the first `per_owner` of each of the
-    `owners` least-used owners with queued tasks in the best class (a loose index scan finds
-    the owners waiting, then one probe each, all on tasks_queued_owner: work grows with the
-    owners waiting and the host's free slots, not with the queued tasks), locked; in order
-    of class, owner's usage, priority, age. Usage counts the charges `pending` (by owner) that
-    the caller's transaction has yet to write. Also returns the stored usage key (without
-    `pending`) of each owner of a candidate that has one. The rest of the matching (trust,
-    exclusions) and the fair share among owners is the caller's (matching, fairshare)."""
-    ids = await conn.fetch(
+    """Queued tasks `host` may build by arch and release: the first `per_owner` (or, for
+    hosts pulling together, `spread` shared among the owners probed, up to `per_owner_cap`)
+    of each of the `owners` least-used owners with queued tasks in the best class (a loose
+    index scan finds the owners waiting, then one probe each, all on tasks_queued_owner:
+    work grows with the owners waiting and the free slots, not with the queued tasks),
+    locked (skipping those another transaction holds); in order of class, owner's usage,
+    priority, age. Usage counts the charges `pending` (by owner) that the caller's
+    transaction has yet to write. Also returns the stored usage key (without `pending`) of
+    each owner of a candidate that has one. The rest of the matching (trust, exclusions) and
+    the fair share among owners is the caller's (matching, fairshare)."""
+    rows = await conn.fetch(
         "WITH RECURSIVE q AS ("
         "  (SELECT class, owner FROM tasks WHERE state = 'queued' ORDER BY class, owner LIMIT 1)"
         "  UNION ALL SELECT n.class, n.owner FROM q CROSS JOIN LATERAL (SELECT t.class, t.owner"
         "    FROM tasks t WHERE t.state = 'queued' AND (t.class, t.owner) > (q.class, q.owner)"
         "    ORDER BY t.class, t.owner LIMIT 1) n)"
         # The owners first: only the `owners` least-used of the best classes are probed.
-        f" SELECT c.id, o.owner, o.stored_key FROM (SELECT q.class, q.owner, {_KEY} AS usage_key,"
-        "   u.usage_key AS stored_key"
+        f" SELECT c.*, o.stored_key FROM (SELECT q.class, q.owner, {_KEY} AS usage_key,"
+        "   u.usage_key AS stored_key, LEAST(count(*) OVER (), $5) AS n"
         "   FROM q LEFT JOIN owner_usage u ON u.owner = q.owner"
         "   LEFT JOIN unnest($6::text[], $7::float8[]) AS p(owner, term) ON p.owner = q.owner"
         "   ORDER BY q.class, 3 NULLS FIRST, q.owner LIMIT $5) o"
-        " CROSS JOIN LATERAL (SELECT t.id, t.priority FROM tasks t"
+        # Each owner's first tasks, locked as they are found: those another transaction
+        # holds are skipped (it is leasing them), and the state is checked again on the
+        # newest row version, so a task another dispatcher leased meanwhile is left out.
+        f" CROSS JOIN LATERAL (SELECT {TASK_COLUMNS} FROM tasks t"
         "   WHERE t.state = 'queued' AND t.class = o.class AND t.owner = o.owner"
         "   AND t.arch = ANY($1::text[]) AND (t.release IS NULL OR t.release = ANY($2::text[]))"
-        "   ORDER BY t.priority DESC, t.id LIMIT $3) c"
+        "   ORDER BY t.priority DESC, t.id"
+        "   LIMIT LEAST($8, GREATEST($3, ceil($9::float8 / o.n)))::int"
+        "   FOR UPDATE OF t SKIP LOCKED) c"
         " ORDER BY o.class, o.usage_key NULLS FIRST, o.owner, c.priority DESC, c.id LIMIT $4",
         list(host.arches),
         list(host.releases),
@@ -272,19 +281,11 @@ async def pull_candidates(
         owners,
         list(pending),
         list(pending.values()),
+        max(per_owner, per_owner_cap or 0),
+        spread,
     )
-    if not ids:
-        return [], {}
-    keys = {r["owner"]: r["stored_key"] for r in ids if r["stored_key"] is not None}
-    # Locked apart (a LIMIT over a join cannot lock); the state is checked again on the
-    # newest row version, so a task another dispatcher leased meanwhile is left out.
-    rows = await conn.fetch(
-        f"SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = ANY($1::bigint[])"
-        " AND t.state = 'queued' ORDER BY t.id FOR UPDATE SKIP LOCKED",
-        [r["id"] for r in ids],
-    )
-    order = {r["id"]: i for i, r in enumerate(ids)}
-    return sorted((task_view(r) for r in rows), key=lambda t: order[t.task_id]), keys
+    keys = {r["owner"]: r["stored_key"] for r in rows if r["stored_key"] is not None}
+    return [task_view(r) for r in rows], keys
 
 
 async def queued_tasks(conn: asyncpg.Connection, task_ids: list[int]) -> list[TaskView]:

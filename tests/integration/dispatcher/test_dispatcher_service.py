@@ -363,6 +363,22 @@ async def test_hosts_of_a_batch_never_share_a_task(runtime, sent) -> None:
     assert await runtime.pool.fetchval("SELECT count(*) FROM tasks WHERE state = 'leased'") == 3
 
 
+async def test_hosts_of_a_batch_fill_from_one_owner_and_share_among_many(runtime, sent) -> None:
+    """Hosts pulling together: one owner's queue alone fills them all, and with several
+    owners waiting each gets its turn, as when each host pulled after the other."""
+    for _ in range(12):
+        await SERVICE.handle(runtime, request(arches=["x86_64"]))
+    hosts = [status(f"core-{i}", free_slots=4) for i in range(3)]
+    assert len(of_type(await statuses_batch(runtime, sent, *hosts), TaskLeasedV1)) == 12
+    for owner in ("alice", "bob", "carol"):
+        await SERVICE.handle(runtime, request(arches=["x86_64"], owner=owner))
+    for _ in range(5):
+        await SERVICE.handle(runtime, request(arches=["x86_64"], owner="alice"))
+    more = [status(f"x86-{i}", trust="trusted", free_slots=2) for i in range(2)]
+    leases = of_type(await statuses_batch(runtime, sent, *more), TaskLeasedV1)
+    assert sorted(lease.body["owner"] for lease in leases) == ["alice", "alice", "bob", "carol"]
+
+
 async def test_higher_priority_is_leased_first(runtime, sent) -> None:
     await SERVICE.handle(runtime, request(priority=10, arches=["x86_64"]))
     await SERVICE.handle(runtime, request(priority=500, arches=["x86_64"]))
