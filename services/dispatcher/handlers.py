@@ -302,6 +302,10 @@ async def explain(ctx: Context, tasks: list[matching.TaskView]) -> None:
 async def schedule(ctx: Context) -> int:
     """A catch-up pass (the periodic sweep): hosts with free slots, most free first, each
     pull. Bounded by CATCH_UP_HOSTS; the incremental paths above do the everyday work."""
+    if not await store.any_queued(ctx.conn):
+        # Nothing to catch up on: no host is locked (a request's own pass would find the
+        # free hosts it tries locked by this one, and its task would wait for the next).
+        return 0
     scheduling = Pass(ctx)
     hosts = await store.lock_available_hosts(ctx.conn, CATCH_UP_HOSTS)
     leased = await pull_many(ctx, hosts, scheduling)

@@ -181,6 +181,11 @@ async def lock_host(conn: asyncpg.Connection, host: str) -> HostView | None:
     return host_view(row) if row is not None else None
 
 
+async def any_queued(conn: asyncpg.Connection) -> bool:
+    """Whether any task waits for a host (one probe of tasks_queued_owner)."""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued')"))
+
+
 async def lock_available_hosts(conn: asyncpg.Connection, limit: int = 1000) -> list[HostView]:
     """Up to `limit` online hosts with a free slot, most free first, locked (hosts_spare)."""
     rows = await conn.fetch(
