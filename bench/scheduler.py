@@ -5,15 +5,18 @@ RabbitMQ and PostgreSQL, its database filled with 10,000 online hosts (x86_64, s
 i686, some aarch64 and s390x; all busy at first) and 100,000 queued tasks of 100 owners.
 
 (1) Lease throughput: the registry publishes heartbeats of hosts whose slots became free
-(`--slots` free each); the dispatcher upserts each, the host pulls its best tasks (priority
-class, fair share across owners), leases them and its outbox relay publishes task.leased.
-Timed from the first heartbeat published to the last task.leased received by a consumer.
-Beside it, in the same run:
-  - raw broker round trip: aio-pika publish (confirms, batches of 100 concurrent publishes)
-    -> consume -> ack, one message per lease, as the dispatcher's own queue is declared;
+(`--slots` free each); the dispatcher takes them in batches (services/common/batch.py, its
+[bus] batch_size), upserts each batch's hosts in one statement, the hosts pull their best
+tasks (priority class, fair share across owners), leases them in one statement, and its
+outbox relay publishes task.leased. Timed from the first heartbeat published to the last
+task.leased received by a consumer. Beside it, in the same run, at the same batching:
+  - raw broker round trip: aio-pika publish (confirms, [bus] relay_batch concurrent
+    publishes, as the relay) -> consume (the dispatcher's prefetch) -> ack, one message per
+    lease;
   - raw PostgreSQL lease rate: `SELECT ... FOR UPDATE SKIP LOCKED LIMIT k` + UPDATE of a
-    100,000-row queued-tasks table, k = --slots, as many connections as the dispatcher
-    handles messages at once (its prefetch), each lease its own transaction.
+    100,000-row queued-tasks table, k = batch_size x --slots (a batch's leases) on
+    batch_concurrency connections, each lease batch its own transaction; and, for
+    comparison, a transaction per status (k = --slots, [bus] prefetch connections).
 
 (2) Idle latency: 10,000 hosts with free slots and nothing queued; a packager publishes one
 request at a time; timed from its publish to the task.leased received. Beside it: the raw
@@ -57,8 +60,15 @@ ROOT = Path(__file__).resolve().parent.parent
 HOSTS = 10_000
 TASKS = 100_000
 OWNERS = 100
-BATCH = 100  # concurrent publishes per batch, as bench/bus_roundtrip.py
-PREFETCH = BusConfig().prefetch  # messages a dispatcher handles at once
+BUS = BusConfig()
+# The dispatcher's batching, which the raw baselines use too: its outbox relay publishes
+# RELAY_BATCH messages with confirms pipelined; its consumer takes host.status in batches of
+# STATUS_BATCH, STATUS_CONCURRENCY transactions at once, with a prefetch of PREFETCH.
+RELAY_BATCH = BUS.relay_batch
+STATUS_BATCH = BUS.batch_size
+STATUS_CONCURRENCY = BUS.batch_concurrency
+PREFETCH = max(BUS.prefetch, STATUS_BATCH * (STATUS_CONCURRENCY + 1))
+BATCH = RELAY_BATCH  # the registry's heartbeats are published this many at once too
 _clock = iter(range(10**9))
 START = datetime.datetime.now(datetime.UTC)
 
@@ -111,7 +121,8 @@ async def fill(database_url: str, tasks: int, free: int) -> None:
     conn = await asyncpg.connect(database_url, server_settings={"search_path": "dispatcher"})
     try:
         await conn.execute(
-            "TRUNCATE leases, tasks, builds, hosts, owner_usage, processed_messages, outbox"
+            "TRUNCATE leases, tasks, build_deps, builds, hosts, owner_usage, processed_messages,"
+            " outbox"
         )
         rows = []
         for i in range(HOSTS):
@@ -220,8 +231,12 @@ async def until_consumed(registry: Bus, database_url: str) -> None:
     try:
         for _ in range(600):
             await registry.publish(heartbeat(HOSTS - 1, 0))
+            # Filled a day ago: the probe's status is newer (host.status records no message ids).
             with contextlib.suppress(asyncpg.UndefinedTableError):
-                if await conn.fetchval("SELECT count(*) FROM processed_messages"):
+                if await conn.fetchval(
+                    "SELECT seen_at > now() - interval '1 hour' FROM hosts WHERE host = $1",
+                    host_name(HOSTS - 1),
+                ):
                     return
             await asyncio.sleep(0.2)
         raise RuntimeError("the dispatcher never consumed")
@@ -233,13 +248,14 @@ async def until_consumed(registry: Bus, database_url: str) -> None:
 
 
 async def raw_round_trip(made: Made, count: int) -> tuple[float, list[float]]:
-    """Messages/s publish->consume->ack at batch BATCH, and one-message round trips (s)."""
+    """Messages/s publish (RELAY_BATCH at once, confirms) -> consume (prefetch PREFETCH) ->
+    ack, and one-message round trips (s)."""
     service, owner = unique("benchsched"), unique("benchsched")
     owner_url, service_url = await made.owner(owner), await made.service(service)
     queue_name = principals.service_queue(service)
     consumer = await aio_pika.connect(service_url)
     channel = await consumer.channel()
-    await channel.set_qos(prefetch_count=BATCH * 2)
+    await channel.set_qos(prefetch_count=PREFETCH)
     wire = encode(build_request(owner))
     queue = await declare_consumer_queue(channel, queue_name, [wire.routing_key])
     publisher = await aio_pika.connect(owner_url)
@@ -259,11 +275,11 @@ async def raw_round_trip(made: Made, count: int) -> tuple[float, list[float]]:
 
     await queue.consume(on_message)
     start = time.perf_counter()
-    for first in range(0, count, BATCH):
+    for first in range(0, count, RELAY_BATCH):
         await asyncio.gather(
             *(
                 exchange.publish(wire_message(wire, owner), routing_key=wire.routing_key)
-                for _ in range(min(BATCH, count - first))
+                for _ in range(min(RELAY_BATCH, count - first))
             )
         )
     await done.wait()
@@ -281,11 +297,13 @@ async def raw_round_trip(made: Made, count: int) -> tuple[float, list[float]]:
     return rate, singles
 
 
-async def raw_skip_locked(database_url: str, leases: int, k: int) -> tuple[float, list[float]]:
-    """Leases/s of bare SKIP LOCKED lease transactions (PREFETCH connections, k rows each),
+async def raw_skip_locked(
+    database_url: str, leases: int, conns: int, k: int
+) -> tuple[float, list[float]]:
+    """Leases/s of bare SKIP LOCKED lease transactions (`conns` connections, k rows each),
     and single-lease transaction times (s) on an idle connection."""
     schema = f"bench_raw_{uuid.uuid4().hex[:8]}"
-    pool = await db.create_pool(database_url, schema, max_size=PREFETCH)
+    pool = await db.create_pool(database_url, schema, max_size=conns)
     await pool.execute(
         "CREATE TABLE q (id bigserial PRIMARY KEY, state text NOT NULL, host text,"
         " priority int NOT NULL)"
@@ -319,7 +337,7 @@ async def raw_skip_locked(database_url: str, leases: int, k: int) -> tuple[float
                 done += await lease_one(conn, "h", k)
 
     start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(PREFETCH)))
+    await asyncio.gather(*(worker() for _ in range(conns)))
     rate = done / (time.perf_counter() - start)
     singles = []
     async with pool.acquire() as conn:
@@ -404,23 +422,46 @@ async def run(admin_url: str, api_url: str, database_url: str, args: argparse.Na
         await pool.close()
         leases_total = args.heartbeats * args.slots
         broker_rate, broker_singles = await raw_round_trip(made, leases_total)
-        pg_rate, pg_singles = await raw_skip_locked(database_url, leases_total, args.slots)
+        # As the dispatcher leases: a transaction per batch of statuses, each `slots` rows...
+        per_batch = STATUS_BATCH * args.slots
+        pg_rate, pg_singles = await raw_skip_locked(
+            database_url, leases_total, STATUS_CONCURRENCY, per_batch
+        )
+        # ...and as it would with a transaction per status (its handlers' prefetch at once).
+        pg_single_rate, _ = await raw_skip_locked(
+            database_url, min(leases_total, 2000), BUS.prefetch, args.slots
+        )
         rate, leased = await throughput(
             made, database_url, args.heartbeats, args.slots, args.dispatchers
         )
         times = await latency(made, database_url, args.requests, args.dispatchers)
     who = f"{args.dispatchers} dispatcher process(es)"
     print(f"farm: {HOSTS} online hosts, {TASKS} queued tasks of {OWNERS} owners; {who}")
-    print("(1) lease throughput")
-    print(f"  raw broker round trip, batch {BATCH}           {broker_rate:8.0f} msg/s")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(
-        f"  raw PostgreSQL SKIP LOCKED, {PREFETCH} conns x {args.slots} rows"
-        f"  {pg_rate:8.0f} leases/s"
+        f"(1) lease throughput; the dispatcher takes host.status in batches of {STATUS_BATCH}"
+        f" ({STATUS_CONCURRENCY} transactions at once, prefetch {PREFETCH}) and its relay"
+        f" publishes {RELAY_BATCH} at once"
+    )
+    print(
+        f"  raw broker round trip, publish {RELAY_BATCH} at once, prefetch {PREFETCH}"
+        f"      {broker_rate:8.0f} msg/s"
+    )
+    print(
+        f"  raw PostgreSQL SKIP LOCKED, {STATUS_CONCURRENCY} conns x {per_batch} rows/transaction"
+        f"   {pg_rate:8.0f} leases/s"
+    )
+    print(
+        f"  raw PostgreSQL SKIP LOCKED, {BUS.prefetch} conns x {args.slots} rows/transaction"
+        f"    {pg_single_rate:8.0f} leases/s  (a transaction per status, for comparison)"
     )
     print(
         f"  dispatcher: {args.heartbeats} heartbeats x {args.slots} free slots"
-        f"   {rate:8.0f} leases/s ({leased} leased)"
-        f"  ratio to broker {rate / broker_rate:.2f}, to PostgreSQL {rate / pg_rate:.2f}"
+        f"              {rate:8.0f} leases/s ({leased} leased)"
+    )
+    print(
+        f"  ratio to the broker round trip {rate / broker_rate:.2f},"
+        f" to PostgreSQL at the same batching {rate / pg_rate:.2f}"
     )
     print("(2) request -> lease latency, idle farm")
     print(

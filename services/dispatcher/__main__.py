@@ -34,6 +34,9 @@ SERVICE = Service(
         ThrottleEngagedV1: throttle.on_throttle_engaged,
         ThrottleReleasedV1: throttle.on_throttle_released,
     },
+    # On the bus, statuses are handled many to a transaction (the single handler above serves
+    # SERVICE.handle).
+    batched={HostStatusV1: handlers.on_host_statuses},
     routes=ROUTES,
     listen=lambda config: config.dispatcher.listen,
     periodic=[

@@ -13,7 +13,7 @@ owner's single build, whose owner used nothing lately, is next for the first fre
 Usage is kept as a key, log2 of the sum over charges of units * 2^(t / half_life): every
 owner's usage decays at the same rate, so ordering by the key is ordering by usage decayed to
 any common moment, and a charge never needs the other owners' rows rewritten. The store adds
-charges with the same formula in SQL (store.charge).
+charges with the same formula in SQL (store.charge_many).
 """
 
 from __future__ import annotations

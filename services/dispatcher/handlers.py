@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import koji
+from fedora_messaging import message as fm
 from skyline_messages import (
     BuildCompleteV1,
     BuildFailedV1,
@@ -22,6 +24,7 @@ from skyline_messages import (
     TaskVerifiedV1,
 )
 
+from services.common import batch
 from services.common.errors import Reject, Retry
 from services.common.service import Context, Runtime
 
@@ -35,6 +38,7 @@ PULL_LIMIT = 200  # queued tasks one pull considers at most
 HOSTS_TRIED = 16  # free hosts a new task tries at most (each pulls)
 EXPLAIN_HOSTS = 1000  # hosts of an arch looked at to explain a wait
 CATCH_UP_HOSTS = 200  # hosts one catch-up pass (the periodic sweep) lets pull
+LOGGED = ("id", "arch", "host", "purpose")  # of a lease
 
 
 async def on_build_request(msg: BuildRequestV1, ctx: Context) -> None:
@@ -57,7 +61,8 @@ async def on_build_request(msg: BuildRequestV1, ctx: Context) -> None:
         return
     tasks = await store.build_tasks(ctx.conn, build["id"])
     log.info("queued build %s of %s for %s", build["id"], nvr, ", ".join(msg.body["arches"]))
-    await ctx.publish(
+    scheduling = Pass(ctx)  # build.queued goes out first, with the leases, in one insert
+    scheduling.messages.append(
         BuildQueuedV1(
             body={
                 "build_id": build["id"],
@@ -69,7 +74,7 @@ async def on_build_request(msg: BuildRequestV1, ctx: Context) -> None:
             }
         )
     )
-    await schedule_tasks(ctx, [t["id"] for t in tasks])
+    await schedule_tasks(ctx, [t["id"] for t in tasks], scheduling)
 
 
 async def refuse_over_quota(ctx: Context, build: Any) -> bool:
@@ -83,66 +88,185 @@ async def refuse_over_quota(ctx: Context, build: Any) -> bool:
     return True
 
 
+@batch.idempotent
+async def on_host_statuses(msgs: Sequence[HostStatusV1], ctx: Context) -> None:
+    """A batch of statuses in one transaction (services/common/batch.py): one upsert of every
+    host, then each host whose status applied and that has a slot free pulls.
+
+    Idempotent without a processed-message row per status: a status applies only if it is
+    not older than the host's stored one and none of its last applied ones (store.
+    upsert_hosts), and only an applied status pulls, so a redelivered or stale status
+    changes nothing.
+    """
+    hosts = [store.host_view(row) for row in await store.upsert_hosts(ctx.conn, msgs)]
+    scheduling = Pass(ctx)
+    # Online, with a slot free by the dispatcher's own count; locked by the upsert.
+    await pull_many(ctx, [host for host in hosts if host.free_slots > 0], scheduling)
+    await scheduling.finish()
+
+
 async def on_host_status(msg: HostStatusV1, ctx: Context) -> None:
-    await store.upsert_host(ctx.conn, msg)
-    if msg.body["state"] == "online" and msg.body["free_slots"] > 0:
-        await schedule_host(ctx, msg.body["host"])
+    """One status (the bus hands statuses to on_host_statuses in batches)."""
+    await on_host_statuses([msg], ctx)
 
 
-async def schedule_host(ctx: Context, host_name: str) -> list[int]:
-    """A host with free slots pulls its best eligible tasks: by priority class, then fair
-    share across owners (fairshare.py). Work is bounded by its free slots and the number of
-    owners with queued tasks, never by the number of hosts or queued tasks. Returns the ids
-    of the tasks it leased."""
+class Pass:
+    """What one transaction's pulls write last: the fair-share charges, in one statement in
+    owner order (store.charge_many), and the task.leased messages (after any the caller
+    queued first), in one outbox insert. Later pulls of the transaction see earlier ones'
+    charges through `terms`."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.now = time.time()
+        self.half_life = ctx.config.dispatcher.fair_share_half_life
+        self.terms: dict[str, float] = {}  # charges not written yet, by owner
+        self.messages: list[fm.Message] = []  # task.leased (after what the caller put first)
+
+    def charge(self, owner: str, units: int) -> None:
+        term = fairshare.charge_term(self.now, units, self.half_life)
+        self.terms[owner] = fairshare.add_key(self.terms.get(owner), term)
+
+    async def finish(self) -> None:
+        await store.charge_many(self.ctx.conn, self.terms)
+        await self.ctx.publish_many(self.messages)
+        self.terms, self.messages = {}, []
+
+
+async def schedule_host(ctx: Context, host_name: str, scheduling: Pass | None = None) -> list[int]:
+    """The host, locked if it is online with a slot free and no other transaction holds it,
+    pulls (see pull). Without a `scheduling` pass of the caller's, its own is finished here."""
     host = await store.lock_host(ctx.conn, host_name)
-    if host is None or (await store.throttle(ctx.conn)).blocks(host):
-        return []  # full, taken, or throttled: only core hosts get new leases then
-    settings = ctx.config.dispatcher
-    # More candidates than slots: some may be excluded from this host (trust, replicas).
-    per_owner = min(PULL_LIMIT, host.free_slots + 4)
-    owners = host.free_slots * 2 + 4  # some may have nothing this host may take
-    candidates = await store.pull_candidates(ctx.conn, host, per_owner, PULL_LIMIT, owners)
-    eligible = [task for task in candidates if matching.can_build(host, task)]
-    if not eligible:
+    if host is None:
         return []
-    first = matching.core_claims(host, eligible)[: host.free_slots]
+    own = scheduling is None
+    scheduling = scheduling or Pass(ctx)
+    leased = await pull(ctx, host, scheduling)
+    if own:
+        await scheduling.finish()
+    return leased
+
+
+async def pull(ctx: Context, host: matching.HostView, scheduling: Pass) -> list[int]:
+    """A host with free slots (locked by the caller) pulls: see pull_many."""
+    return await pull_many(ctx, [host], scheduling)
+
+
+async def pull_many(
+    ctx: Context, hosts: Sequence[matching.HostView], scheduling: Pass
+) -> list[int]:
+    """Hosts with free slots (locked by the caller) pull their best eligible tasks, one after
+    the other: by priority class, then fair share across owners (fairshare.py), each host's
+    choice charged before the next one chooses. Hosts that build the same arches and
+    releases choose from one set of candidates, fetched and locked at once, and every lease
+    is written in one statement. Work is bounded by their free slots and the number of owners
+    with queued tasks, never by the number of hosts or queued tasks. Returns the ids of the
+    tasks leased."""
+    throttle = await store.throttle(ctx.conn)
+    kinds: dict[tuple[frozenset[str], frozenset[str]], list[matching.HostView]] = {}
+    for host in hosts:
+        if throttle.blocks(host):
+            continue  # throttled: only core hosts get new leases then
+        kinds.setdefault((host.arches, host.releases), []).append(host)
+    leases: list[tuple[matching.TaskView, matching.HostView]] = []
+    taken: set[int] = set()
+    for kind in kinds.values():
+        slots = sum(host.free_slots for host in kind)
+        # More candidates than slots: some may be excluded from a host (trust, replicas).
+        # Of each owner, at least what one host could take; for hosts pulling together, twice
+        # their slots shared among the owners waiting (so one owner's queue, alone, fills
+        # them all, and many owners each offer a few, as one host's pull after another's).
+        per_owner = min(PULL_LIMIT, max(host.free_slots for host in kind) + 4)
+        owners = slots * 2 + 4  # some may have nothing these hosts may take
+        limit = PULL_LIMIT + 2 * slots
+        candidates, keys = await store.pull_candidates(
+            ctx.conn,
+            kind[0],
+            per_owner,
+            limit,
+            owners,
+            scheduling.terms,
+            spread=2 * slots if len(kind) > 1 else 0,
+            per_owner_cap=min(limit, slots + 4),
+        )
+        pool: dict[tuple[int, str], list[matching.TaskView]] = {}
+        for task in candidates:
+            if task.task_id not in taken:  # another kind's host has it (its lease unwritten)
+                pool.setdefault((task.klass, task.owner), []).append(task)
+        for host in kind:
+            for task in choose(host, pool, keys, scheduling):
+                pool[(task.klass, task.owner)].remove(task)
+                taken.add(task.task_id)
+                leases.append((task, host))
+    rows = await store.lease_many(ctx.conn, leases, ctx.config.dispatcher.lease_seconds)
+    for row in rows:
+        log.info("leased task %s (%s) to %s for a %s", *(row[k] for k in LOGGED))
+    scheduling.messages += [lease_message(row) for row in rows]
+    return [task.task_id for task, _ in leases]
+
+
+def choose(
+    host: matching.HostView,
+    pool: dict[tuple[int, str], list[matching.TaskView]],
+    keys: dict[str, float],
+    scheduling: Pass,
+) -> list[matching.TaskView]:
+    """What `host` takes of the candidates `pool` (by class and owner, each in priority
+    order): core claims first (matching.core_claims), then the fair-share interleave by each
+    owner's usage with this transaction's charges so far, which this choice is charged to.
+    Candidates are looked at only while they could still be chosen: until the core claims
+    fill the host, and of a group until it has as many eligible tasks as the host has slots."""
+    slots = host.free_slots
+    effective = {
+        group: fairshare.add_key(keys.get(group[1]), scheduling.terms[group[1]])
+        if group[1] in scheduling.terms
+        else keys.get(group[1])
+        for group in pool
+    }
+    # The order pull_candidates gives (class, usage, owner), with this transaction's charges.
+    order = sorted(pool, key=lambda g: (g[0], effective[g] is not None, effective[g] or 0.0, g[1]))
+    claimable = {id(t) for t in matching.core_claims(host, [t for g in order for t in pool[g]])}
+    claims: list[matching.TaskView] = []
     groups: dict[tuple[int, str], list[matching.TaskView]] = {}
-    for task in eligible:
-        if task not in first:
-            groups.setdefault((task.klass, task.owner), []).append(task)
-    now = time.time()
-    keys = await store.usage_keys(ctx.conn, sorted({task.owner for task in eligible}))
+    for group in order:
+        for task in pool[group]:
+            if len(claims) >= slots:
+                break  # the core claims alone fill the host
+            claim = id(task) in claimable
+            if not claim and len(groups.get(group, ())) >= slots:
+                continue  # the group has all the interleave could take of it
+            if not matching.can_build(host, task):
+                continue
+            if claim:
+                claims.append(task)
+            else:
+                groups.setdefault(group, []).append(task)
     usage = {
-        group: fairshare.usage_at(keys.get(group[1]), now, settings.fair_share_half_life)
+        group: fairshare.usage_at(effective[group], scheduling.now, scheduling.half_life)
         for group in groups
     }
-    chosen = first + fairshare.interleave(groups, usage, host.free_slots - len(first))
-    rows = await store.lease_many(ctx.conn, chosen, host, settings.lease_seconds)
-    host.free_slots -= len(rows)
-    for row in rows:
-        log.info(
-            "leased task %s (%s) to %s for a %s", row["id"], row["arch"], host.host, row["purpose"]
-        )
-    await ctx.publish_many([lease_message(row) for row in rows])
+    chosen = claims + fairshare.interleave(groups, usage, slots - len(claims))
+    host.free_slots -= len(chosen)
     charged: dict[str, int] = {}
     for task in chosen:
         charged[task.owner] = charged.get(task.owner, 0) + 1
-    # Last, in one order: concurrent pulls charging the same owners wait on each other's
-    # rows only until commit, and never in a cycle.
-    for owner, units in sorted(charged.items()):
-        term = fairshare.charge_term(now, units, settings.fair_share_half_life)
-        await store.charge(ctx.conn, owner, term)
-    return [task.task_id for task in chosen]
+    for owner, units in charged.items():
+        scheduling.charge(owner, units)
+    return chosen
 
 
-async def schedule_tasks(ctx: Context, task_ids: list[int]) -> list[int]:
+async def schedule_tasks(
+    ctx: Context, task_ids: list[int], scheduling: Pass | None = None
+) -> list[int]:
     """New or requeued tasks look for free hosts that build them (by index), and each such
     host pulls (schedule_host: the new tasks compete fairly with those already queued).
-    Whatever is left unassigned gets the matcher's reason why it waits."""
+    Whatever is left unassigned gets the matcher's reason why it waits. The `scheduling` pass
+    given is finished here too."""
     leased: list[int] = []
     tasks = await store.queued_tasks(ctx.conn, task_ids)
     throttle = await store.throttle(ctx.conn)
     tried: set[str] = set()
+    scheduling = scheduling or Pass(ctx)
     for task in tasks:
         if task.task_id in leased:
             continue
@@ -157,9 +281,10 @@ async def schedule_tasks(ctx: Context, task_ids: list[int]) -> list[int]:
             if host.host in tried or not matching.can_build(host, task, throttle):
                 continue
             tried.add(host.host)
-            leased += await schedule_host(ctx, host.host)
+            leased += await schedule_host(ctx, host.host, scheduling)
             if task.task_id in leased:
                 break
+    await scheduling.finish()
     waiting = [t for t in tasks if t.task_id not in leased]
     await explain(ctx, waiting)
     return leased
@@ -182,10 +307,15 @@ async def explain(ctx: Context, tasks: list[matching.TaskView]) -> None:
 async def schedule(ctx: Context) -> int:
     """A catch-up pass (the periodic sweep): hosts with free slots, most free first, each
     pull. Bounded by CATCH_UP_HOSTS; the incremental paths above do the everyday work."""
-    leased = 0
-    for host in await store.lock_available_hosts(ctx.conn, CATCH_UP_HOSTS):
-        leased += len(await schedule_host(ctx, host.host))
-    return leased
+    if not await store.any_queued(ctx.conn):
+        # Nothing to catch up on: no host is locked (a request's own pass would find the
+        # free hosts it tries locked by this one, and its task would wait for the next).
+        return 0
+    scheduling = Pass(ctx)
+    hosts = await store.lock_available_hosts(ctx.conn, CATCH_UP_HOSTS)
+    leased = await pull_many(ctx, hosts, scheduling)
+    await scheduling.finish()
+    return len(leased)
 
 
 def lease_message(row: Any) -> TaskLeasedV1:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
 from skyline_messages import HostStatusV1
+
+from services.common import bus
 
 from . import arches, failures, fairshare
 from .matching import NEUTRAL_QOS, NEUTRAL_SPEED, HostView, TaskView, Throttle
@@ -61,30 +63,84 @@ async def get_build(conn: asyncpg.Connection, build_id: int) -> asyncpg.Record |
     return await conn.fetchrow("SELECT * FROM builds WHERE id = $1", build_id)
 
 
-async def upsert_host(conn: asyncpg.Connection, msg: HostStatusV1) -> None:
-    b = msg.body
-    await conn.execute(
-        "INSERT INTO hosts (host, owner, state, trust, arches, releases, free_slots, running,"
-        " max_slots, seen_at, build_arches, qos_score, speed)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::timestamptz, $11, $12, $13)"
-        " ON CONFLICT (host) DO UPDATE SET owner = $2, state = $3, trust = $4, arches = $5,"
-        " releases = $6, free_slots = $7, running = $8, max_slots = $9,"
-        " seen_at = $10::text::timestamptz, build_arches = $11, qos_score = $12, speed = $13"
-        " WHERE hosts.seen_at <= $10::text::timestamptz",  # never go back to an older status
-        b["host"],
-        b["owner"],
-        b["state"],
-        b["trust"],
-        b["arches"],
-        b["releases"],
-        b["free_slots"],
-        msg.running,
-        msg.max_slots,
-        b["seen_at"],
-        sorted(arches.buildable(b["arches"])),
-        msg.qos_score,
-        msg.speed_factor,
+def sent_at(msg: HostStatusV1) -> str | None:
+    """When the registry made the status (fedora-messaging's `sent-at` header, in whole
+    seconds), as text for the statement."""
+    at = bus.sent_at(msg)
+    return None if at is None else at.isoformat()
+
+
+# Message ids of its last applied statuses a host's row keeps (a redelivery is one of them).
+RECENT_STATUSES = 8
+
+# One statement for a batch of statuses: the newest of each host's (by seen_at, then the
+# registry's sent-at, then arrival) applies if it is not older than the stored one and none
+# of the host's last applied statuses, so a redelivered or stale status changes nothing (no
+# processed-message row is kept per status). Rows are written, and so locked, in host order:
+# concurrent batches never wait on each other in a cycle. A row written stays locked to the
+# end of the transaction: its host pulls next (store.lock_host's job for a single host).
+_UPSERT_HOSTS = """
+INSERT INTO hosts AS h (host, owner, state, trust, arches, releases, free_slots, running,
+    max_slots, seen_at, status_sent_at, build_arches, recent_statuses, qos_score, speed)
+SELECT DISTINCT ON (v.host) v.host, v.owner, v.state, v.trust,
+    ARRAY(SELECT jsonb_array_elements_text(v.arches)),
+    ARRAY(SELECT jsonb_array_elements_text(v.releases)),
+    v.free_slots, v.running, v.max_slots, v.seen_at::timestamptz, v.sent_at::timestamptz,
+    ARRAY(SELECT jsonb_array_elements_text(v.build_arches)), ARRAY[v.message_id],
+    v.qos_score, v.speed
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[],
+    $7::int[], $8::int[], $9::int[], $10::text[], $11::text[], $12::jsonb[], $13::text[],
+    $15::float8[], $16::float8[])
+    WITH ORDINALITY AS v(host, owner, state, trust, arches, releases, free_slots, running,
+        max_slots, seen_at, sent_at, build_arches, message_id, qos_score, speed, arrival)
+LEFT JOIN hosts s ON s.host = v.host
+WHERE s.host IS NULL OR v.message_id <> ALL(s.recent_statuses)
+ORDER BY v.host, v.seen_at::timestamptz DESC, v.sent_at::timestamptz DESC NULLS LAST,
+    v.arrival DESC
+ON CONFLICT (host) DO UPDATE SET owner = EXCLUDED.owner, state = EXCLUDED.state,
+    trust = EXCLUDED.trust, arches = EXCLUDED.arches, releases = EXCLUDED.releases,
+    free_slots = EXCLUDED.free_slots, running = EXCLUDED.running,
+    max_slots = EXCLUDED.max_slots, seen_at = EXCLUDED.seen_at,
+    status_sent_at = EXCLUDED.status_sent_at, build_arches = EXCLUDED.build_arches,
+    recent_statuses = (EXCLUDED.recent_statuses || h.recent_statuses)[1:$14],
+    qos_score = EXCLUDED.qos_score, speed = EXCLUDED.speed
+WHERE (h.seen_at, coalesce(h.status_sent_at, '-infinity'))
+    <= (EXCLUDED.seen_at, coalesce(EXCLUDED.status_sent_at, '-infinity'))
+    AND EXCLUDED.recent_statuses[1] <> ALL(h.recent_statuses)
+RETURNING *
+"""
+
+
+async def upsert_hosts(
+    conn: asyncpg.Connection, msgs: Sequence[HostStatusV1]
+) -> list[asyncpg.Record]:
+    """Apply statuses (see _UPSERT_HOSTS); returns the rows of the hosts whose status applied,
+    locked, in host order."""
+    bodies = [m.body for m in msgs]
+    return await conn.fetch(
+        _UPSERT_HOSTS,
+        [b["host"] for b in bodies],
+        [b["owner"] for b in bodies],
+        [b["state"] for b in bodies],
+        [b["trust"] for b in bodies],
+        [json.dumps(b["arches"]) for b in bodies],
+        [json.dumps(b["releases"]) for b in bodies],
+        [b["free_slots"] for b in bodies],
+        [m.running for m in msgs],
+        [m.max_slots for m in msgs],
+        [b["seen_at"] for b in bodies],
+        [sent_at(m) for m in msgs],
+        [json.dumps(sorted(arches.buildable(b["arches"]))) for b in bodies],
+        [m.id for m in msgs],
+        RECENT_STATUSES,
+        [m.qos_score for m in msgs],
+        [m.speed_factor for m in msgs],
     )
+
+
+async def upsert_host(conn: asyncpg.Connection, msg: HostStatusV1) -> bool:
+    """Apply one status (as upsert_hosts); whether it applied."""
+    return bool(await upsert_hosts(conn, [msg]))
 
 
 async def get_host(conn: asyncpg.Connection, host: str) -> asyncpg.Record | None:
@@ -135,6 +191,11 @@ async def lock_host(conn: asyncpg.Connection, host: str) -> HostView | None:
     return host_view(row) if row is not None else None
 
 
+async def any_queued(conn: asyncpg.Connection) -> bool:
+    """Whether any task waits for a host (one probe of tasks_queued_owner)."""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued')"))
+
+
 async def lock_available_hosts(conn: asyncpg.Connection, limit: int = 1000) -> list[HostView]:
     """Up to `limit` online hosts with a free slot, most free first, locked (hosts_spare)."""
     rows = await conn.fetch(
@@ -177,47 +238,69 @@ TASK_COLUMNS = (
 )
 
 
+# An owner's usage key with the charges `p.term` this transaction has yet to write
+# (fairshare.add_key in SQL, as charge_many writes it).
+_KEY = (
+    "CASE WHEN p.term IS NULL THEN u.usage_key WHEN u.usage_key IS NULL THEN p.term"
+    " ELSE GREATEST(u.usage_key, p.term)"
+    " + ln(1 + power(2, -abs(u.usage_key - p.term))) / ln(2) END"
+)
+
+
 async def pull_candidates(
-    conn: asyncpg.Connection, host: HostView, per_owner: int, limit: int, owners: int
-) -> list[TaskView]:
-    """Queued tasks `host` may build by arch and release: the first `per_owner` of each of the
-    `owners` least-used owners with queued tasks in the best class (a loose index scan finds
-    the owners waiting, then one probe each, all on tasks_queued_owner: work grows with the
-    owners waiting and the host's free slots, not with the queued tasks), locked; in order
-    of class, owner's usage, priority, age. The rest of the matching (trust, exclusions) and
+    conn: asyncpg.Connection,
+    host: HostView,
+    per_owner: int,
+    limit: int,
+    owners: int,
+    pending: Mapping[str, float],
+    spread: int = 0,
+    per_owner_cap: int | None = None,
+) -> tuple[list[TaskView], dict[str, float]]:
+    """Queued tasks `host` may build by arch and release: the first `per_owner` (or, for
+    hosts pulling together, `spread` shared among the owners probed, up to `per_owner_cap`)
+    of each of the `owners` least-used owners with queued tasks in the best class (a loose
+    index scan finds the owners waiting, then one probe each, all on tasks_queued_owner:
+    work grows with the owners waiting and the free slots, not with the queued tasks),
+    locked (skipping those another transaction holds); in order of class, owner's usage,
+    priority, age. Usage counts the charges `pending` (by owner) that the caller's
+    transaction has yet to write. Also returns the stored usage key (without `pending`) of
+    each owner of a candidate that has one. The rest of the matching (trust, exclusions) and
     the fair share among owners is the caller's (matching, fairshare)."""
-    ids = await conn.fetch(
+    rows = await conn.fetch(
         "WITH RECURSIVE q AS ("
         "  (SELECT class, owner FROM tasks WHERE state = 'queued' ORDER BY class, owner LIMIT 1)"
         "  UNION ALL SELECT n.class, n.owner FROM q CROSS JOIN LATERAL (SELECT t.class, t.owner"
         "    FROM tasks t WHERE t.state = 'queued' AND (t.class, t.owner) > (q.class, q.owner)"
         "    ORDER BY t.class, t.owner LIMIT 1) n)"
         # The owners first: only the `owners` least-used of the best classes are probed.
-        " SELECT c.id FROM (SELECT q.class, q.owner, u.usage_key FROM q"
-        "   LEFT JOIN owner_usage u ON u.owner = q.owner"
-        "   ORDER BY q.class, u.usage_key NULLS FIRST, q.owner LIMIT $5) o"
-        " CROSS JOIN LATERAL (SELECT t.id, t.priority FROM tasks t"
+        f" SELECT c.*, o.stored_key FROM (SELECT q.class, q.owner, {_KEY} AS usage_key,"
+        "   u.usage_key AS stored_key, LEAST(count(*) OVER (), $5) AS n"
+        "   FROM q LEFT JOIN owner_usage u ON u.owner = q.owner"
+        "   LEFT JOIN unnest($6::text[], $7::float8[]) AS p(owner, term) ON p.owner = q.owner"
+        "   ORDER BY q.class, 3 NULLS FIRST, q.owner LIMIT $5) o"
+        # Each owner's first tasks, locked as they are found: those another transaction
+        # holds are skipped (it is leasing them), and the state is checked again on the
+        # newest row version, so a task another dispatcher leased meanwhile is left out.
+        f" CROSS JOIN LATERAL (SELECT {TASK_COLUMNS} FROM tasks t"
         "   WHERE t.state = 'queued' AND t.class = o.class AND t.owner = o.owner"
         "   AND t.arch = ANY($1::text[]) AND (t.release IS NULL OR t.release = ANY($2::text[]))"
-        "   ORDER BY t.priority DESC, t.id LIMIT $3) c"
+        "   ORDER BY t.priority DESC, t.id"
+        "   LIMIT LEAST($8, GREATEST($3, ceil($9::float8 / o.n)))::int"
+        "   FOR UPDATE OF t SKIP LOCKED) c"
         " ORDER BY o.class, o.usage_key NULLS FIRST, o.owner, c.priority DESC, c.id LIMIT $4",
         list(host.arches),
         list(host.releases),
         per_owner,
         limit,
         owners,
+        list(pending),
+        list(pending.values()),
+        max(per_owner, per_owner_cap or 0),
+        spread,
     )
-    if not ids:
-        return []
-    # Locked apart (a LIMIT over a join cannot lock); the state is checked again on the
-    # newest row version, so a task another dispatcher leased meanwhile is left out.
-    rows = await conn.fetch(
-        f"SELECT {TASK_COLUMNS} FROM tasks t WHERE t.id = ANY($1::bigint[])"
-        " AND t.state = 'queued' ORDER BY t.id FOR UPDATE SKIP LOCKED",
-        [r["id"] for r in ids],
-    )
-    order = {r["id"]: i for i, r in enumerate(ids)}
-    return sorted((task_view(r) for r in rows), key=lambda t: order[t.task_id])
+    keys = {r["owner"]: r["stored_key"] for r in rows if r["stored_key"] is not None}
+    return [task_view(r) for r in rows], keys
 
 
 async def queued_tasks(conn: asyncpg.Connection, task_ids: list[int]) -> list[TaskView]:
@@ -229,22 +312,21 @@ async def queued_tasks(conn: asyncpg.Connection, task_ids: list[int]) -> list[Ta
     return [task_view(r) for r in rows]
 
 
-async def usage_keys(conn: asyncpg.Connection, owners: list[str]) -> dict[str, float]:
-    rows = await conn.fetch(
-        "SELECT owner, usage_key FROM owner_usage WHERE owner = ANY($1::text[])", owners
-    )
-    return {r["owner"]: r["usage_key"] for r in rows}
-
-
-async def charge(conn: asyncpg.Connection, owner: str, term: float) -> None:
-    """Add a charge (fairshare.charge_term) to the owner's usage key: fairshare.add_key."""
+async def charge_many(conn: asyncpg.Connection, terms: Mapping[str, float]) -> None:
+    """Add charges (fairshare.charge_term, by owner) to the owners' usage keys
+    (fairshare.add_key), in one statement and in owner order: concurrent transactions that
+    charge the same owners wait on each other's rows only until commit, never in a cycle."""
+    if not terms:
+        return
+    owners = sorted(terms)
     await conn.execute(
-        "INSERT INTO owner_usage (owner, usage_key) VALUES ($1, $2)"
+        "INSERT INTO owner_usage AS u (owner, usage_key)"
+        " SELECT * FROM unnest($1::text[], $2::float8[]) ORDER BY 1"
         " ON CONFLICT (owner) DO UPDATE SET usage_key ="
-        " GREATEST(owner_usage.usage_key, $2)"
-        " + ln(1 + power(2, -abs(owner_usage.usage_key - $2))) / ln(2)",
-        owner,
-        term,
+        " GREATEST(u.usage_key, EXCLUDED.usage_key)"
+        " + ln(1 + power(2, -abs(u.usage_key - EXCLUDED.usage_key))) / ln(2)",
+        owners,
+        [terms[o] for o in owners],
     )
 
 
@@ -260,25 +342,32 @@ async def set_queue_reasons(conn: asyncpg.Connection, reasons: dict[int, str]) -
 
 
 async def lease_many(
-    conn: asyncpg.Connection, tasks: list[TaskView], host: HostView, lease_seconds: int
+    conn: asyncpg.Connection,
+    leases: Sequence[tuple[TaskView, HostView]],
+    lease_seconds: int,
 ) -> list[asyncpg.Record]:
-    """Lease tasks to a host in one statement, each recorded in leases; returns each task
+    """Lease tasks to hosts in one statement, each recorded in leases; returns each task
     joined with its build for the lease message. A build lease counts in attempts, a replica
     or tie-break in replica_attempts (each bounded by handlers.MAX_ATTEMPTS)."""
+    if not leases:
+        return []
     return await conn.fetch(
-        "WITH l AS (UPDATE tasks t SET state = 'leased', host = $2, lease_id = gen_random_uuid(),"
+        "WITH a AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])"
+        " AS a(id, host, host_owner)),"
+        " l AS (UPDATE tasks t SET state = 'leased', host = a.host,"
+        " lease_id = gen_random_uuid(),"
         " attempts = attempts + (t.purpose = 'build')::int,"
         " replica_attempts = replica_attempts + (t.purpose <> 'build')::int,"
-        " lease_expires = now() + make_interval(secs => $3), updated_at = now(),"
-        " queue_reason = NULL FROM builds b WHERE t.id = ANY($1::bigint[]) AND b.id = t.build_id"
-        " RETURNING t.*, b.nvr, b.srpm_url, b.srpm_sha256),"
+        " lease_expires = now() + make_interval(secs => $4), updated_at = now(),"
+        " queue_reason = NULL FROM a, builds b WHERE t.id = a.id AND b.id = t.build_id"
+        " RETURNING t.*, a.host_owner, b.nvr, b.srpm_url, b.srpm_sha256),"
         " recorded AS (INSERT INTO leases (lease_id, task_id, host, owner, purpose, expires_at)"
-        " SELECT lease_id, id, $2, $4, purpose, lease_expires FROM l)"
+        " SELECT lease_id, id, host, host_owner, purpose, lease_expires FROM l)"
         " SELECT * FROM l ORDER BY id",
-        [t.task_id for t in tasks],
-        host.host,
+        [task.task_id for task, _ in leases],
+        [host.host for _, host in leases],
+        [host.owner for _, host in leases],
         lease_seconds,
-        host.owner,
     )
 
 

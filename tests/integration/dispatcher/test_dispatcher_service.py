@@ -311,6 +311,74 @@ async def test_an_older_status_does_not_overwrite_a_newer_one(runtime, sent) -> 
     assert host["state"] == "offline"
 
 
+async def statuses_batch(runtime: Runtime, sent, *msgs: HostStatusV1) -> list[fm.Message]:
+    """Handle statuses as the bus does, many in one transaction (no processed-message rows)."""
+    before = len(await sent())
+    async with runtime.transaction() as ctx:
+        await handlers.on_host_statuses(list(msgs), ctx)
+    return (await sent())[before:]
+
+
+async def test_a_redelivered_or_stale_status_changes_nothing(runtime, sent) -> None:
+    for _ in range(4):
+        await SERVICE.handle(runtime, request(arches=["x86_64"]))
+    online = status(free_slots=2)
+    # The registry's offline transition carries the last heartbeat's seen_at (and its sent-at
+    # may be the same whole second): another status all the same, it applies.
+    offline = HostStatusV1(body={**online.body, "state": "offline", "free_slots": 0})
+    assert len(of_type(await statuses_batch(runtime, sent, online), TaskLeasedV1)) == 2
+    assert await statuses_batch(runtime, sent, offline) == []
+    stored = await runtime.pool.fetchrow("SELECT * FROM hosts")
+    # Redelivered, alone or twice in one batch, or beside the newer one: nothing changes.
+    for batch in ([online], [copy_of(online), copy_of(online)], [offline, copy_of(online)]):
+        assert await statuses_batch(runtime, sent, *batch) == []
+        assert await runtime.pool.fetchrow("SELECT * FROM hosts") == stored
+    assert stored["state"] == "offline"
+    assert await runtime.pool.fetchval("SELECT count(*) FROM leases") == 2
+    # Of one host's statuses in a batch the newest applies, whatever their order.
+    later = status(free_slots=1, running=2, max_slots=3)
+    assert len(of_type(await statuses_batch(runtime, sent, later, online), TaskLeasedV1)) == 1
+    host = await runtime.pool.fetchrow("SELECT * FROM hosts")
+    assert (host["state"], host["max_slots"], host["open_leases"]) == ("online", 3, 3)
+    # No processed-message row per status: only the requests have one.
+    assert await runtime.pool.fetchval("SELECT count(*) FROM processed_messages") == 4
+
+
+async def test_hosts_of_a_batch_never_share_a_task(runtime, sent) -> None:
+    """Hosts of different arches in one batch pull from candidates fetched apart; a task one
+    of them chose (its lease not yet written) is not offered to the next."""
+    for _ in range(3):
+        await SERVICE.handle(runtime, request(arches=["noarch"]))
+    hosts = [
+        status("x86-1", arches=("x86_64",), free_slots=2),
+        status("arm-1", arches=("aarch64",), free_slots=2),
+        status("s390-1", arches=("s390x",), free_slots=2),
+    ]
+    leases = of_type(await statuses_batch(runtime, sent, *hosts), TaskLeasedV1)
+    assert len(leases) == 3 and len({lease.body["task_id"] for lease in leases}) == 3
+    rows = await runtime.pool.fetch("SELECT task_id, host FROM leases ORDER BY task_id")
+    assert [(r["task_id"], r["host"]) for r in rows] == sorted(
+        (lease.body["task_id"], lease.body["host"]) for lease in leases
+    )
+    assert await runtime.pool.fetchval("SELECT count(*) FROM tasks WHERE state = 'leased'") == 3
+
+
+async def test_hosts_of_a_batch_fill_from_one_owner_and_share_among_many(runtime, sent) -> None:
+    """Hosts pulling together: one owner's queue alone fills them all, and with several
+    owners waiting each gets its turn, as when each host pulled after the other."""
+    for _ in range(12):
+        await SERVICE.handle(runtime, request(arches=["x86_64"]))
+    hosts = [status(f"core-{i}", free_slots=4) for i in range(3)]
+    assert len(of_type(await statuses_batch(runtime, sent, *hosts), TaskLeasedV1)) == 12
+    for owner in ("alice", "bob", "carol"):
+        await SERVICE.handle(runtime, request(arches=["x86_64"], owner=owner))
+    for _ in range(5):
+        await SERVICE.handle(runtime, request(arches=["x86_64"], owner="alice"))
+    more = [status(f"x86-{i}", trust="trusted", free_slots=2) for i in range(2)]
+    leases = of_type(await statuses_batch(runtime, sent, *more), TaskLeasedV1)
+    assert sorted(lease.body["owner"] for lease in leases) == ["alice", "alice", "bob", "carol"]
+
+
 async def test_higher_priority_is_leased_first(runtime, sent) -> None:
     await SERVICE.handle(runtime, request(priority=10, arches=["x86_64"]))
     await SERVICE.handle(runtime, request(priority=500, arches=["x86_64"]))
