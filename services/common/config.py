@@ -129,6 +129,9 @@ class DispatcherConfig:
     # Where builders fetch a chain link's repository of earlier links' RPMs: the collector's
     # public URL (it serves /api/v1/repos/builds/<id>/); empty: collector_url.
     chain_repo_url: str = ""
+    # A slower host leaves a critical task (matching.declines) to a faster host that will be
+    # free soon; after this many seconds declined, any host takes it (none came in time).
+    decline_max_seconds: float = 600.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ from skyline_messages import BuildChainRequestV1, BuildQueuedV1
 from services.common.errors import Reject
 from services.common.service import Context
 
-from . import chains, handlers, matching, store
+from . import chains, critical, handlers, matching, store
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ async def on_chain_request(msg: BuildChainRequestV1, ctx: Context) -> None:
                 chains.waiting([a["nvr"] for a in after]),
             )
         builds.append(build)
+    await set_paths(ctx.conn, [b["id"] for b in builds])
     # The chain counts against its owner's quota once, as its first link.
     if await handlers.refuse_over_quota(ctx, builds[0]):
         first = builds[0]
@@ -78,6 +79,32 @@ async def on_chain_request(msg: BuildChainRequestV1, ctx: Context) -> None:
         )
     log.info("queued chain %s: %s", msg.id, " -> ".join(b["nvr"] for b in builds))
     await handlers.schedule(ctx)
+
+
+async def set_paths(conn: asyncpg.Connection, build_ids: list[int]) -> None:
+    """Each link's tasks' critical-path weight: their work and the longest path among the
+    links that come after theirs (critical.downstream); a task without work has none."""
+    tasks = await conn.fetch(
+        "SELECT build_id, work FROM tasks WHERE build_id = ANY($1::bigint[])", build_ids
+    )
+    deps = await conn.fetch(
+        "SELECT build_id, after_build FROM build_deps WHERE build_id = ANY($1::bigint[])",
+        build_ids,
+    )
+    work: dict[int, list[float | None]] = {b: [] for b in build_ids}
+    for t in tasks:
+        work[t["build_id"]].append(t["work"])
+    below = critical.downstream(
+        {b: critical.build_work(w) for b, w in work.items()},
+        [(d["build_id"], d["after_build"]) for d in deps],
+    )
+    await conn.execute(
+        "UPDATE tasks t SET path = t.work + d.below"
+        " FROM unnest($1::bigint[], $2::float8[]) AS d(build_id, below)"
+        " WHERE t.build_id = d.build_id AND t.work IS NOT NULL",
+        list(below),
+        list(below.values()),
+    )
 
 
 def repo_url(ctx: Context, build_id: int) -> str:

@@ -28,7 +28,7 @@ from services.common import batch
 from services.common.errors import Reject, Retry
 from services.common.service import Context, Runtime
 
-from . import chain_handlers, collector, failures, fairshare, matching, quota, store
+from . import chain_handlers, collector, critical, failures, fairshare, matching, quota, store
 
 log = logging.getLogger(__name__)
 # A task refused or lost this many times fails its build; counted apart for its own (build)
@@ -38,6 +38,7 @@ PULL_LIMIT = 200  # queued tasks one pull considers at most
 HOSTS_TRIED = 16  # free hosts a new task tries at most (each pulls)
 EXPLAIN_HOSTS = 1000  # hosts of an arch looked at to explain a wait
 CATCH_UP_HOSTS = 200  # hosts one catch-up pass (the periodic sweep) lets pull
+OUTLOOK_HOSTS = 32  # of an arch's hosts, the fastest a pull weighs for matching.declines
 LOGGED = ("id", "arch", "host", "purpose")  # of a lease
 
 
@@ -122,6 +123,9 @@ class Pass:
         self.half_life = ctx.config.dispatcher.fair_share_half_life
         self.terms: dict[str, float] = {}  # charges not written yet, by owner
         self.messages: list[fm.Message] = []  # task.leased (after what the caller put first)
+        # Tasks a slower host left to a faster one (matching.declines), and why: their queue
+        # reason, which explain() leaves as it is.
+        self.declined: dict[int, str] = {}
 
     def charge(self, owner: str, units: int) -> None:
         term = fairshare.charge_term(self.now, units, self.half_life)
@@ -170,6 +174,7 @@ async def pull_many(
         kinds.setdefault((host.arches, host.releases), []).append(host)
     leases: list[tuple[matching.TaskView, matching.HostView]] = []
     taken: set[int] = set()
+    declined: dict[int, str] = {}
     for kind in kinds.values():
         slots = sum(host.free_slots for host in kind)
         # More candidates than slots: some may be excluded from a host (trust, replicas).
@@ -193,16 +198,37 @@ async def pull_many(
         for task in candidates:
             if task.task_id not in taken:  # another kind's host has it (its lease unwritten)
                 pool.setdefault((task.klass, task.owner), []).append(task)
+        declining = await declining_for(ctx, candidates)
         for host in kind:
-            for task in choose(host, pool, keys, scheduling):
+            for task in choose(host, pool, keys, scheduling, declining):
                 pool[(task.klass, task.owner)].remove(task)
                 taken.add(task.task_id)
                 leases.append((task, host))
+        if declining is not None:
+            declined.update(declining.reasons)
     rows = await store.lease_many(ctx.conn, leases, ctx.config.dispatcher.lease_seconds)
+    # Declined by one host, not taken by another of this pass: it waits for a faster host.
+    declined = {t: why for t, why in declined.items() if t not in taken}
+    if declined:
+        await store.mark_declined(ctx.conn, declined)
+        scheduling.declined.update(declined)
     for row in rows:
         log.info("leased task %s (%s) to %s for a %s", *(row[k] for k in LOGGED))
     scheduling.messages += [lease_message(row) for row in rows]
     return [task.task_id for task, _ in leases]
+
+
+async def declining_for(
+    ctx: Context, candidates: Sequence[matching.TaskView]
+) -> critical.Declining | None:
+    """What a pull needs for matching.declines, if any candidate has a critical-path weight:
+    the outlook of their arches and how long each has been declined, in two statements."""
+    weighted = [t for t in candidates if t.path is not None and t.work is not None]
+    if not weighted:
+        return None
+    outlooks = await store.outlooks(ctx.conn, sorted({t.arch for t in weighted}), OUTLOOK_HOSTS)
+    ages = await store.declined_for(ctx.conn, [t.task_id for t in weighted])
+    return critical.Declining(outlooks, ages, ctx.config.dispatcher.decline_max_seconds)
 
 
 def choose(
@@ -210,12 +236,15 @@ def choose(
     pool: dict[tuple[int, str], list[matching.TaskView]],
     keys: dict[str, float],
     scheduling: Pass,
+    declining: critical.Declining | None = None,
 ) -> list[matching.TaskView]:
     """What `host` takes of the candidates `pool` (by class and owner, each in priority
     order): core claims first (matching.core_claims), then the fair-share interleave by each
     owner's usage with this transaction's charges so far, which this choice is charged to.
     Candidates are looked at only while they could still be chosen: until the core claims
-    fill the host, and of a group until it has as many eligible tasks as the host has slots."""
+    fill the host, and of a group until it has as many eligible tasks as the host has slots.
+    Of the others, a task `declining` says to leave to a faster host is skipped (a core
+    claim never is: a core host's result needs no replica)."""
     slots = host.free_slots
     effective = {
         group: fairshare.add_key(keys.get(group[1]), scheduling.terms[group[1]])
@@ -236,6 +265,8 @@ def choose(
             if not claim and len(groups.get(group, ())) >= slots:
                 continue  # the group has all the interleave could take of it
             if not matching.can_build(host, task):
+                continue
+            if not claim and declining is not None and declining.leaves(host, task):
                 continue
             if claim:
                 claims.append(task)
@@ -270,9 +301,10 @@ async def schedule_tasks(
     for task in tasks:
         if task.task_id in leased:
             continue
-        hosts = await store.free_hosts_for(ctx.conn, task.arch, task.release, HOSTS_TRIED)
         # The hosts pick_host prefers first (matching.preference: core for an official
-        # build's own lease, speed for a critical one, then QoS score, then free slots).
+        # build's own lease, speed for a critical one, then QoS score, then free slots), in
+        # SQL so that the best are among those tried, and again here with the throttle.
+        hosts = await store.free_hosts_for(ctx.conn, task, HOSTS_TRIED)
         hosts.sort(
             key=lambda h: (matching.can_build(h, task, throttle), matching.preference(task, h)),
             reverse=True,
@@ -285,7 +317,8 @@ async def schedule_tasks(
             if task.task_id in leased:
                 break
     await scheduling.finish()
-    waiting = [t for t in tasks if t.task_id not in leased]
+    # A declined task's reason names the faster host it waits for: kept.
+    waiting = [t for t in tasks if t.task_id not in leased and t.task_id not in scheduling.declined]
     await explain(ctx, waiting)
     return leased
 
@@ -369,6 +402,8 @@ async def accept(ctx: Context, task: Any, lease: Any, msg: TaskVerifiedV1) -> No
     the task's other leases (a replica still building, results that agreed) are superseded."""
     lease_id = lease["lease_id"]
     await store.end_lease(ctx.conn, lease_id, "accepted", only_from=("open", "finished"))
+    # How long the package took: the next builds of it get a critical-path weight.
+    await store.record_duration(ctx.conn, lease_id)
     await store.supersede_leases(ctx.conn, task["id"], lease_id)
     await store.set_task(
         ctx.conn,

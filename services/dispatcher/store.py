@@ -11,8 +11,8 @@ from skyline_messages import HostStatusV1
 
 from services.common import bus
 
-from . import arches, failures, fairshare
-from .matching import NEUTRAL_QOS, NEUTRAL_SPEED, HostView, TaskView, Throttle
+from . import arches, critical, failures, fairshare
+from .matching import NEUTRAL_QOS, NEUTRAL_SPEED, HostView, Outlook, TaskView, Throttle
 
 JSON_COLUMNS = ("files", "failures", "agreeing")
 
@@ -36,9 +36,11 @@ async def create_build(
         priority,
     )
     if build is not None:
+        work = await estimates(conn, critical.package_of(nvr), body["arches"])
+        # A stand-alone build's path is its work (a chain link's: chain_handlers sets it).
         await conn.executemany(
-            "INSERT INTO tasks (build_id, arch, priority, owner, class, release, scratch)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO tasks (build_id, arch, priority, owner, class, release, scratch,"
+            " work, path) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
             [
                 (
                     build["id"],
@@ -48,11 +50,79 @@ async def create_build(
                     fairshare.priority_class(priority),
                     build["release"],
                     build["scratch"],
+                    work.get(arch),
                 )
                 for arch in body["arches"]
             ],
         )
     return build
+
+
+async def estimates(
+    conn: asyncpg.Connection, package: str, arches: Sequence[str]
+) -> dict[str, float]:
+    """The package's estimated build seconds at the farm's pace, by arch: the arch's own
+    history, else the package's over any arch; an arch without either is left out."""
+    rows = await conn.fetch(
+        "SELECT arch, seconds_ewma FROM package_durations WHERE package = $1"
+        " AND arch = ANY($2::text[])",
+        package,
+        [*arches, critical.ANY_ARCH],
+    )
+    found: dict[str, float] = {r["arch"]: r["seconds_ewma"] for r in rows}
+    fallback = found.get(critical.ANY_ARCH)
+    if fallback is not None:
+        return {a: found.get(a, fallback) for a in arches}
+    return {a: found[a] for a in arches if a in found}
+
+
+async def record_duration(conn: asyncpg.Connection, lease_id: Any) -> float | None:
+    """Learn from an accepted lease how long its package builds: from the lease to its host's
+    task.finished (or now, the verdict, if that was not seen), at the farm's pace by the
+    host's speed factor when leased. Updates the package's estimate for the task's arch and
+    over any arch (critical.update_estimate); returns the duration, or None if not usable."""
+    row = await conn.fetchrow(
+        "SELECT b.nvr, t.arch, l.speed,"
+        " extract(epoch FROM coalesce(l.finished_at, now()) - l.created_at) AS elapsed"
+        " FROM leases l JOIN tasks t ON t.id = l.task_id JOIN builds b ON b.id = t.build_id"
+        " WHERE l.lease_id = $1",
+        lease_id,
+    )
+    if row is None:
+        return None
+    seconds = critical.farm_seconds(float(row["elapsed"]), row["speed"])
+    if seconds is None:
+        return None
+    package = critical.package_of(row["nvr"])
+    keys = sorted({row["arch"], critical.ANY_ARCH})  # locked in one order: no deadlock
+    old = {
+        r["arch"]: r
+        for r in await conn.fetch(
+            "SELECT * FROM package_durations WHERE package = $1 AND arch = ANY($2::text[])"
+            " ORDER BY arch FOR UPDATE",
+            package,
+            keys,
+        )
+    }
+    updated = [
+        critical.update_estimate(
+            old[k]["seconds_ewma"] if k in old else None,
+            old[k]["samples"] if k in old else 0,
+            seconds,
+        )
+        for k in keys
+    ]
+    await conn.execute(
+        "INSERT INTO package_durations AS p (package, arch, seconds_ewma, samples)"
+        " SELECT $1, * FROM unnest($2::text[], $3::float8[], $4::int[]) ORDER BY 1"
+        " ON CONFLICT (package, arch) DO UPDATE SET seconds_ewma = EXCLUDED.seconds_ewma,"
+        " samples = EXCLUDED.samples, updated_at = now()",
+        package,
+        keys,
+        [u[0] for u in updated],
+        [u[1] for u in updated],
+    )
+    return seconds
 
 
 async def build_tasks(conn: asyncpg.Connection, build_id: int) -> list[asyncpg.Record]:
@@ -177,6 +247,8 @@ def task_view(r: Any) -> TaskView:
         exclude_owners=frozenset(r["exclude_owners"]),
         owner=r["owner"],
         klass=r["class"],
+        work=r["work"],
+        path=r["path"],
     )
 
 
@@ -206,20 +278,99 @@ async def lock_available_hosts(conn: asyncpg.Connection, limit: int = 1000) -> l
     return [host_view(r) for r in rows]
 
 
-async def free_hosts_for(
-    conn: asyncpg.Connection, arch: str, release: str | None, limit: int
-) -> list[HostView]:
-    """Up to `limit` online hosts with a free slot that build `arch` (and offer `release`),
-    most free first; not locked (lock_host locks the one a pull fills)."""
+async def free_hosts_for(conn: asyncpg.Connection, task: TaskView, limit: int) -> list[HostView]:
+    """Up to `limit` online hosts with a free slot that build the task's arch (and offer its
+    release), best first by matching.preference: a core host for an official build's own
+    lease, the fastest for a task with a critical-path weight, then QoS score, then free
+    slots (unrated: neutral); not locked (lock_host locks the one a pull fills)."""
     rows = await conn.fetch(
         "SELECT * FROM hosts WHERE state = 'online' AND spare > 0"
         " AND build_arches @> ARRAY[$1::text] AND ($2::text IS NULL OR $2 = ANY(releases))"
-        " ORDER BY spare DESC, host LIMIT $3",  # hosts_spare's order: stops at $3 found
-        arch,
-        release,
+        " ORDER BY ($4 AND trust = 'core') DESC,"
+        " CASE WHEN $5 THEN coalesce(speed, $6) ELSE 0 END DESC,"
+        " coalesce(qos_score, $7) DESC, spare DESC, host LIMIT $3",
+        task.arch,
+        task.release,
         limit,
+        task.prefers_core,
+        task.path is not None,
+        NEUTRAL_SPEED,
+        NEUTRAL_QOS,
     )
     return [host_view(r) for r in rows]
+
+
+# Per arch: its online hosts, fastest first (at most $2; unrated: $3), each with when it has a
+# slot free (NULL: now): its open leases' earliest end, estimated from the leased task's work
+# at the host's speed then, or its task.finished (its verdict is near), or at latest expiry;
+# and the longest path among the arch's queued tasks (tasks_queued_path).
+_OUTLOOK = """
+SELECT a.arch, extract(epoch FROM now()) AS now, h.speed,
+    CASE WHEN h.spare > 0 THEN NULL ELSE (
+        SELECT extract(epoch FROM min(LEAST(l.expires_at, coalesce(l.finished_at,
+            l.created_at + make_interval(secs => t.work / coalesce(l.speed, $3)),
+            l.expires_at))))
+        FROM leases l JOIN tasks t ON t.id = l.task_id
+        WHERE l.host = h.host AND l.state = 'open') END AS free_at,
+    (SELECT q.path FROM tasks q WHERE q.state = 'queued' AND q.arch = a.arch
+        AND q.path IS NOT NULL ORDER BY q.path DESC LIMIT 1) AS longest
+FROM unnest($1::text[]) AS a(arch)
+CROSS JOIN LATERAL (SELECT host, spare, coalesce(speed, $3) AS speed FROM hosts
+    WHERE state = 'online' AND build_arches @> ARRAY[a.arch]
+    ORDER BY 3 DESC, spare DESC, host LIMIT $2) h
+"""
+
+
+async def outlooks(
+    conn: asyncpg.Connection, arches: Sequence[str], hosts: int
+) -> dict[str, Outlook]:
+    """What matching.declines weighs, per arch, in one statement: the fastest of the arch's
+    online hosts (the `hosts` fastest looked at), when each has a slot free, and a deadline:
+    now plus the longest path among its queued tasks at the fastest speed (the batch's lower
+    bound as far as the queue shows it)."""
+    rows = await conn.fetch(_OUTLOOK, list(arches), hosts, NEUTRAL_SPEED)
+    by_arch: dict[str, list[Any]] = {}
+    for r in rows:
+        by_arch.setdefault(r["arch"], []).append(r)
+    found = {}
+    for arch, of_arch in by_arch.items():
+        now = float(of_arch[0]["now"])
+        fastest = max(r["speed"] for r in of_arch)
+        if fastest <= 0:
+            continue
+        longest = of_arch[0]["longest"] or 0.0
+        found[arch] = Outlook(
+            now=now,
+            deadline=now + longest / fastest,
+            fastest=fastest,
+            faster=[
+                (r["speed"], now if r["free_at"] is None else float(r["free_at"])) for r in of_arch
+            ],
+        )
+    return found
+
+
+async def declined_for(conn: asyncpg.Connection, task_ids: Sequence[int]) -> dict[int, float]:
+    """How long each of these tasks has been declined (left to a faster host), in seconds;
+    those never declined since last queued are left out."""
+    rows = await conn.fetch(
+        "SELECT id, extract(epoch FROM now() - declined_at) AS age FROM tasks"
+        " WHERE id = ANY($1::bigint[]) AND declined_at IS NOT NULL",
+        list(task_ids),
+    )
+    return {r["id"]: float(r["age"]) for r in rows}
+
+
+async def mark_declined(conn: asyncpg.Connection, reasons: Mapping[int, str]) -> None:
+    """These queued tasks were left to a faster host: when that first happened (the decline
+    bound counts from it) and why they wait."""
+    await conn.execute(
+        "UPDATE tasks t SET declined_at = coalesce(t.declined_at, now()),"
+        " queue_reason = r.reason FROM unnest($1::bigint[], $2::text[]) AS r(id, reason)"
+        " WHERE t.id = r.id AND t.state = 'queued'",
+        list(reasons),
+        list(reasons.values()),
+    )
 
 
 async def online_hosts_for(conn: asyncpg.Connection, arch: str, limit: int) -> list[HostView]:
@@ -234,7 +385,7 @@ async def online_hosts_for(conn: asyncpg.Connection, arch: str, limit: int) -> l
 
 TASK_COLUMNS = (
     "t.id, t.arch, t.owner, t.class, t.priority, t.failures, t.refused_hosts, t.purpose,"
-    " t.min_trust, t.exclude_hosts, t.exclude_owners, t.release, t.scratch"
+    " t.min_trust, t.exclude_hosts, t.exclude_owners, t.release, t.scratch, t.work, t.path"
 )
 
 
@@ -359,10 +510,13 @@ async def lease_many(
         " attempts = attempts + (t.purpose = 'build')::int,"
         " replica_attempts = replica_attempts + (t.purpose <> 'build')::int,"
         " lease_expires = now() + make_interval(secs => $4), updated_at = now(),"
-        " queue_reason = NULL FROM a, builds b WHERE t.id = a.id AND b.id = t.build_id"
+        " queue_reason = NULL, declined_at = NULL FROM a, builds b"
+        " WHERE t.id = a.id AND b.id = t.build_id"
         " RETURNING t.*, a.host_owner, b.nvr, b.srpm_url, b.srpm_sha256),"
-        " recorded AS (INSERT INTO leases (lease_id, task_id, host, owner, purpose, expires_at)"
-        " SELECT lease_id, id, host, host_owner, purpose, lease_expires FROM l)"
+        # The host's speed factor now: its build's duration at the farm's pace (critical.py).
+        " recorded AS (INSERT INTO leases (lease_id, task_id, host, owner, purpose, expires_at,"
+        " speed) SELECT l.lease_id, l.id, l.host, l.host_owner, l.purpose, l.lease_expires,"
+        " h.speed FROM l LEFT JOIN hosts h ON h.host = l.host)"
         " SELECT * FROM l ORDER BY id",
         [task.task_id for task, _ in leases],
         [host.host for _, host in leases],
@@ -484,6 +638,7 @@ async def requeue(conn: asyncpg.Connection, task_id: int, reason: str, **fields:
         lease_id=None,
         lease_expires=None,
         reason=reason,
+        declined_at=None,
         **fields,
     )
 

@@ -1,0 +1,129 @@
+"""Critical-path weights for the live dispatcher (pure, no I/O): a task's estimated work from
+the durations of earlier builds of its package, a chain link's longest path downstream, and
+when a slower host's decline (matching.declines) stops holding a task back.
+
+Seconds are at the farm's pace (speed 1): a build that took 100 s on a host of speed 2 is
+200 s of work, as matching reads TaskView.work / HostView.speed as the time on a host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+from .matching import HostView, Outlook, TaskView, declines
+
+# The weight of a new duration in a package's estimate once it has this many samples: the
+# first few average evenly, later ones move it by this share (a package's build time drifts
+# with its versions; one odd build must not swing it).
+EWMA_WEIGHT = 0.3
+# A duration outside these bounds is no estimate (a clock skew, a lease held for days).
+MIN_SECONDS, MAX_SECONDS = 1.0, 7 * 24 * 3600.0
+ANY_ARCH = "*"  # the estimate row of a package over all its arches
+
+
+def package_of(nvr: str) -> str:
+    """The package name of an N-V-R (Koji's: everything before the last two dashes)."""
+    return nvr.rsplit("-", 2)[0]
+
+
+def farm_seconds(elapsed: float, speed: float | None) -> float | None:
+    """A build's duration at the farm's pace: its elapsed seconds times its host's speed
+    factor when leased (unknown: the farm's pace); None if the duration is implausible."""
+    if speed is not None and speed > 0:
+        elapsed *= speed
+    if not math.isfinite(elapsed) or not MIN_SECONDS <= elapsed <= MAX_SECONDS:
+        return None
+    return elapsed
+
+
+def update_estimate(old: float | None, samples: int, seconds: float) -> tuple[float, int]:
+    """The package's estimate and sample count after one more duration: the mean while it has
+    few samples (weight 1/n), then an exponentially weighted moving average (EWMA_WEIGHT)."""
+    if old is None or samples <= 0:
+        return seconds, 1
+    weight = max(EWMA_WEIGHT, 1.0 / (samples + 1))
+    return old + weight * (seconds - old), samples + 1
+
+
+def downstream(
+    work: Mapping[int, float | None], after: Iterable[tuple[int, int]]
+) -> dict[int, float]:
+    """For each build of a DAG, the longest path among the builds that come after it (0 for
+    one nothing comes after): a build's path is its work plus this. `work` is each build's
+    (the longest of its tasks'; None, unknown, counts as 0 on a dependent's path: a lower
+    bound), `after` the pairs (build, build it comes after)."""
+    dependents: dict[int, list[int]] = {b: [] for b in work}
+    for build, before in after:
+        dependents.setdefault(before, []).append(build)
+        dependents.setdefault(build, [])
+    below: dict[int, float] = {}
+    # Iterative depth-first order: a long chain never hits Python's recursion limit.
+    for root in dependents:
+        stack = [(root, False)]
+        while stack:
+            build, expanded = stack.pop()
+            if build in below:
+                continue
+            if not expanded:
+                stack.append((build, True))
+                stack += [(d, False) for d in dependents[build] if d not in below]
+                continue
+            below[build] = max(
+                ((work.get(d) or 0.0) + below[d] for d in dependents[build]), default=0.0
+            )
+    return below
+
+
+def build_work(tasks_work: Sequence[float | None]) -> float | None:
+    """A build's work: its longest task's (its arches build in parallel), None if none known."""
+    known = [w for w in tasks_work if w is not None]
+    return max(known) if known else None
+
+
+def decline_expired(declined_for: float | None, max_seconds: float) -> bool:
+    """Whether a task declined for `declined_for` seconds (None: never) has waited long enough
+    for a faster host: from then on any host may take it."""
+    return declined_for is not None and declined_for >= max_seconds
+
+
+def waiting_reason(speed: float, free_in: float | None) -> str:
+    """A declined task's queue reason."""
+    when = "now" if free_in is None or free_in <= 0 else f"in {free_in:.0f} s"
+    return f"waiting for a faster host (speed {speed:g}, free {when})"
+
+
+def awaited(host: HostView, task: TaskView, outlook: Outlook) -> tuple[float, float]:
+    """(speed, seconds until it has a slot free) of the faster host that would end `task`
+    soonest: the one a declined task waits for (its queue reason)."""
+    work = task.work or 0.0
+    candidates = [(s, max(f, outlook.now)) for s, f in outlook.faster if s > host.speed]
+    if not candidates:
+        return host.speed, 0.0
+    speed, free_at = min(candidates, key=lambda c: c[1] + work / c[0])
+    return speed, free_at - outlook.now
+
+
+@dataclasses.dataclass
+class Declining:
+    """One pull's view for matching.declines: the outlook of each arch, how long each
+    candidate has been declined already, and the bound after which it no longer is
+    ([dispatcher] decline_max_seconds). Collects the queue reasons of the tasks declined."""
+
+    outlooks: Mapping[str, Outlook]
+    declined_for: Mapping[int, float]
+    max_seconds: float
+    reasons: dict[int, str] = dataclasses.field(default_factory=dict)
+
+    def leaves(self, host: HostView, task: TaskView) -> bool:
+        """Whether `host` leaves `task` to a faster host (and notes why it waits)."""
+        outlook = self.outlooks.get(task.arch)
+        if outlook is None or decline_expired(
+            self.declined_for.get(task.task_id), self.max_seconds
+        ):
+            return False
+        if not declines(host, task, outlook):
+            return False
+        self.reasons[task.task_id] = waiting_reason(*awaited(host, task, outlook))
+        return True
