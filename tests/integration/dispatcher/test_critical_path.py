@@ -185,3 +185,16 @@ async def test_a_faster_host_freed_in_time_takes_the_declined_task(runtime: Runt
         await new_messages(runtime, sent, rated("fast", 0.5, 4.0, free_slots=1)), TaskLeasedV1
     )
     assert lease.body["host"] == "fast"
+
+
+async def test_a_core_host_never_declines_an_official_builds_own_lease(
+    runtime: Runtime, sent
+) -> None:
+    """Its result is accepted alone (no replica): matching.preference puts core first."""
+    await history(runtime, "skyline-short", 8.0)
+    await history(runtime, "skyline-long", 100.0)
+    await SERVICE.handle(runtime, rated("fast", 0.5, 4.0, free_slots=1))
+    await new_messages(runtime, sent, build_of("skyline-short-1-1"))
+    await SERVICE.handle(runtime, rated("slow", 0.9, 1.0, free_slots=1))
+    [lease] = of_type(await new_messages(runtime, sent, build_of("skyline-long-1-1")), TaskLeasedV1)
+    assert lease.body["host"] == "slow"
