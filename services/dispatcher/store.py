@@ -307,10 +307,15 @@ async def free_hosts_for(conn: asyncpg.Connection, task: TaskView, limit: int) -
 _OUTLOOK = """
 SELECT a.arch, extract(epoch FROM now()) AS now, h.speed,
     CASE WHEN h.spare > 0 THEN NULL ELSE (
-        SELECT extract(epoch FROM min(LEAST(l.expires_at, coalesce(l.finished_at,
-            l.created_at + make_interval(secs => t.work / coalesce(l.speed, $3)),
-            l.expires_at))))
+        SELECT extract(epoch FROM min(CASE
+            WHEN l.finished_at IS NOT NULL THEN now()  -- done, its verdict frees the slot
+            -- An overdue estimate says nothing of when the build ends: its lease's expiry
+            -- does (else a slower host would wait on it until decline_max_seconds).
+            WHEN e.ends > now() THEN LEAST(e.ends, l.expires_at)
+            ELSE l.expires_at END))
         FROM leases l JOIN tasks t ON t.id = l.task_id
+        CROSS JOIN LATERAL (SELECT l.created_at
+            + make_interval(secs => t.work / coalesce(l.speed, $3)) AS ends) e
         WHERE l.host = h.host AND l.state = 'open') END AS free_at,
     (SELECT q.path FROM tasks q WHERE q.state = 'queued' AND q.arch = a.arch
         AND q.path IS NOT NULL ORDER BY q.path DESC LIMIT 1) AS longest

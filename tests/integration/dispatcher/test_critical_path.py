@@ -5,6 +5,7 @@ to a faster one that will be free soon, for a bounded time."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from typing import Any
 
 import pytest
@@ -169,6 +170,26 @@ async def test_a_slow_host_declines_a_critical_task_while_a_faster_one_frees_soo
     assert (lease.body["host"], lease.body["task_id"]) == ("slow", row["id"])
     row = await task_of(runtime, "skyline-long-1-1")
     assert (row["declined_at"], row["queue_reason"]) == (None, None)
+
+
+async def test_a_faster_host_overdue_on_its_build_is_not_waited_for(runtime: Runtime, sent) -> None:
+    """The fast host's build should have ended by its estimate and has not: when it frees is
+    unknown (its lease's expiry bounds it), so the slow host does not wait on it."""
+    await history(runtime, "skyline-short", 8.0)  # 2 s at speed 4
+    await history(runtime, "skyline-long", 100.0)
+    await SERVICE.handle(runtime, rated("fast", 0.5, 4.0, free_slots=1))
+    [busy] = of_type(await new_messages(runtime, sent, build_of("skyline-short-1-1")), TaskLeasedV1)
+    assert busy.body["host"] == "fast"
+    # Leased a minute ago: 58 s past its estimated end, and still running.
+    await runtime.pool.execute(
+        "UPDATE leases SET created_at = now() - interval '60 seconds' WHERE lease_id = $1",
+        uuid.UUID(busy.body["lease_id"]),
+    )
+    await SERVICE.handle(runtime, rated("slow", 0.9, 1.0, free_slots=1))
+    long_one = build_of("skyline-long-1-1", scratch=True)
+    [lease] = of_type(await new_messages(runtime, sent, long_one), TaskLeasedV1)
+    assert lease.body["host"] == "slow"
+    assert (await task_of(runtime, "skyline-long-1-1"))["declined_at"] is None
 
 
 async def test_a_faster_host_freed_in_time_takes_the_declined_task(runtime: Runtime, sent) -> None:
