@@ -117,6 +117,11 @@ class DispatcherConfig:
     # "principal:*" (a Koschei- or Packit-like tool); anyone else builds as itself.
     may_act_for: list[str] = dataclasses.field(default_factory=list)
     sweep_seconds: float = 15.0  # how often expired leases are requeued
+    # Queued tasks whose waiting reason each sweep says again (the farm may have changed since
+    # it was written): in id order from where the last sweep stopped, round the queue, so a
+    # reason is at most ceil(queued / this) sweeps old. 0: reasons change only when a task is
+    # queued or fails to be leased.
+    reasons_per_sweep: int = 500
     # Asked at lease expiry whether the lease's results were stored (its build.stored lost).
     collector_url: str = "http://127.0.0.1:8412"
     # Builds one owner may have in progress; a request beyond it fails at once (quota.py).

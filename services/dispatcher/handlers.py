@@ -325,8 +325,13 @@ async def schedule_tasks(
 
 async def explain(ctx: Context, tasks: list[matching.TaskView]) -> None:
     """Record why each of these queued tasks is not running (matching.why_waiting)."""
-    if not tasks:
-        return
+    if tasks:
+        await store.set_queue_reasons(ctx.conn, await reasons_for(ctx, tasks))
+
+
+async def reasons_for(ctx: Context, tasks: list[matching.TaskView]) -> dict[int, str]:
+    """Why each of these queued tasks waits, by task id: one query of the online hosts per
+    arch among them (at most EXPLAIN_HOSTS each), never one per task."""
     by_arch: dict[str, list[matching.HostView]] = {}
     reasons = {}
     throttle = await store.throttle(ctx.conn)
@@ -334,7 +339,30 @@ async def explain(ctx: Context, tasks: list[matching.TaskView]) -> None:
         if task.arch not in by_arch:
             by_arch[task.arch] = await store.online_hosts_for(ctx.conn, task.arch, EXPLAIN_HOSTS)
         reasons[task.task_id] = matching.why_waiting(task, by_arch[task.arch], throttle)
-    await store.set_queue_reasons(ctx.conn, reasons)
+    return reasons
+
+
+REASON_CURSOR = "dispatcher.reason_cursor"  # runtime.state: the last task id refresh_reasons did
+
+
+async def refresh_reasons(ctx: Context) -> list[int]:
+    """Say again why queued tasks wait, now that hosts may have come, gone or filled up since
+    their reasons were written: up to reasons_per_sweep of them, in id order from where the
+    last pass stopped, round the queue (the oldest again after the newest). Bounded: one
+    fetch of the tasks, one query of the hosts per arch among them, one update. Returns the
+    ids of the tasks looked at."""
+    limit = ctx.config.dispatcher.reasons_per_sweep
+    if limit <= 0:
+        return []
+    cursor = int(ctx.runtime.state.get(REASON_CURSOR, 0))
+    tasks = await store.queued_from(ctx.conn, cursor, limit)
+    if len(tasks) < limit and cursor > 0:  # the end of the queue: on from its start
+        wrapped = await store.queued_from(ctx.conn, 0, limit - len(tasks))
+        tasks += [t for t in wrapped if t.task_id <= cursor]
+    ctx.runtime.state[REASON_CURSOR] = tasks[-1].task_id if len(tasks) == limit else 0
+    if tasks:
+        await store.refresh_queue_reasons(ctx.conn, await reasons_for(ctx, tasks))
+    return [t.task_id for t in tasks]
 
 
 async def schedule(ctx: Context) -> int:
@@ -692,6 +720,10 @@ async def requeue_expired_leases(runtime: Runtime) -> None:
             requeued.append(task["id"])
         await schedule(ctx)
         await schedule_tasks(ctx, requeued)
+    # Apart, once the pass's leases are committed (its host locks released): see
+    # refresh_reasons. A reason is at most ceil(queued / reasons_per_sweep) sweeps old.
+    async with runtime.transaction() as ctx:
+        await refresh_reasons(ctx)
 
 
 async def stored_by_collector(ctx: Context, task: Any) -> bool:

@@ -497,6 +497,35 @@ async def set_queue_reasons(conn: asyncpg.Connection, reasons: dict[int, str]) -
     )
 
 
+async def queued_from(conn: asyncpg.Connection, after: int, limit: int) -> list[TaskView]:
+    """Up to `limit` queued tasks with ids above `after`, oldest first (tasks_queued_id: the
+    scan stops at `limit` found, whatever the number of tasks done)."""
+    rows = await conn.fetch(
+        f"SELECT {TASK_COLUMNS} FROM tasks t WHERE t.state = 'queued' AND t.id > $1"
+        " ORDER BY t.id LIMIT $2",
+        after,
+        limit,
+    )
+    return [task_view(r) for r in rows]
+
+
+async def refresh_queue_reasons(conn: asyncpg.Connection, reasons: dict[int, str]) -> int:
+    """Like set_queue_reasons, but a task another transaction holds is left as it is (a pull
+    is leasing it, or a handler is moving it on: its reason is that one's to write), so a
+    refresh never waits on, or deadlocks with, the everyday paths. How many changed."""
+    done = await conn.fetchval(
+        "WITH r AS (SELECT * FROM unnest($1::bigint[], $2::text[]) AS r(id, reason)),"
+        " free AS (SELECT t.id FROM tasks t JOIN r ON r.id = t.id WHERE t.state = 'queued'"
+        " AND t.queue_reason IS DISTINCT FROM r.reason ORDER BY t.id FOR UPDATE OF t SKIP LOCKED),"
+        " u AS (UPDATE tasks t SET queue_reason = r.reason FROM r, free"
+        " WHERE t.id = r.id AND free.id = t.id RETURNING 1)"
+        " SELECT count(*) FROM u",
+        list(reasons),
+        list(reasons.values()),
+    )
+    return int(done)
+
+
 async def lease_many(
     conn: asyncpg.Connection,
     leases: Sequence[tuple[TaskView, HostView]],
