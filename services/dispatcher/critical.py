@@ -12,7 +12,7 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-from .matching import HostView, Outlook, TaskView, declines
+from .matching import HostView, Outlook, TaskView, can_build, declines
 
 # The weight of a new duration in a package's estimate once it has this many samples: the
 # first few average evenly, later ones move it by this share (a package's build time drifts
@@ -114,6 +114,9 @@ class Declining:
     outlooks: Mapping[str, Outlook]
     declined_for: Mapping[int, float]
     max_seconds: float
+    # The hosts of each outlook's `faster` entries, in order (None: gone meanwhile): a task
+    # waits only for a host that may build it (its trust, owner and exclusions).
+    hosts: Mapping[str, Sequence[HostView | None]] = dataclasses.field(default_factory=dict)
     reasons: dict[int, str] = dataclasses.field(default_factory=dict)
 
     def leaves(self, host: HostView, task: TaskView) -> bool:
@@ -123,7 +126,22 @@ class Declining:
             self.declined_for.get(task.task_id), self.max_seconds
         ):
             return False
+        outlook = for_task(outlook, self.hosts.get(task.arch), task)
         if not declines(host, task, outlook):
             return False
         self.reasons[task.task_id] = waiting_reason(*awaited(host, task, outlook))
         return True
+
+
+def for_task(outlook: Outlook, hosts: Sequence[HostView | None] | None, task: TaskView) -> Outlook:
+    """The outlook with only the hosts that may build `task` once a slot frees (a replica's
+    trust and owner rules, the hosts that failed it): waiting for any other is waiting for
+    nothing. Without the hosts' names, the outlook as it is."""
+    if hosts is None:
+        return outlook
+    kept = [
+        entry
+        for entry, other in zip(outlook.faster, hosts, strict=True)
+        if other is not None and can_build(dataclasses.replace(other, free_slots=1), task)
+    ]
+    return dataclasses.replace(outlook, faster=kept)

@@ -226,9 +226,12 @@ async def declining_for(
     weighted = [t for t in candidates if t.path is not None and t.work is not None]
     if not weighted:
         return None
-    outlooks = await store.outlooks(ctx.conn, sorted({t.arch for t in weighted}), OUTLOOK_HOSTS)
+    arches = sorted({t.arch for t in weighted})
+    outlooks, names = await store.outlooks(ctx.conn, arches, OUTLOOK_HOSTS)
+    views = await store.host_views(ctx.conn, sorted({n for ns in names.values() for n in ns}))
+    hosts = {arch: [views.get(n) for n in ns] for arch, ns in names.items()}
     ages = await store.declined_for(ctx.conn, [t.task_id for t in weighted])
-    return critical.Declining(outlooks, ages, ctx.config.dispatcher.decline_max_seconds)
+    return critical.Declining(outlooks, ages, ctx.config.dispatcher.decline_max_seconds, hosts)
 
 
 def choose(

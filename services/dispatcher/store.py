@@ -305,7 +305,7 @@ async def free_hosts_for(conn: asyncpg.Connection, task: TaskView, limit: int) -
 # at the host's speed then, or its task.finished (its verdict is near), or at latest expiry;
 # and the longest path among the arch's queued tasks (tasks_queued_path).
 _OUTLOOK = """
-SELECT a.arch, extract(epoch FROM now()) AS now, h.speed,
+SELECT a.arch, extract(epoch FROM now()) AS now, h.speed, h.host,
     CASE WHEN h.spare > 0 THEN NULL ELSE (
         SELECT extract(epoch FROM min(CASE
             WHEN l.finished_at IS NOT NULL THEN now()  -- done, its verdict frees the slot
@@ -328,16 +328,17 @@ CROSS JOIN LATERAL (SELECT host, spare, coalesce(speed, $3) AS speed FROM hosts
 
 async def outlooks(
     conn: asyncpg.Connection, arches: Sequence[str], hosts: int
-) -> dict[str, Outlook]:
+) -> tuple[dict[str, Outlook], dict[str, list[str]]]:
     """What matching.declines weighs, per arch, in one statement: the fastest of the arch's
     online hosts (the `hosts` fastest looked at), when each has a slot free, and a deadline:
     now plus the longest path among its queued tasks at the fastest speed (the batch's lower
-    bound as far as the queue shows it)."""
+    bound as far as the queue shows it). Beside each outlook, the names of its hosts in the
+    order of its `faster` entries (a task waits only for a host that may build it)."""
     rows = await conn.fetch(_OUTLOOK, list(arches), hosts, NEUTRAL_SPEED)
     by_arch: dict[str, list[Any]] = {}
     for r in rows:
         by_arch.setdefault(r["arch"], []).append(r)
-    found = {}
+    found, names = {}, {}
     for arch, of_arch in by_arch.items():
         now = float(of_arch[0]["now"])
         fastest = max(r["speed"] for r in of_arch)
@@ -352,7 +353,13 @@ async def outlooks(
                 (r["speed"], now if r["free_at"] is None else float(r["free_at"])) for r in of_arch
             ],
         )
-    return found
+        names[arch] = [r["host"] for r in of_arch]
+    return found, names
+
+
+async def host_views(conn: asyncpg.Connection, hosts: Sequence[str]) -> dict[str, HostView]:
+    rows = await conn.fetch("SELECT * FROM hosts WHERE host = ANY($1::text[])", list(hosts))
+    return {r["host"]: host_view(r) for r in rows}
 
 
 async def declined_for(conn: asyncpg.Connection, task_ids: Sequence[int]) -> dict[int, float]:

@@ -3,6 +3,8 @@ and when a decline stops holding a task back."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from services.dispatcher import critical
@@ -107,3 +109,30 @@ def test_awaited_names_the_faster_host_that_ends_it_soonest() -> None:
     # speed 2 free now: ends at 10 + 50; speed 4 free at 30: ends at 30 + 25.
     assert critical.awaited(slow_host(), critical_task(), look) == (4.0, 20.0)
     assert critical.waiting_reason(2.0, 0.0) == "waiting for a faster host (speed 2, free now)"
+
+
+def fast_host(owner: str = "alice", trust: str = "trusted") -> HostView:
+    return HostView("fast", trust, frozenset({"x86_64"}), frozenset(), 0, owner, speed=2.0)
+
+
+@pytest.mark.parametrize(
+    ("task_changes", "fast", "waits"),
+    [
+        ({}, fast_host(), True),
+        # A replica another owner must build: the fast host is the owner it excludes.
+        ({"purpose": "replica", "exclude_owners": frozenset({"alice"})}, fast_host(), False),
+        ({"exclude_hosts": frozenset({"fast"})}, fast_host(), False),
+        ({"failed_hosts": frozenset({"fast"})}, fast_host(), False),
+        ({"min_trust": "core"}, fast_host(), False),
+        ({"min_trust": "core"}, fast_host(trust="core"), True),
+        ({}, None, False),  # gone since the outlook was read
+    ],
+)
+def test_a_task_waits_only_for_a_faster_host_that_may_build_it(
+    task_changes: dict, fast: HostView | None, waits: bool
+) -> None:
+    task = dataclasses.replace(critical_task(), **task_changes)
+    declining = critical.Declining(
+        {"x86_64": outlook(free_at=20.0)}, {}, 600, hosts={"x86_64": [fast]}
+    )
+    assert declining.leaves(slow_host(), task) is waits
