@@ -227,8 +227,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         "SKYLINE_BASE_IMAGE": base,
         "SKYLINE_VOLUNTEERS": "1",
         "SKYLINE_DISPATCHERS": "2",  # replicas share the work through the database and queue
-        # The builder image has no bubblewrap yet (deploy/podman/README.md, "Not yet").
-        "SKYLINE_BUILDER_ALLOW_UNSANDBOXED": "true",
         **{f"SKYLINE_{i.upper()}_IMAGE": f"localhost/skyline-{i}:{tag}" for i in IMAGES},
     }
     system = Deployment(env, project, secrets, ports)
@@ -267,6 +265,18 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         print(f"deployment test took {time.monotonic() - started:.0f} s in all")
 
 
+def builder_hosts(deployment: Deployment) -> dict[str, str]:
+    """Host name by builder container: the farm's builder's is set, a volunteer's is its
+    container's host name."""
+    hosts = {}
+    for name in deployment.containers():
+        if "_builder_" in name:
+            hosts[name] = "farm-builder-1"
+        elif "_volunteer_" in name:
+            hosts[name] = run(["podman", "exec", name, "cat", "/etc/hostname"], deployment.env)
+    return {name: host.strip() for name, host in hosts.items()}
+
+
 def test_builders_enrol_with_their_trust(deployment: Deployment) -> None:
     """The farm's builder enrolled as core (its key is a core key), the volunteer as untrusted,
     each with its own broker user made by the registry."""
@@ -276,6 +286,20 @@ def test_builders_enrol_with_their_trust(deployment: Deployment) -> None:
     host = run(["podman", "exec", volunteer, "cat", "/etc/hostname"], deployment.env).strip()
     view = deployment.registry(f"/api/v1/hosts/{host}")
     assert (view["state"], view["trust"], view["owner"]) == ("online", "untrusted", "volunteer")
+
+
+def test_builders_build_in_the_bwrap_sandbox(deployment: Deployment) -> None:
+    """No builder is allowed to build unsandboxed: each probed bubblewrap in its container at
+    start-up (it would have refused to start otherwise) and says so in its profile and log."""
+    hosts = builder_hosts(deployment)
+    assert len(hosts) == 2, hosts
+    for name, host in hosts.items():
+        assert deployment.registry(f"/api/v1/hosts/{host}")["sandbox"] == "bwrap", host
+        log = subprocess.run(
+            ["podman", "logs", name], env=deployment.env, capture_output=True, text=True
+        )
+        assert "builds run in a bwrap sandbox" in log.stdout + log.stderr, name
+        assert "WITHOUT a sandbox" not in log.stdout + log.stderr, name
 
 
 def test_owners_service_keeps_the_tokens(deployment: Deployment) -> None:
@@ -362,3 +386,7 @@ public_url = "http://collector:8412"
     assert header[rpm.RPMTAG_NAME] == "skyline-hello"
     assert header[rpm.RPMTAG_SOURCERPM] == "skyline-hello-1.0-1.src.rpm"
     assert "/usr/bin/skyline-hello" in header[rpm.RPMTAG_FILENAMES]
+    # Built in the sandbox: every builder that could have taken the lease runs its builds in
+    # bubblewrap (the agent would refuse to build without one: no allow_unsandboxed here).
+    for host in builder_hosts(deployment).values():
+        assert deployment.registry(f"/api/v1/hosts/{host}")["sandbox"] == "bwrap", host
