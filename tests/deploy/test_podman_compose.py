@@ -265,16 +265,19 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         print(f"deployment test took {time.monotonic() - started:.0f} s in all")
 
 
-def builder_hosts(deployment: Deployment) -> dict[str, str]:
-    """Host name by builder container: the farm's builder's is set, a volunteer's is its
-    container's host name."""
-    hosts = {}
-    for name in deployment.containers():
-        if "_builder_" in name:
-            hosts[name] = "farm-builder-1"
-        elif "_volunteer_" in name:
-            hosts[name] = run(["podman", "exec", name, "cat", "/etc/hostname"], deployment.env)
-    return {name: host.strip() for name, host in hosts.items()}
+def sandbox_of(deployment: Deployment, container: str) -> str:
+    """What the builder agent in `container` said at start-up about its builds' sandbox."""
+    res = subprocess.run(
+        ["podman", "logs", container], env=deployment.env, capture_output=True, text=True
+    )
+    log = res.stdout + res.stderr
+    said = re.findall(r"builds run in a (\w+) sandbox|builds run (WITHOUT) a sandbox", log)
+    # A set: a restarted agent says it again.
+    return ",".join(sorted({kind or without for kind, without in said})) or log[-2000:]
+
+
+def builders(deployment: Deployment) -> list[str]:
+    return [n for n in deployment.containers() if "_builder_" in n or "_volunteer_" in n]
 
 
 def test_builders_enrol_with_their_trust(deployment: Deployment) -> None:
@@ -289,17 +292,12 @@ def test_builders_enrol_with_their_trust(deployment: Deployment) -> None:
 
 
 def test_builders_build_in_the_bwrap_sandbox(deployment: Deployment) -> None:
-    """No builder is allowed to build unsandboxed: each probed bubblewrap in its container at
-    start-up (it would have refused to start otherwise) and says so in its profile and log."""
-    hosts = builder_hosts(deployment)
-    assert len(hosts) == 2, hosts
-    for name, host in hosts.items():
-        assert deployment.registry(f"/api/v1/hosts/{host}")["sandbox"] == "bwrap", host
-        log = subprocess.run(
-            ["podman", "logs", name], env=deployment.env, capture_output=True, text=True
-        )
-        assert "builds run in a bwrap sandbox" in log.stdout + log.stderr, name
-        assert "WITHOUT a sandbox" not in log.stdout + log.stderr, name
+    """No builder may build unsandboxed here: each probed bubblewrap in its container at
+    start-up (it refuses to start without a sandbox unless allow_unsandboxed) and found it
+    works with the compose file's security options."""
+    names = builders(deployment)
+    assert len(names) == 2, names
+    assert {name: sandbox_of(deployment, name) for name in names} == dict.fromkeys(names, "bwrap")
 
 
 def test_owners_service_keeps_the_tokens(deployment: Deployment) -> None:
@@ -386,7 +384,6 @@ public_url = "http://collector:8412"
     assert header[rpm.RPMTAG_NAME] == "skyline-hello"
     assert header[rpm.RPMTAG_SOURCERPM] == "skyline-hello-1.0-1.src.rpm"
     assert "/usr/bin/skyline-hello" in header[rpm.RPMTAG_FILENAMES]
-    # Built in the sandbox: every builder that could have taken the lease runs its builds in
-    # bubblewrap (the agent would refuse to build without one: no allow_unsandboxed here).
-    for host in builder_hosts(deployment).values():
-        assert deployment.registry(f"/api/v1/hosts/{host}")["sandbox"] == "bwrap", host
+    # Built in the sandbox: every builder that could have taken the lease builds in bubblewrap.
+    for name in builders(deployment):
+        assert sandbox_of(deployment, name) == "bwrap", name
