@@ -5,12 +5,16 @@
 # BASE_IMAGE and PIP_ARGS as in deploy/podman/Containerfile (default: the public
 # docker.io/library/debian:bookworm). On Debian the builder uses `rpmbuild --rebuild --nodeps`
 # (Debian's rpm database is empty); a Fedora-based image with mock would build in a chroot.
+# rpmbuild runs in bubblewrap (services/builder/sandbox.py; `mount` lays a lease's buildroot
+# packages over /usr in it). The container needs `--security-opt unmask=/proc/*` and
+# `--security-opt seccomp=deploy/podman/seccomp-builder.json` for that: compose.yaml sets
+# them, deploy/podman/README.md ("Build sandbox") says why.
 ARG BASE_IMAGE=docker.io/library/debian:bookworm
 FROM ${BASE_IMAGE}
 ARG PIP_ARGS=""
 ENV LANG=C.UTF-8 PYTHONUNBUFFERED=1 PATH=/opt/skyline/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 RUN set -e; missing=""; \
-    for p in ca-certificates python3 python3-venv python3-rpm python3-gssapi rpm cpio; do \
+    for p in ca-certificates python3 python3-venv python3-rpm python3-gssapi rpm cpio bubblewrap mount; do \
         dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"; \
     done; \
     if [ -n "$missing" ]; then \

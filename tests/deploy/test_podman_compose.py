@@ -227,8 +227,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         "SKYLINE_BASE_IMAGE": base,
         "SKYLINE_VOLUNTEERS": "1",
         "SKYLINE_DISPATCHERS": "2",  # replicas share the work through the database and queue
-        # The builder image has no bubblewrap yet (deploy/podman/README.md, "Not yet").
-        "SKYLINE_BUILDER_ALLOW_UNSANDBOXED": "true",
         **{f"SKYLINE_{i.upper()}_IMAGE": f"localhost/skyline-{i}:{tag}" for i in IMAGES},
     }
     system = Deployment(env, project, secrets, ports)
@@ -267,6 +265,21 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         print(f"deployment test took {time.monotonic() - started:.0f} s in all")
 
 
+def sandbox_of(deployment: Deployment, container: str) -> str:
+    """What the builder agent in `container` said at start-up about its builds' sandbox."""
+    res = subprocess.run(
+        ["podman", "logs", container], env=deployment.env, capture_output=True, text=True
+    )
+    log = res.stdout + res.stderr
+    said = re.findall(r"builds run in a (\w+) sandbox|builds run (WITHOUT) a sandbox", log)
+    # A set: a restarted agent says it again.
+    return ",".join(sorted({kind or without for kind, without in said})) or log[-2000:]
+
+
+def builders(deployment: Deployment) -> list[str]:
+    return [n for n in deployment.containers() if "_builder_" in n or "_volunteer_" in n]
+
+
 def test_builders_enrol_with_their_trust(deployment: Deployment) -> None:
     """The farm's builder enrolled as core (its key is a core key), the volunteer as untrusted,
     each with its own broker user made by the registry."""
@@ -276,6 +289,15 @@ def test_builders_enrol_with_their_trust(deployment: Deployment) -> None:
     host = run(["podman", "exec", volunteer, "cat", "/etc/hostname"], deployment.env).strip()
     view = deployment.registry(f"/api/v1/hosts/{host}")
     assert (view["state"], view["trust"], view["owner"]) == ("online", "untrusted", "volunteer")
+
+
+def test_builders_build_in_the_bwrap_sandbox(deployment: Deployment) -> None:
+    """No builder may build unsandboxed here: each probed bubblewrap in its container at
+    start-up (it refuses to start without a sandbox unless allow_unsandboxed) and found it
+    works with the compose file's security options."""
+    names = builders(deployment)
+    assert len(names) == 2, names
+    assert {name: sandbox_of(deployment, name) for name in names} == dict.fromkeys(names, "bwrap")
 
 
 def test_owners_service_keeps_the_tokens(deployment: Deployment) -> None:
@@ -362,3 +384,6 @@ public_url = "http://collector:8412"
     assert header[rpm.RPMTAG_NAME] == "skyline-hello"
     assert header[rpm.RPMTAG_SOURCERPM] == "skyline-hello-1.0-1.src.rpm"
     assert "/usr/bin/skyline-hello" in header[rpm.RPMTAG_FILENAMES]
+    # Built in the sandbox: every builder that could have taken the lease builds in bubblewrap.
+    for name in builders(deployment):
+        assert sandbox_of(deployment, name) == "bwrap", name
