@@ -33,8 +33,8 @@ Measured in the same run:
 A share of heartbeats (--changed, default 5%) change the host's free slots, so statuses are
 published through the outbox and the relay as in production.
 
-    .venv/bin/python bench/heartbeat_consume.py [--seconds 60] [--hosts 100000] [--rate 3334]
-        [--registries 2] [--verify-processes 1] [--profile drain.prof]
+    .venv/bin/python bench/heartbeat_consume.py [--seconds 60 (0: drain only)] [--hosts 100000]
+        [--rate 3334] [--registries 2] [--verify-processes 1] [--profile drain.prof]
 
 Starts a private RabbitMQ and PostgreSQL in a temp dir (services/common/localstack.py).
 """
@@ -519,6 +519,10 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
         flush=True,
     )
 
+    if args.seconds <= 0:  # --seconds 0: the drain phase only (comparing CPU per heartbeat)
+        await connection.close()
+        await pool.close()
+        return
     # Sustained, with the dispatcher consuming the statuses and retention running.
     count = int(args.rate * args.seconds)
     go = await publisher.start(count, args.rate)
@@ -661,7 +665,9 @@ async def report_growth(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument(
+        "--seconds", type=float, default=60, help="sustained phase (0: the drain phase only)"
+    )
     parser.add_argument("--hosts", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=3334)
     parser.add_argument("--drain", type=int, default=20_000)

@@ -152,13 +152,16 @@ class Service:
                     app[RUNTIME] = runtime
                     runner = await serve(app, self.listen(config))
                 if self.handlers or self.batched:
+                    batchers = self._batchers(runtime)
                     await bus.subscribe(
                         self.queue,
                         self.routing_keys(),
-                        self._on_message(runtime),
+                        self._on_message(runtime, batchers),
                         prefetch=self._prefetch(config),
                         delivery_limit=config.bus.delivery_limit,
                         batched=list(self.batched),
+                        # Straight into the batch, no waiting task per delivery (bus.py).
+                        collect={cls: batcher.add for cls, batcher in batchers.items()},
                     )
                 log.info("%s ready", self.name)
                 await stop.wait()
@@ -186,8 +189,8 @@ class Service:
         classes = {*self.handlers, *self.batched}
         return sorted({getattr(cls, "binding", cls.topic) for cls in classes})
 
-    def _on_message(self, runtime: Runtime) -> Callable[[fm.Message], Awaitable[None]]:
-        """The bus callback: batched classes to their Batcher, the rest to `handle`."""
+    def _batchers(self, runtime: Runtime) -> dict[type[fm.Message], Batcher]:
+        """A Batcher per batched class, drained when the service stops."""
         settings = runtime.config.bus
         batchers = {
             cls: Batcher(
@@ -200,6 +203,13 @@ class Service:
             for cls, handler in self.batched.items()
         }
         runtime.state["batchers"] = list(batchers.values())  # drained when the service stops
+        return batchers
+
+    def _on_message(
+        self, runtime: Runtime, batchers: Mapping[type[fm.Message], Batcher]
+    ) -> Callable[[fm.Message], Awaitable[None]]:
+        """The bus callback: batched classes to their Batcher, the rest to `handle` (batched
+        deliveries come here only when their batch failed for want of a peer: bus.py)."""
 
         def on_message(msg: fm.Message) -> Awaitable[None]:
             batcher = batchers.get(type(msg))
