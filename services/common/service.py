@@ -30,7 +30,7 @@ from fedora_messaging import message as fm
 from . import db, outbox, retention, telemetry
 from .batch import Batcher, BatchHandler
 from .bus import Bus
-from .config import Config, load_config, masked
+from .config import BusConfig, Config, load_config, masked
 from .errors import Reject, describe, is_unavailable
 from .http import make_app, serve
 
@@ -104,6 +104,8 @@ class Service:
     on_start: Job | None = None
     # Tables of its own that grow with traffic, pruned by the retention job (retention.py).
     history: Sequence[retention.History] = ()
+    # The [bus] batch settings of its batched consumer, when it has its own (default [bus]).
+    batching: Callable[[Config], BusConfig] | None = None
 
     @property
     def queue(self) -> str:
@@ -191,7 +193,7 @@ class Service:
 
     def _batchers(self, runtime: Runtime) -> dict[type[fm.Message], Batcher]:
         """A Batcher per batched class, drained when the service stops."""
-        settings = runtime.config.bus
+        settings = self._batching(runtime.config)
         batchers = {
             cls: Batcher(
                 runtime,
@@ -221,8 +223,11 @@ class Service:
         # A batched consumer needs a batch filling while others commit.
         if not self.batched:
             return config.bus.prefetch
-        settings = config.bus
+        settings = self._batching(config)
         return max(settings.prefetch, settings.batch_size * (settings.batch_concurrency + 1))
+
+    def _batching(self, config: Config) -> BusConfig:
+        return self.batching(config) if self.batching else config.bus
 
     async def handle(self, runtime: Runtime, msg: fm.Message) -> None:
         handler = self.handlers.get(type(msg))
