@@ -35,6 +35,7 @@ published through the outbox and the relay as in production.
 
     .venv/bin/python bench/heartbeat_consume.py [--seconds 60 (0: drain only)] [--hosts 100000]
         [--rate 3334] [--registries 2] [--verify-processes 1] [--profile drain.prof]
+        [--bus batch_size=200 ...]  (the registry's [bus] settings)
 
 Starts a private RabbitMQ and PostgreSQL in a temp dir (services/common/localstack.py).
 """

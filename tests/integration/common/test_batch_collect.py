@@ -24,6 +24,8 @@ BODY = {
     "owner": "alice",
 }
 
+POISON_URL = "http://127.0.0.1:1/poison-1.0-1.src.rpm"  # the test handler refuses it
+
 
 async def wait_for(predicate, timeout: float = 30) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
@@ -73,7 +75,7 @@ async def requests(broker, count: int, poisoned: int | None = None):
             body={
                 **BODY,
                 "owner": owner,
-                **({"srpm_url": "http://127.0.0.1:1/poison-1.0-1.src.rpm"} if i == poisoned else {}),
+                **({"srpm_url": POISON_URL} if i == poisoned else {}),
             },
             topic=topic,
         )
