@@ -33,8 +33,9 @@ Measured in the same run:
 A share of heartbeats (--changed, default 5%) change the host's free slots, so statuses are
 published through the outbox and the relay as in production.
 
-    .venv/bin/python bench/heartbeat_consume.py [--seconds 60] [--hosts 100000] [--rate 3334]
-        [--registries 2] [--verify-processes 1] [--profile drain.prof]
+    .venv/bin/python bench/heartbeat_consume.py [--seconds 60 (0: drain only)] [--hosts 100000]
+        [--rate 3334] [--registries 2] [--verify-processes 1] [--profile drain.prof]
+        [--bus batch_size=200 ...]  (the registry's [bus] settings)
 
 Starts a private RabbitMQ and PostgreSQL in a temp dir (services/common/localstack.py).
 """
@@ -53,7 +54,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -364,8 +367,22 @@ async def poll(predicate, interval: float, timeout: float = 600) -> None:
         await asyncio.sleep(interval)
 
 
+def bus_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`--bus batch_size=200` and the like: [bus] settings, typed as their defaults."""
+    defaults = load_config(env={}).bus
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key] = type(getattr(defaults, key))(value)
+    return out
+
+
 def service_config(
-    base: Config, amqp_url: str, database_url: str, verify_processes: int = 0
+    base: Config,
+    amqp_url: str,
+    database_url: str,
+    verify_processes: int = 0,
+    bus: dict[str, Any] | None = None,
 ) -> Config:
     return dataclasses.replace(
         base,
@@ -376,6 +393,7 @@ def service_config(
             base.bus,
             retention_interval=RETENTION_INTERVAL,
             sent_retention_hours=SENT_WINDOW / 3600,
+            **(bus or {}),
         ),
         # The synthetic hosts only heartbeat while the bench publishes: the offline sweep must
         # not take them all offline between phases.
@@ -394,18 +412,23 @@ async def run_service(args: argparse.Namespace) -> None:
     service = SERVICE if args.service == "registry" else DISPATCHER
     telemetry.setup(f"skyline-{service.name}")
     config = service_config(
-        load_config(env={}), args.amqp_url, args.database_url, args.verify_processes
+        load_config(env={}),
+        args.amqp_url,
+        args.database_url,
+        args.verify_processes,
+        bus_overrides(args.bus) if args.service == "registry" else None,
     )
     await service.run(config)
 
 
 async def spawn(
-    name: str, amqp_url: str, database_url: str, verify_processes: int
+    name: str, amqp_url: str, database_url: str, verify_processes: int, bus: Sequence[str] = ()
 ) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *(sys.executable, __file__, "--service", name),
         *("--amqp-url", amqp_url, "--database-url", database_url),
         *("--verify-processes", str(verify_processes)),
+        *(a for pair in bus for a in ("--bus", pair)),
     )
 
 
@@ -450,7 +473,9 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
     )
     base = load_config(env={})
     await enrol(database_url, args.hosts, base.registry.status_refresh)
-    config = service_config(base, amqp_url, database_url, args.verify_processes)
+    config = service_config(
+        base, amqp_url, database_url, args.verify_processes, bus_overrides(args.bus)
+    )
     telemetry.setup("skyline-registry")  # as Service.main does: spans are recorded
     prefetch = SERVICE._prefetch(config)
     publisher = Publisher(load_generator, args.hosts, args.changed)
@@ -519,11 +544,15 @@ async def measure(args: argparse.Namespace, made: Made, database_url: str, state
         flush=True,
     )
 
+    if args.seconds <= 0:  # --seconds 0: the drain phase only (comparing CPU per heartbeat)
+        await connection.close()
+        await pool.close()
+        return
     # Sustained, with the dispatcher consuming the statuses and retention running.
     count = int(args.rate * args.seconds)
     go = await publisher.start(count, args.rate)
     others = [
-        await spawn("registry", amqp_url, database_url, args.verify_processes)
+        await spawn("registry", amqp_url, database_url, args.verify_processes, args.bus)
         for _ in range(args.registries - 1)
     ]
     dispatcher = await spawn("dispatcher", dispatcher_url, database_url, 0)
@@ -661,7 +690,9 @@ async def report_growth(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument(
+        "--seconds", type=float, default=60, help="sustained phase (0: the drain phase only)"
+    )
     parser.add_argument("--hosts", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=3334)
     parser.add_argument("--drain", type=int, default=20_000)
@@ -674,6 +705,13 @@ def main() -> None:
         type=int,
         default=0,
         help="registry.verify_processes: worker processes checking signatures (default 0)",
+    )
+    parser.add_argument(
+        "--bus",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [bus] setting of the registry, e.g. batch_size=200 (repeatable)",
     )
     parser.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--service", help=argparse.SUPPRESS)

@@ -1,10 +1,12 @@
 """Batched handling: many deliveries of a high-volume topic handled in one transaction.
 
-A Batcher sits behind the bus's per-delivery callback: each delivery's callback submits its
-message and waits; when `size` messages are waiting (or the first has waited `wait` seconds)
-one transaction records every message id in `processed_messages` (skipping ids already
-there, as `Service.handle` does), runs the batch handler on the new ones, and commits. Only
-then do the callbacks return, so the bus acks each delivery after the commit: the same
+A Batcher sits behind the bus's consumer: the bus hands it each delivery with `add` and a
+callback that acks (or settles) the delivery once its batch ended, so a delivery costs no
+future and no waiting coroutine of its own (`submit` is the awaitable form). When `size`
+messages are waiting (or the first has waited `wait` seconds) one transaction records every
+message id in `processed_messages` (skipping ids already there, as `Service.handle` does),
+runs the batch handler on the new ones, and commits. Only
+then are the callbacks called, so the bus acks each delivery after the commit: the same
 exactly-once guarantee as one transaction per message, at a fraction of the round trips.
 
 A batch whose transaction fails fails every delivery in it, so the whole batch is nacked and
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[Sequence[Any], "Context"], Awaitable[None]]
+# Called once a message's batch ended: None when it committed, else why it failed.
+Done = Callable[[BaseException | None], None]
 # How many ids of failed batches are remembered (to be handled alone when they come back).
 SUSPECTS_KEPT = 10_000
 
@@ -70,7 +74,7 @@ class Batcher:
         self.wait = wait
         self.concurrency = max(1, concurrency)
         self._running = 0
-        self._pending: list[tuple[Any, asyncio.Future[None]]] = []
+        self._pending: list[tuple[Any, Done]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._overdue = False  # the oldest waiting delivery has waited `wait` already
         self._suspects: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -78,19 +82,33 @@ class Batcher:
 
     async def submit(self, msg: Any) -> None:
         """Handle `msg` in a batch; returns once its batch committed, raises if it failed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done(error: BaseException | None) -> None:
+            if future.done():
+                return  # its waiter was cancelled (shutdown): the delivery is redelivered
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        self.add(msg, done)
+        await future
+
+    def add(self, msg: Any, done: Done) -> None:
+        """Handle `msg` in a batch; `done` is called once its batch committed or failed.
+        Raises Reject (and calls nothing) for a message without an id."""
         if not msg.id:
             raise Reject("message has no message_id, so it cannot be processed exactly once")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if msg.id in self._suspects:
             self._suspects.pop(msg.id)
-            self._start([(msg, future)])  # it was in a failed batch: alone this time
+            self._start([(msg, done)])  # it was in a failed batch: alone this time
         else:
-            self._pending.append((msg, future))
+            self._pending.append((msg, done))
             if len(self._pending) >= self.size:
                 self._kick()
             elif self._timer is None:
                 self._timer = asyncio.get_running_loop().call_later(self.wait, self._expired)
-        await future
 
     async def drain(self) -> None:
         """At shutdown: commit what is waiting and let every batch in flight finish."""
@@ -123,13 +141,13 @@ class Batcher:
                 self._timer.cancel()
                 self._timer = None
 
-    def _start(self, items: list[tuple[Any, asyncio.Future[None]]]) -> None:
+    def _start(self, items: list[tuple[Any, Done]]) -> None:
         self._running += 1
         task = asyncio.create_task(self._run(items))
         self._tasks.add(task)  # keep a reference until it is done
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, items: list[tuple[Any, asyncio.Future[None]]]) -> None:
+    async def _run(self, items: list[tuple[Any, Done]]) -> None:
         error: BaseException | None = None
         try:
             await self._commit([msg for msg, _ in items])
@@ -146,13 +164,11 @@ class Batcher:
         finally:
             self._running -= 1
             self._kick(force=self._overdue)  # what waited long enough for a slot goes now
-        for _, future in items:
-            if future.done():
-                continue  # its delivery was cancelled (shutdown): it is redelivered
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
+        for _, done in items:
+            try:
+                done(error)
+            except Exception:  # one delivery's settling must not keep the others unsettled
+                log.exception("settling a batched delivery failed")
 
     def _suspect(self, message_id: str) -> None:
         self._suspects[message_id] = None

@@ -18,7 +18,7 @@ import dataclasses
 import datetime
 import heapq
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -49,6 +49,9 @@ RETRY_MAX_DELAY = 15.0
 # its max_message_size). An attestation of 10,000 files is about 1.6 MB.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 OnMessage = Callable[[fm.Message], Awaitable[None]]
+# Takes a decoded message and a callback it calls once the message is handled (None) or failed
+# (the exception): a batched consumer (batch.Batcher.add). Raises Reject to refuse it at once.
+Collect = Callable[[fm.Message, Callable[[BaseException | None], None]], None]
 
 
 class Undeliverable(Exception):
@@ -244,6 +247,7 @@ class Acks:
 
 
 _SENDING: set[asyncio.Future[None]] = set()  # ack writes in flight, referenced until done
+_SETTLING: set[asyncio.Future[None]] = set()  # failed batched deliveries, until settled
 
 
 class Bus:
@@ -346,11 +350,18 @@ class Bus:
         delivery_limit: int = 5,
         declare: bool = True,
         batched: Collection[type[fm.Message]] = (),
+        collect: Mapping[type[fm.Message], Collect] | None = None,
     ) -> None:
         """Consume `queue_name`; with `declare`, first declare it (and its dead-letter queue)
         and bind it. A host consumes without declaring: the registry made its queue, and its
         broker user may declare or bind nothing. Messages of the `batched` classes get no span
-        each: their batch has one (services/common/batch.py)."""
+        each: their batch has one (services/common/batch.py).
+
+        Messages of a class in `collect` are handed to its collector once decoded, and the
+        delivery's own task ends there: no coroutine waits per message (a heartbeat's waiting
+        task and future cost more CPU than its database work). The collector's callback acks
+        it (coalesced); a failure goes the way `on_message`'s would (dead-letter on Reject,
+        retried through `on_message` while something is unavailable, else nacked)."""
         if self._connection is None:
             raise RuntimeError("Bus.subscribe() before connect()")
         channel = await self._connection.channel()
@@ -366,9 +377,38 @@ class Bus:
         acks = Acks()
         self._acks.append(acks)
 
+        collectors = dict(collect or {})
+
         async def deliver(incoming: AbstractIncomingMessage) -> None:
             acks.received(incoming)
-            await self._deliver(queue_name, incoming, on_message, untraced, acks)
+            if not collectors:
+                await self._deliver(queue_name, incoming, on_message, untraced, acks)
+                return
+            try:
+                msg, _sender = decode(incoming)
+            except Undeliverable as exc:
+                await self._dead_letter(queue_name, incoming, exc, acks)
+                return
+            collector = collectors.get(type(msg))
+            if collector is None:
+                await self._deliver(queue_name, incoming, on_message, untraced, acks, msg)
+                return
+            msg.queue = queue_name
+
+            def done(error: BaseException | None) -> None:
+                if error is None:
+                    acks.ack(incoming)
+                else:  # settled by a task of its own, as an unbatched delivery would be
+                    task = asyncio.ensure_future(
+                        self._deliver(queue_name, incoming, on_message, untraced, acks, msg, error)
+                    )
+                    _SETTLING.add(task)
+                    task.add_done_callback(_SETTLING.discard)
+
+            try:
+                collector(msg, done)
+            except Exception as exc:  # Reject: no message id
+                done(exc)
 
         tag = await queue.consume(deliver)
         self._consumers.append((queue, tag))
@@ -402,12 +442,15 @@ class Bus:
         on_message: OnMessage,
         untraced: Collection[type[fm.Message]] = (),
         acks: Acks | None = None,
+        msg: fm.Message | None = None,
+        failed: BaseException | None = None,
     ) -> None:
         """Ack after the handler succeeded; dead-letter what can never succeed; hold what
         fails because something else is down. Log lines name the message, never its body.
-        With `acks`, acks are coalesced (Acks); a reject or nack is sent at once, alone."""
+        With `acks`, acks are coalesced (Acks); a reject or nack is sent at once, alone.
+        `msg`: already decoded; `failed`: its first try (in a batch) failed so."""
         try:
-            ok = await self._outcome(queue_name, incoming, on_message, untraced)
+            ok = await self._outcome(queue_name, incoming, on_message, untraced, msg, failed)
         finally:
             if acks is not None:
                 acks.settled(incoming)  # after its reject or nack went out, or to be acked
@@ -422,18 +465,27 @@ class Bus:
         incoming: AbstractIncomingMessage,
         on_message: OnMessage,
         untraced: Collection[type[fm.Message]],
+        msg: fm.Message | None = None,
+        failed: BaseException | None = None,
     ) -> bool:
         """Handle one delivery; True when it is to be acked, else it was rejected or nacked."""
-        where = f"{(incoming.routing_key or '')[:200]} (id {incoming.message_id}) on {queue_name}"
-        try:
-            msg, _sender = decode(incoming)
-        except Undeliverable as exc:
-            log.error("dead-lettered %s: %s", where, exc)
-            await incoming.reject(requeue=False)
-            return False
+        where = _where(queue_name, incoming)
+        if msg is None:
+            try:
+                msg, _sender = decode(incoming)
+            except Undeliverable as exc:
+                log.error("dead-lettered %s: %s", where, exc)
+                await incoming.reject(requeue=False)
+                return False
         msg.queue = queue_name
         try:
-            if type(msg) in untraced:
+            if failed is not None:  # a batch failed: fail the same way, or try again
+                if not is_unavailable(failed):
+                    raise failed
+                log.warning("cannot handle %s yet, will retry: %s", where, describe(failed))
+                await asyncio.sleep(1.0)
+                await self._handle_while_unavailable(where, msg, on_message)
+            elif type(msg) in untraced:
                 await self._handle_while_unavailable(where, msg, on_message)
             else:
                 with telemetry.consume_span(msg, incoming.headers or {}):
@@ -454,6 +506,16 @@ class Bus:
         else:
             return True
         return False
+
+    @staticmethod
+    async def _dead_letter(
+        queue_name: str, incoming: AbstractIncomingMessage, why: Exception, acks: Acks
+    ) -> None:
+        log.error("dead-lettered %s: %s", _where(queue_name, incoming), why)
+        try:
+            await incoming.reject(requeue=False)
+        finally:
+            acks.settled(incoming)
 
     @staticmethod
     async def _handle_while_unavailable(where: str, msg: fm.Message, on_message: OnMessage) -> None:
@@ -480,3 +542,8 @@ class Bus:
                 log.warning("will retry message %s in %.0f s: %s", where, delay, describe(exc))
             await asyncio.sleep(delay)  # do not spin on a peer that is down
             delay = min(delay * 2, RETRY_MAX_DELAY)
+
+
+def _where(queue_name: str, incoming: AbstractIncomingMessage) -> str:
+    """A delivery as log lines name it (never its body)."""
+    return f"{(incoming.routing_key or '')[:200]} (id {incoming.message_id}) on {queue_name}"

@@ -30,7 +30,7 @@ from fedora_messaging import message as fm
 from . import db, outbox, retention, telemetry
 from .batch import Batcher, BatchHandler
 from .bus import Bus
-from .config import Config, load_config, masked
+from .config import BusConfig, Config, load_config, masked
 from .errors import Reject, describe, is_unavailable
 from .http import make_app, serve
 
@@ -104,6 +104,8 @@ class Service:
     on_start: Job | None = None
     # Tables of its own that grow with traffic, pruned by the retention job (retention.py).
     history: Sequence[retention.History] = ()
+    # The [bus] batch settings of its batched consumer, when it has its own (default [bus]).
+    batching: Callable[[Config], BusConfig] | None = None
 
     @property
     def queue(self) -> str:
@@ -152,13 +154,16 @@ class Service:
                     app[RUNTIME] = runtime
                     runner = await serve(app, self.listen(config))
                 if self.handlers or self.batched:
+                    batchers = self._batchers(runtime)
                     await bus.subscribe(
                         self.queue,
                         self.routing_keys(),
-                        self._on_message(runtime),
+                        self._on_message(runtime, batchers),
                         prefetch=self._prefetch(config),
                         delivery_limit=config.bus.delivery_limit,
                         batched=list(self.batched),
+                        # Straight into the batch, no waiting task per delivery (bus.py).
+                        collect={cls: batcher.add for cls, batcher in batchers.items()},
                     )
                 log.info("%s ready", self.name)
                 await stop.wait()
@@ -186,9 +191,9 @@ class Service:
         classes = {*self.handlers, *self.batched}
         return sorted({getattr(cls, "binding", cls.topic) for cls in classes})
 
-    def _on_message(self, runtime: Runtime) -> Callable[[fm.Message], Awaitable[None]]:
-        """The bus callback: batched classes to their Batcher, the rest to `handle`."""
-        settings = runtime.config.bus
+    def _batchers(self, runtime: Runtime) -> dict[type[fm.Message], Batcher]:
+        """A Batcher per batched class, drained when the service stops."""
+        settings = self._batching(runtime.config)
         batchers = {
             cls: Batcher(
                 runtime,
@@ -200,6 +205,13 @@ class Service:
             for cls, handler in self.batched.items()
         }
         runtime.state["batchers"] = list(batchers.values())  # drained when the service stops
+        return batchers
+
+    def _on_message(
+        self, runtime: Runtime, batchers: Mapping[type[fm.Message], Batcher]
+    ) -> Callable[[fm.Message], Awaitable[None]]:
+        """The bus callback: batched classes to their Batcher, the rest to `handle` (batched
+        deliveries come here only when their batch failed for want of a peer: bus.py)."""
 
         def on_message(msg: fm.Message) -> Awaitable[None]:
             batcher = batchers.get(type(msg))
@@ -211,8 +223,11 @@ class Service:
         # A batched consumer needs a batch filling while others commit.
         if not self.batched:
             return config.bus.prefetch
-        settings = config.bus
+        settings = self._batching(config)
         return max(settings.prefetch, settings.batch_size * (settings.batch_concurrency + 1))
+
+    def _batching(self, config: Config) -> BusConfig:
+        return self.batching(config) if self.batching else config.bus
 
     async def handle(self, runtime: Runtime, msg: fm.Message) -> None:
         handler = self.handlers.get(type(msg))

@@ -1,5 +1,6 @@
 """skyline-registry: enrols builder hosts and tracks their status from heartbeats."""
 
+import dataclasses
 from pathlib import Path
 
 from skyline_messages import (
@@ -36,6 +37,9 @@ SERVICE = Service(
         TaskMismatchV1: on_task_mismatch,
     },
     batched={HostHeartbeatV1: on_heartbeats},  # on the bus: many heartbeats per transaction
+    batching=lambda config: dataclasses.replace(
+        config.bus, batch_concurrency=config.registry.heartbeat_batch_concurrency
+    ),
     routes=ROUTES,
     listen=lambda config: config.registry.listen,
     periodic=[
