@@ -39,7 +39,16 @@ neutral). Orderings compared (the first, the real policy, is the default):
   durations; a finer key than the 0..99 priority), and the tasks carry their critical-path
   weights (TaskView.work, path), so the real matching rules act: pick_host prefers the
   fastest free host for them, and a slower host declines a critical task when a faster one
-  frees soon enough to end it earlier (matching.declines; one free now pulls at once);
+  frees soon enough to end it earlier (matching.declines; one free now pulls at once).
+  Whether a task is critical (matching.critical_path_ends): its estimated path padded by
+  --pad (1.3: the estimates' error) and run whole at the pulling host's pace (pro rata: a
+  link may not use up the slack of the links after it) would end after the batch's expected
+  end (now plus the longest remaining path of a queued or running task at the fastest
+  hosts; the estimated lower bound itself is no deadline, as the longest of many noisy paths
+  overstates it: 6.1 h against 4.6 h). The outlook lists each slot of the fastest builders,
+  and a pull's declined tasks each count on a different faster slot (declines' `ahead`);
+- policy-greedy: the policy before these rules (unpadded, the greedy slack test against the
+  estimated lower bound, one outlook entry per faster builder and no `ahead`);
 - fifo: every task at the same priority, so in submission order (the tag's, alphabetical);
 - cp-priority: the existing `priority` field set from the path (log-scaled into the
   mass-rebuild class 0..99), no weights;
@@ -56,7 +65,12 @@ loaded farm (ppc64le's and s390x's work alone needs 85% of the bound), where sev
 hosts may leave critical tasks to the same fast host.
 
     .venv/bin/python bench/mass_rebuild_sim.py [--packages N] [--builders N] [--seed N]
-        [--orderings policy,fifo,cp-priority,cp-exact] [--cycles scc|dfs] [--estimate-noise S]
+        [--orderings policy,policy-greedy,fifo,cp-priority,cp-exact] [--cycles scc|dfs]
+        [--estimate-noise S] [--pad P] [--explain]
+
+--explain prints, after each ordering, the chain that ends last (each link's release, wait,
+host speed against its arch's fastest, estimated against real work) and each machine arch's
+busy share and queue per half hour.
 """
 
 from __future__ import annotations
@@ -591,7 +605,11 @@ class Simulation:
             front = []
             soonest = math.inf
             for b in self.by_speed[arch]:
-                free_at = self.now if b.view.free_slots > 0 else min(self.ends[b.view.host])
+                free_at = (
+                    self.now
+                    if b.view.free_slots > 0
+                    else min(self.ends[b.view.host], default=math.inf)  # leased this instant
+                )
                 if free_at < soonest:
                     front.append((b.speed, free_at, b.view.host))
                     soonest = free_at
@@ -894,7 +912,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--orderings",
-        default="policy,fifo,cp-priority,cp-exact",
+        default="policy,policy-greedy,fifo,cp-priority,cp-exact",
         help="comma-separated orderings to run (policy is the real one)",
     )
     parser.add_argument(
