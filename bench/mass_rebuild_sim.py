@@ -41,7 +41,7 @@ neutral). Orderings compared (the first, the real policy, is the default):
   fastest free host for them, and a slower host declines a critical task when a faster one
   frees soon enough to end it earlier (matching.declines; one free now pulls at once).
   Whether a task is critical (matching.critical_path_ends): its estimated path padded by
-  --pad (1.3: the estimates' error) and run whole at the pulling host's pace (pro rata: a
+  --pad (1.15: the estimates' error) and run whole at the pulling host's pace (pro rata: a
   link may not use up the slack of the links after it) would end after the batch's expected
   end (now plus the longest remaining path of a queued or running task at the fastest
   hosts; the estimated lower bound itself is no deadline, as the longest of many noisy paths
@@ -94,7 +94,7 @@ OWNER = "releng"
 MASS_PRIORITY = 50  # a mass rebuild's priority (class MASS_REBUILD: 0..99)
 # matching.Outlook.pad for the policy: a path counts as this many times its estimate when
 # judging whether it is critical (the estimates' log-normal error, sigma 0.3 by default).
-PAD = 1.3
+PAD = 1.15
 # Fedora's arch macros (redhat-rpm-config, early 2025), restricted to what matters here.
 ARCH_MACROS = {
     "%{ix86}": ("i686",),
