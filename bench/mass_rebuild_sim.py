@@ -58,11 +58,13 @@ The lower bound is max(critical path with each package at its fastest possible h
 work / total capacity); the per-arch bound (an arch's work / the capacity of hosts building it)
 is a valid, tighter one, printed beside it.
 
-Seed 1, full set: the policy ends at 1.51x the bound (fifo 4.05x); with exact estimates
-(--estimate-noise 0) 1.25x, with 1,000 builders 1.22x. What limits it: estimated durations
-(their error misjudges which tasks are critical and the deadline they must meet), and a
-loaded farm (ppc64le's and s390x's work alone needs 85% of the bound), where several slow
-hosts may leave critical tasks to the same fast host.
+Full set, policy (policy-greedy, the rules before): seed 1 1.38x the bound (1.51x), seed 2
+1.20x (1.22x); with exact estimates (--estimate-noise 0) 1.02x on both (1.25x, 1.23x); seed 1
+fifo 4.05x. What limits it with the estimates' 0.3 error: one underestimated giant on the
+chain that ends last (seed 2 qemu, estimated 153 min, real 255; seed 1 rust, 93 against 125,
+then firefox, 145 against 193) ranks below hundreds of tasks of its arch (at the start 7,000
+ready tasks fill every slot) and lands on a host of speed 0.5-0.9; ppc64le and s390x stay
+saturated for about 4 h (their work alone needs 85% of the bound). --explain shows it.
 
     .venv/bin/python bench/mass_rebuild_sim.py [--packages N] [--builders N] [--seed N]
         [--orderings policy,policy-greedy,fifo,cp-priority,cp-exact] [--cycles scc|dfs]
