@@ -59,7 +59,7 @@ work / total capacity); the per-arch bound (an arch's work / the capacity of hos
 is a valid, tighter one, printed beside it.
 
 Full set, policy (policy-greedy, the rules before): seed 1 1.38x the bound (1.51x), seed 2
-1.20x (1.22x); with exact estimates (--estimate-noise 0) 1.02x on both (1.25x, 1.23x); seed 1
+1.20x (1.22x); with exact estimates (--estimate-noise 0) 1.00x and 1.02x (1.25x, 1.23x); seed 1
 fifo 4.05x. What limits it with the estimates' 0.3 error: one underestimated giant on the
 chain that ends last (seed 2 qemu, estimated 153 min, real 255; seed 1 rust, 93 against 125,
 then firefox, 145 against 193) ranks below hundreds of tasks of its arch (at the start 7,000
