@@ -25,6 +25,9 @@ NEUTRAL_SPEED). Owner diversity for replicas is a constraint (exclude_owners), n
 
 A slower host declines a critical task when a faster host will be free soon enough to end it
 earlier (declines()): the task's path, not the host's idle slot, decides the batch's end.
+Whether it is critical (critical_path_ends) may pad the estimates for their error and share
+the slack along the path (Outlook.pad, pro_rata); a pull's declined tasks each count on a
+different faster slot (declines' `ahead`), so slow hosts do not all wait for one fast slot.
 """
 
 from __future__ import annotations
@@ -176,22 +179,49 @@ class Outlook:
     # (speed, when it has a slot free: now or its earliest lease's estimated end) of hosts
     # of the arch faster than the one pulling.
     faster: Sequence[tuple[float, float]] = ()
+    # Estimated durations are off (a log-normal error): a path counts as `pad` times its
+    # estimate when judging whether it is critical (1: taken at its word).
+    pad: float = 1.0
+    # Slack shared along the path (critical_path_ends): each link may use only its share.
+    pro_rata: bool = False
 
 
-def declines(host: HostView, task: TaskView, outlook: Outlook) -> bool:
-    """Whether `host` leaves `task` to a faster host: the task is critical (built here, then
-    the rest of its path at the fastest hosts, it would end after the deadline) and a faster
-    host, once free, would end it earlier than this one. A task without a critical-path weight,
-    or one with slack, is never declined: an idle slot helps only if the path allows it."""
+def critical_path_ends(host: HostView, task: TaskView, outlook: Outlook) -> float:
+    """When `task`'s path would end if `host` built it now (estimates padded by outlook.pad).
+
+    Greedy (the default): this link here, the rest of the path at the arch's fastest pace.
+    Each link then sees the whole slack as its own, and the first one to be built on a slow
+    host uses it all up, leaving none to the links after it (which are not faster either).
+    Pro rata (outlook.pro_rata): the whole path at this host's pace, so a link may take a
+    slower host only in proportion to its share of the path."""
+    assert task.path is not None and task.work is not None
+    path, work = outlook.pad * task.path, outlook.pad * task.work
+    if outlook.pro_rata:
+        return outlook.now + path / host.speed
+    return outlook.now + work / host.speed + max(0.0, path - work) / outlook.fastest
+
+
+def declines(host: HostView, task: TaskView, outlook: Outlook, ahead: int = 0) -> bool:
+    """Whether `host` leaves `task` to a faster host: the task is critical (its path would
+    end after the deadline: critical_path_ends) and a faster host, once free, would end it
+    earlier than this one. A task without a critical-path weight, or one with slack, is never
+    declined: an idle slot helps only if the path allows it.
+
+    `ahead`: how many critical tasks this pull already left to faster hosts (those before
+    this one in priority order). They take the faster slots that free soonest, so this task
+    counts only on the ones after them: several slow hosts, or one pull's several tasks, do
+    not all wait for the same fast slot while their own slots idle."""
     if task.path is None or task.work is None or host.speed <= 0:
         return False
     here = outlook.now + task.work / host.speed
-    if here + max(0.0, task.path - task.work) / outlook.fastest <= outlook.deadline:
+    if critical_path_ends(host, task, outlook) <= outlook.deadline:
         return False
-    return any(
-        speed > host.speed and max(free_at, outlook.now) + task.work / speed < here
+    slots = sorted(
+        (max(free_at, outlook.now), speed)
         for speed, free_at in outlook.faster
+        if speed > host.speed
     )
+    return any(free_at + task.work / speed < here for free_at, speed in slots[ahead:])
 
 
 def core_claims(host: HostView, tasks: Iterable[TaskView]) -> list[TaskView]:

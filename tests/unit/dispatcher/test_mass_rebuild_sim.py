@@ -4,6 +4,7 @@ beats the lower bound, builds every package once, and never before its dependenc
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import random
 import sys
 from pathlib import Path
@@ -51,7 +52,7 @@ ROWS = [
 ]
 
 
-@pytest.mark.parametrize("ordering", ["policy", "fifo", "cp-priority", "cp-exact"])
+@pytest.mark.parametrize("ordering", ["policy", "policy-greedy", "fifo", "cp-priority", "cp-exact"])
 def test_every_package_built_once_after_its_dependencies(ordering: str) -> None:
     sim = load_sim()
     rng = random.Random(3)
@@ -96,3 +97,25 @@ def test_scc_cycle_breaking_drops_every_edge_of_a_loop() -> None:
     assert workload.packages[names.index("python-foo")].deps == []
     assert workload.packages[names.index("python-bar")].deps == []
     assert sim.topo_order(workload.packages)  # no cycle left
+
+
+def test_explain_follows_the_chain_that_ends_last() -> None:
+    sim = load_sim()
+    rng = random.Random(3)
+    packages = sim.load_workload(ROWS, rng).packages
+    builders = sim.make_builders(6, rng)
+    ordering = sim.orderings(packages, builders, rng, 0.3)["policy"]
+    result = sim.simulate(packages, builders, ordering)
+    lines = sim.explain(packages, builders, result, ordering.weights.estimates)
+    chain = [
+        line.split()[0]
+        for line in lines[2 : lines.index(next(ln for ln in lines if "on this chain" in ln))]
+    ]
+    # The last package to end heads back, link by link, through the dependency that ended last.
+    ends = {packages[i].name: end for i, _, end in result.built_order}
+    assert ends[chain[-1]] == pytest.approx(result.makespan)
+    names = [p.name for p in packages]
+    for before, after in itertools.pairwise(chain):
+        assert names.index(before) in packages[names.index(after)].deps
+    assert packages[names.index(chain[0])].deps == []
+    assert any("busy share" in line for line in lines)
