@@ -96,7 +96,7 @@ OWNER = "releng"
 MASS_PRIORITY = 50  # a mass rebuild's priority (class MASS_REBUILD: 0..99)
 # matching.Outlook.pad for the policy: a path counts as this many times its estimate when
 # judging whether it is critical (the estimates' log-normal error, sigma 0.3 by default).
-PAD = 1.15
+PAD = matching.ESTIMATE_PAD  # the live dispatcher's, as every rule here
 # Fedora's arch macros (redhat-rpm-config, early 2025), restricted to what matters here.
 ARCH_MACROS = {
     "%{ix86}": ("i686",),

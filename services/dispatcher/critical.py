@@ -118,6 +118,9 @@ class Declining:
     # waits only for a host that may build it (its trust, owner and exclusions).
     hosts: Mapping[str, Sequence[HostView | None]] = dataclasses.field(default_factory=dict)
     reasons: dict[int, str] = dataclasses.field(default_factory=dict)
+    # Per arch, the critical tasks this pull left already: each takes one of the faster
+    # slots that free soonest (matching.declines' `ahead`), so the next one counts on the rest.
+    ahead: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def leaves(self, host: HostView, task: TaskView) -> bool:
         """Whether `host` leaves `task` to a faster host (and notes why it waits)."""
@@ -127,8 +130,9 @@ class Declining:
         ):
             return False
         outlook = for_task(outlook, self.hosts.get(task.arch), task)
-        if not declines(host, task, outlook):
+        if not declines(host, task, outlook, self.ahead.get(task.arch, 0)):
             return False
+        self.ahead[task.arch] = self.ahead.get(task.arch, 0) + 1
         self.reasons[task.task_id] = waiting_reason(*awaited(host, task, outlook))
         return True
 

@@ -12,7 +12,15 @@ from skyline_messages import HostStatusV1
 from services.common import bus
 
 from . import arches, critical, failures, fairshare
-from .matching import NEUTRAL_QOS, NEUTRAL_SPEED, HostView, Outlook, TaskView, Throttle
+from .matching import (
+    ESTIMATE_PAD,
+    NEUTRAL_QOS,
+    NEUTRAL_SPEED,
+    HostView,
+    Outlook,
+    TaskView,
+    Throttle,
+)
 
 JSON_COLUMNS = ("files", "failures", "agreeing")
 
@@ -349,6 +357,8 @@ async def outlooks(
             now=now,
             deadline=now + longest / fastest,
             fastest=fastest,
+            pad=ESTIMATE_PAD,
+            pro_rata=True,
             faster=[
                 (r["speed"], now if r["free_at"] is None else float(r["free_at"])) for r in of_arch
             ],
