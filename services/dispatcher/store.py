@@ -286,24 +286,39 @@ async def lock_available_hosts(conn: asyncpg.Connection, limit: int = 1000) -> l
     return [host_view(r) for r in rows]
 
 
+# free_hosts_for: the best `$3` free hosts of an arch by matching.preference without sorting
+# them all. Each part walks an index in its order and stops at the limit (migration 0016,
+# whose expressions these must match): core hosts for an official build's own lease (few),
+# then by QoS score, or by speed then QoS score for a task with a critical-path weight; the
+# union holds the best `$3` by the whole order, which the outer query then applies.
+_FREE = (
+    "state = 'online' AND spare > 0 AND build_arches @> ARRAY[$1::text]"
+    " AND ($2::text IS NULL OR $2 = ANY(releases))"
+)
+_QOS = f"coalesce(qos_score, {NEUTRAL_QOS})"
+_SPEED = f"coalesce(speed, {NEUTRAL_SPEED})"
+_FREE_HOSTS = f"""
+SELECT * FROM hosts WHERE host IN (
+    (SELECT host FROM hosts WHERE $4 AND trust = 'core' AND {_FREE}
+        ORDER BY CASE WHEN $5 THEN {_SPEED} ELSE 0 END DESC, {_QOS} DESC, spare DESC, host
+        LIMIT $3)
+    UNION ALL (SELECT host FROM hosts WHERE NOT $5 AND {_FREE}
+        ORDER BY {_QOS} DESC, spare DESC, host LIMIT $3)
+    UNION ALL (SELECT host FROM hosts WHERE $5 AND {_FREE}
+        ORDER BY {_SPEED} DESC, {_QOS} DESC, spare DESC, host LIMIT $3))
+ORDER BY ($4 AND trust = 'core') DESC, CASE WHEN $5 THEN {_SPEED} ELSE 0 END DESC,
+    {_QOS} DESC, spare DESC, host
+LIMIT $3
+"""
+
+
 async def free_hosts_for(conn: asyncpg.Connection, task: TaskView, limit: int) -> list[HostView]:
     """Up to `limit` online hosts with a free slot that build the task's arch (and offer its
     release), best first by matching.preference: a core host for an official build's own
     lease, the fastest for a task with a critical-path weight, then QoS score, then free
     slots (unrated: neutral); not locked (lock_host locks the one a pull fills)."""
     rows = await conn.fetch(
-        "SELECT * FROM hosts WHERE state = 'online' AND spare > 0"
-        " AND build_arches @> ARRAY[$1::text] AND ($2::text IS NULL OR $2 = ANY(releases))"
-        " ORDER BY ($4 AND trust = 'core') DESC,"
-        " CASE WHEN $5 THEN coalesce(speed, $6) ELSE 0 END DESC,"
-        " coalesce(qos_score, $7) DESC, spare DESC, host LIMIT $3",
-        task.arch,
-        task.release,
-        limit,
-        task.prefers_core,
-        task.path is not None,
-        NEUTRAL_SPEED,
-        NEUTRAL_QOS,
+        _FREE_HOSTS, task.arch, task.release, limit, task.prefers_core, task.path is not None
     )
     return [host_view(r) for r in rows]
 
