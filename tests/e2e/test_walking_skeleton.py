@@ -146,7 +146,10 @@ async def test_stock_request_ends_as_rpm_in_koji_storage(system, example_srpm, t
     assert (log_dir / "noarch" / "build.log").is_file()
 
 
-async def test_two_builders_attest_the_same_result_digest(system, example_srpm, tap):
+async def test_two_builds_of_one_srpm_attest_the_same_result_digest(system, example_srpm, tap):
+    """Which host builds each is the dispatcher's choice (matching.preference: the better-rated
+    host takes both when it has two free slots); byte-identical results from two different
+    hosts are asserted in test_farm_agreement (a volunteer's build and its replica agree)."""
     body = await request_body(system, example_srpm, scratch=True)
     requests = [request_message(system, body), request_message(system, body)]
     for request in requests:
@@ -155,8 +158,8 @@ async def test_two_builders_attest_the_same_result_digest(system, example_srpm, 
         await tap.wait(TaskFinishedV1, timeout=120, build_id=await build_id_of(system, r))
         for r in requests
     ]
-    hosts = {m.body["host"] for m in finished}
-    assert hosts == {"local-builder-1", "local-builder-2"}
+    assert {m.body["host"] for m in finished} <= {"local-builder-1", "local-builder-2"}
+    assert finished[0].body["lease_id"] != finished[1].body["lease_id"]
     assert finished[0].body["result_digest"] == finished[1].body["result_digest"]
     rpm_digests = [
         {f["sha256"] for f in m.body["files"] if f["name"].endswith(".rpm")} for m in finished
