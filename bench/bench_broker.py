@@ -3,20 +3,25 @@
 The benchmarks talk to the broker as principals (a packager, a service, the monitor), through
 the real permissions and the consumers' sender check; the administrator only creates their
 users through the management API. Also a raw queue of the same shape as `Bus.subscribe`'s
-(quorum, dead-lettered), so the raw aio-pika baselines pay what Skyline's consumers pay.
+(quorum, dead-lettered), so the raw aio-pika baselines pay what Skyline's consumers pay. And
+the private RabbitMQ and PostgreSQL a benchmark starts for its run (private_stack).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from pathlib import Path
 
 import aio_pika
 
 from services.common import principals
 from services.common.broker_admin import Principals, queue_arguments
+from services.common.localstack import PostgreSQL, RabbitMQ
 
 DELIVERY_LIMIT = 5  # Bus.subscribe's default
 
@@ -88,3 +93,23 @@ async def delete_queues(url: str, *names: str) -> None:
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amqp-url", help="an administrator's AMQP URL (sets users up only)")
     parser.add_argument("--broker-api-url", help="its management API, e.g. http://host:15672")
+
+
+@contextlib.contextmanager
+def private_stack(state: Path | None = None) -> Iterator[tuple[RabbitMQ, PostgreSQL]]:
+    """A private RabbitMQ and PostgreSQL on loopback for one benchmark run, in `state` (a new
+    temp dir, removed afterwards, when none is given); each stopped however the run ends."""
+    own = state is None
+    state = Path(tempfile.mkdtemp(prefix="skyline-bench-")) if state is None else state
+    broker, postgres = RabbitMQ(state), PostgreSQL(state)
+    broker.start()
+    try:
+        postgres.start()
+        try:
+            yield broker, postgres
+        finally:
+            postgres.stop()
+    finally:
+        broker.stop()
+        if own:
+            shutil.rmtree(state, ignore_errors=True)

@@ -61,7 +61,14 @@ from typing import Any
 import aio_pika
 import asyncpg
 from aiormq.abc import ChannelFrame
-from bench_broker import Made, declare_consumer_queue, delete_queues, principals_of, unique
+from bench_broker import (
+    Made,
+    declare_consumer_queue,
+    delete_queues,
+    principals_of,
+    private_stack,
+    unique,
+)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pamqp import commands as spec
 from pamqp.body import ContentBody
@@ -71,7 +78,7 @@ from skyline_messages import HostHeartbeatV1
 from services.common import db, principals, retention, telemetry
 from services.common.bus import encode, wire_message
 from services.common.config import Config, load_config
-from services.common.localstack import PostgreSQL, RabbitMQ, free_port
+from services.common.localstack import free_port
 from services.common.signing import canonical_json, public_key_b64, sign_body, verify_body
 from services.dispatcher.__main__ import SERVICE as DISPATCHER
 from services.registry.__main__ import SERVICE
@@ -738,16 +745,10 @@ def main() -> None:
         asyncio.run(run_service(args))
         return
     state = Path(tempfile.mkdtemp(prefix="skyline-bench-"))
-    broker, postgres = RabbitMQ(state), PostgreSQL(state)
-    broker.start()
     try:
-        postgres.start()
-        try:
+        with private_stack(state) as (broker, postgres):
             asyncio.run(run(args, broker.url, broker.management_url, postgres.url, state))
-        finally:
-            postgres.stop()
     finally:
-        broker.stop()
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -23,20 +23,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import shutil
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import aio_pika
-from bench_broker import Made, add_broker_arguments, principals_of
+from bench_broker import Made, add_broker_arguments, principals_of, private_stack
 from skyline_messages import HostStatusV1
 
 from services.common import db, outbox, principals
 from services.common.bus import Bus, Undeliverable, decode, encode, wire_message
 from services.common.config import BusConfig
-from services.common.localstack import PostgreSQL, RabbitMQ
 
 BATCH = 100
 HOSTS = 1000  # statuses are about this many hosts (the outbox orders them per host)
@@ -175,18 +171,8 @@ def main() -> None:
             parser.error("--amqp-url needs --broker-api-url: principals are made through it")
         asyncio.run(run(args.amqp_url, args.broker_api_url, args.database_url, args.messages))
         return
-    state = Path(tempfile.mkdtemp(prefix="skyline-bench-"))
-    broker, postgres = RabbitMQ(state), PostgreSQL(state)
-    broker.start()
-    try:
-        postgres.start()
-        try:
-            asyncio.run(run(broker.url, broker.management_url, postgres.url, args.messages))
-        finally:
-            postgres.stop()
-    finally:
-        broker.stop()
-        shutil.rmtree(state, ignore_errors=True)
+    with private_stack() as (broker, postgres):
+        asyncio.run(run(broker.url, broker.management_url, postgres.url, args.messages))
 
 
 if __name__ == "__main__":

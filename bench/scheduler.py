@@ -36,11 +36,9 @@ import contextlib
 import datetime
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -48,13 +46,20 @@ from pathlib import Path
 
 import aio_pika
 import asyncpg
-from bench_broker import Made, declare_consumer_queue, delete_queues, principals_of, unique
+from bench_broker import (
+    Made,
+    declare_consumer_queue,
+    delete_queues,
+    principals_of,
+    private_stack,
+    unique,
+)
 from skyline_messages import BuildRequestV1, HostStatusV1, TaskLeasedV1
 
 from services.common import db, principals
 from services.common.bus import Bus, encode, wire_message
 from services.common.config import BusConfig
-from services.common.localstack import PostgreSQL, RabbitMQ, free_port
+from services.common.localstack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTS = 10_000
@@ -486,18 +491,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--dispatchers", type=int, default=1)
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="skyline-bench-"))
-    broker, postgres = RabbitMQ(state), PostgreSQL(state)
-    broker.start()
-    try:
-        postgres.start()
-        try:
-            asyncio.run(run(broker.url, broker.management_url, postgres.url, args))
-        finally:
-            postgres.stop()
-    finally:
-        broker.stop()
-        shutil.rmtree(state, ignore_errors=True)
+    with private_stack() as (broker, postgres):
+        asyncio.run(run(broker.url, broker.management_url, postgres.url, args))
 
 
 if __name__ == "__main__":

@@ -53,13 +53,13 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from bench_broker import add_broker_arguments, principals_of
+from bench_broker import add_broker_arguments, principals_of, private_stack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.builder import client
 from services.collector import spool, store
 from services.common import db
-from services.common.localstack import PostgreSQL, RabbitMQ, free_port
+from services.common.localstack import free_port
 from services.common.signing import public_key_b64
 
 MB = 1024 * 1024
@@ -316,26 +316,10 @@ def main() -> None:
                 run(args.amqp_url, args.broker_api_url, args.database_url, work, size, args.rounds)
             )
             return
-        state = work / "servers"
-        broker, postgres = RabbitMQ(state), PostgreSQL(state)
-        broker.start()
-        try:
-            postgres.start()
-            try:
-                asyncio.run(
-                    run(
-                        broker.url,
-                        broker.management_url,
-                        postgres.url,
-                        work,
-                        size,
-                        args.rounds,
-                    )
-                )
-            finally:
-                postgres.stop()
-        finally:
-            broker.stop()
+        with private_stack(work / "servers") as (broker, postgres):
+            asyncio.run(
+                run(broker.url, broker.management_url, postgres.url, work, size, args.rounds)
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
