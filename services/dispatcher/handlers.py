@@ -126,6 +126,14 @@ class Pass:
         # Tasks a slower host left to a faster one (matching.declines), and why: their queue
         # reason, which explain() leaves as it is.
         self.declined: dict[int, str] = {}
+        self._throttle: matching.Throttle | None = None
+
+    async def throttle(self) -> matching.Throttle:
+        """The throttle as this transaction first read it: once per pass, however many hosts
+        pull in it."""
+        if self._throttle is None:
+            self._throttle = await store.throttle(self.ctx.conn)
+        return self._throttle
 
     def charge(self, owner: str, units: int) -> None:
         term = fairshare.charge_term(self.now, units, self.half_life)
@@ -166,7 +174,7 @@ async def pull_many(
     is written in one statement. Work is bounded by their free slots and the number of owners
     with queued tasks, never by the number of hosts or queued tasks. Returns the ids of the
     tasks leased."""
-    throttle = await store.throttle(ctx.conn)
+    throttle = await scheduling.throttle()
     kinds: dict[tuple[frozenset[str], frozenset[str]], list[matching.HostView]] = {}
     for host in hosts:
         if throttle.blocks(host):
@@ -298,20 +306,18 @@ async def schedule_tasks(
     given is finished here too."""
     leased: list[int] = []
     tasks = await store.queued_tasks(ctx.conn, task_ids)
-    throttle = await store.throttle(ctx.conn)
     tried: set[str] = set()
     scheduling = scheduling or Pass(ctx)
+    throttle = await scheduling.throttle()
     for task in tasks:
         if task.task_id in leased:
             continue
         # The hosts pick_host prefers first (matching.preference: core for an official
         # build's own lease, speed for a critical one, then QoS score, then free slots), in
-        # SQL so that the best are among those tried, and again here with the throttle.
+        # SQL so that the best are among those tried, and again here for its tie-breaks; the
+        # ones that may not build it (throttle, exclusions) are skipped below.
         hosts = await store.free_hosts_for(ctx.conn, task, HOSTS_TRIED)
-        hosts.sort(
-            key=lambda h: (matching.can_build(h, task, throttle), matching.preference(task, h)),
-            reverse=True,
-        )
+        hosts.sort(key=lambda h: matching.preference(task, h), reverse=True)
         for host in hosts:
             if host.host in tried or not matching.can_build(host, task, throttle):
                 continue
