@@ -114,9 +114,9 @@ class Declining:
     outlooks: Mapping[str, Outlook]
     declined_for: Mapping[int, float]
     max_seconds: float
-    # The hosts of each outlook's `faster` entries, in order (None: gone meanwhile): a task
-    # waits only for a host that may build it (its trust, owner and exclusions).
-    hosts: Mapping[str, Sequence[HostView | None]] = dataclasses.field(default_factory=dict)
+    # The hosts of each outlook's `faster` entries, in order: a task waits only for a host
+    # that may build it (its trust, owner and exclusions).
+    hosts: Mapping[str, Sequence[HostView]] = dataclasses.field(default_factory=dict)
     reasons: dict[int, str] = dataclasses.field(default_factory=dict)
     # Per arch, the critical tasks this pull left already: each takes one of the faster
     # slots that free soonest (matching.declines' `ahead`), so the next one counts on the rest.
@@ -137,7 +137,7 @@ class Declining:
         return True
 
 
-def for_task(outlook: Outlook, hosts: Sequence[HostView | None] | None, task: TaskView) -> Outlook:
+def for_task(outlook: Outlook, hosts: Sequence[HostView] | None, task: TaskView) -> Outlook:
     """The outlook with only the hosts that may build `task` once a slot frees (a replica's
     trust and owner rules, the hosts that failed it): waiting for any other is waiting for
     nothing. Without the hosts' names, the outlook as it is."""
@@ -146,6 +146,6 @@ def for_task(outlook: Outlook, hosts: Sequence[HostView | None] | None, task: Ta
     kept = [
         entry
         for entry, other in zip(outlook.faster, hosts, strict=True)
-        if other is not None and can_build(dataclasses.replace(other, free_slots=1), task)
+        if can_build(dataclasses.replace(other, free_slots=1), task)
     ]
     return dataclasses.replace(outlook, faster=kept)

@@ -235,9 +235,7 @@ async def declining_for(
     if not weighted:
         return None
     arches = sorted({t.arch for t in weighted})
-    outlooks, names = await store.outlooks(ctx.conn, arches, OUTLOOK_HOSTS)
-    views = await store.host_views(ctx.conn, sorted({n for ns in names.values() for n in ns}))
-    hosts = {arch: [views.get(n) for n in ns] for arch, ns in names.items()}
+    outlooks, hosts = await store.outlooks(ctx.conn, arches, OUTLOOK_HOSTS)
     ages = await store.declined_for(ctx.conn, [t.task_id for t in weighted])
     return critical.Declining(outlooks, ages, ctx.config.dispatcher.decline_max_seconds, hosts)
 

@@ -328,7 +328,7 @@ async def free_hosts_for(conn: asyncpg.Connection, task: TaskView, limit: int) -
 # at the host's speed then, or its task.finished (its verdict is near), or at latest expiry;
 # and the longest path among the arch's queued tasks (tasks_queued_path).
 _OUTLOOK = """
-SELECT a.arch, extract(epoch FROM now()) AS now, h.speed, h.host,
+SELECT h.*, a.arch AS outlook_arch, extract(epoch FROM now()) AS outlook_now,
     CASE WHEN h.spare > 0 THEN NULL ELSE (
         SELECT extract(epoch FROM min(CASE
             WHEN l.finished_at IS NOT NULL THEN now()  -- done, its verdict frees the slot
@@ -343,28 +343,29 @@ SELECT a.arch, extract(epoch FROM now()) AS now, h.speed, h.host,
     (SELECT q.path FROM tasks q WHERE q.state = 'queued' AND q.arch = a.arch
         AND q.path IS NOT NULL ORDER BY q.path DESC LIMIT 1) AS longest
 FROM unnest($1::text[]) AS a(arch)
-CROSS JOIN LATERAL (SELECT host, spare, coalesce(speed, $3) AS speed FROM hosts
+CROSS JOIN LATERAL (SELECT * FROM hosts
     WHERE state = 'online' AND build_arches @> ARRAY[a.arch]
-    ORDER BY 3 DESC, spare DESC, host LIMIT $2) h
+    ORDER BY coalesce(speed, $3) DESC, spare DESC, host LIMIT $2) h
 """
 
 
 async def outlooks(
     conn: asyncpg.Connection, arches: Sequence[str], hosts: int
-) -> tuple[dict[str, Outlook], dict[str, list[str]]]:
+) -> tuple[dict[str, Outlook], dict[str, list[HostView]]]:
     """What matching.declines weighs, per arch, in one statement: the fastest of the arch's
     online hosts (the `hosts` fastest looked at), when each has a slot free, and a deadline:
     now plus the longest path among its queued tasks at the fastest speed (the batch's lower
-    bound as far as the queue shows it). Beside each outlook, the names of its hosts in the
-    order of its `faster` entries (a task waits only for a host that may build it)."""
+    bound as far as the queue shows it). Beside each outlook, its hosts in the order of its
+    `faster` entries (a task waits only for a host that may build it)."""
     rows = await conn.fetch(_OUTLOOK, list(arches), hosts, NEUTRAL_SPEED)
     by_arch: dict[str, list[Any]] = {}
     for r in rows:
-        by_arch.setdefault(r["arch"], []).append(r)
-    found, names = {}, {}
+        by_arch.setdefault(r["outlook_arch"], []).append(r)
+    found, views = {}, {}
     for arch, of_arch in by_arch.items():
-        now = float(of_arch[0]["now"])
-        fastest = max(r["speed"] for r in of_arch)
+        now = float(of_arch[0]["outlook_now"])
+        of_views = [host_view(r) for r in of_arch]
+        fastest = max(view.speed for view in of_views)
         if fastest <= 0:
             continue
         longest = of_arch[0]["longest"] or 0.0
@@ -375,16 +376,12 @@ async def outlooks(
             pad=ESTIMATE_PAD,
             pro_rata=True,
             faster=[
-                (r["speed"], now if r["free_at"] is None else float(r["free_at"])) for r in of_arch
+                (view.speed, now if r["free_at"] is None else float(r["free_at"]))
+                for view, r in zip(of_views, of_arch, strict=True)
             ],
         )
-        names[arch] = [r["host"] for r in of_arch]
-    return found, names
-
-
-async def host_views(conn: asyncpg.Connection, hosts: Sequence[str]) -> dict[str, HostView]:
-    rows = await conn.fetch("SELECT * FROM hosts WHERE host = ANY($1::text[])", list(hosts))
-    return {r["host"]: host_view(r) for r in rows}
+        views[arch] = of_views
+    return found, views
 
 
 async def declined_for(conn: asyncpg.Connection, task_ids: Sequence[int]) -> dict[int, float]:

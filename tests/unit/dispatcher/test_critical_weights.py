@@ -125,11 +125,10 @@ def fast_host(owner: str = "alice", trust: str = "trusted") -> HostView:
         ({"failed_hosts": frozenset({"fast"})}, fast_host(), False),
         ({"min_trust": "core"}, fast_host(), False),
         ({"min_trust": "core"}, fast_host(trust="core"), True),
-        ({}, None, False),  # gone since the outlook was read
     ],
 )
 def test_a_task_waits_only_for_a_faster_host_that_may_build_it(
-    task_changes: dict, fast: HostView | None, waits: bool
+    task_changes: dict, fast: HostView, waits: bool
 ) -> None:
     task = dataclasses.replace(critical_task(), **task_changes)
     declining = critical.Declining(
