@@ -6,10 +6,12 @@ the relay never runs and nothing reaches a broker.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -21,6 +23,8 @@ from .config import Config
 from .http import make_app
 from .rpmfiles import REPRODUCIBLE_MACROS, macro_args, make_srpm, tool_env
 from .service import RUNTIME, Runtime
+
+T = TypeVar("T")
 
 SERVICES_DIR = Path(__file__).resolve().parent.parent
 
@@ -155,3 +159,14 @@ def build_test_package(
         capture_output=True,
     )
     return srpm, sorted((top / "RPMS").rglob("*.rpm"))
+
+
+async def until(check: Callable[[], Awaitable[T]], what: str, timeout: float = 60) -> T:
+    """Wait for a condition, not for a fixed time: `check` again every 0.1 s until it gives a
+    true value (returned), or fail naming `what` after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (result := await check()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.1)
+    return result

@@ -21,7 +21,7 @@ from services.common.broker_admin import Principals
 from services.common.bus import Bus
 from services.common.config import Config
 from services.common.localstack import free_port
-from services.common.testing import service_runtime
+from services.common.testing import service_runtime, until
 from tests import browser
 from tests.integration.collector import stats_farm as farm
 from tests.integration.collector.test_collector_stats import NVR, Farm
@@ -66,14 +66,6 @@ async def get_json(url: str) -> dict:
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         assert resp.status == 200, await resp.text()
         return await resp.json()
-
-
-async def until(check, what: str, timeout: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.1)
 
 
 class Publishers:

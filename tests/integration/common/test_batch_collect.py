@@ -13,7 +13,7 @@ from skyline_messages import BuildRequestV1
 from services.common.batch import Batcher
 from services.common.bus import Bus
 from services.common.errors import Reject, Retry
-from services.common.testing import service_runtime
+from services.common.testing import service_runtime, until
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +25,6 @@ BODY = {
 }
 
 POISON_URL = "http://127.0.0.1:1/poison-1.0-1.src.rpm"  # the test handler refuses it
-
-
-async def wait_for(predicate, timeout: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.05)
 
 
 async def queue_counts(amqp_url: str, queue: str) -> tuple[int, int]:
@@ -114,7 +106,7 @@ async def test_a_poison_message_in_a_collected_batch_is_dead_lettered_alone(conf
                 handled = await runtime.pool.fetchval("SELECT count(*) FROM handled")
                 return handled == 9 and await queue_counts(url, queue) == (0, 1)
 
-            await wait_for(settled)
+            await until(settled, "the batch settled", timeout=30)
         finally:
             await bus.close()
             await packager.close()
@@ -153,7 +145,7 @@ async def test_a_collected_batch_that_crashes_before_commit_is_redelivered(confi
                 handled = await runtime.pool.fetchval("SELECT count(*) FROM handled")
                 return handled == 5 and await queue_counts(url, queue) == (0, 0)
 
-            await wait_for(settled)
+            await until(settled, "the batch settled", timeout=30)
         finally:
             await bus.close()
             await packager.close()
@@ -193,7 +185,7 @@ async def test_a_collected_batch_waiting_for_a_peer_is_held_not_nacked(config, b
                 committed = await runtime.pool.fetchval("SELECT count(*) FROM processed_messages")
                 return committed == 3 and await queue_counts(url, queue) == (0, 0)
 
-            await wait_for(settled)
+            await until(settled, "the batch settled", timeout=30)
         finally:
             await bus.close()
             await packager.close()

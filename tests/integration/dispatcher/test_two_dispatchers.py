@@ -17,6 +17,7 @@ import pytest
 from services.common.bus import Bus
 from services.common.config import Config
 from services.common.localstack import free_port
+from services.common.testing import until
 from services.dispatcher.__main__ import SERVICE
 from tests.integration.dispatcher.test_dispatcher_service import request, status
 
@@ -40,14 +41,6 @@ async def dispatchers(config: Config, count: int) -> AsyncIterator[None]:
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*runs), 60)
-
-
-async def until(check, what: str, timeout: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_two_dispatchers_never_lease_a_task_twice_nor_overfill_a_host(

@@ -30,22 +30,13 @@ from services.common.broker_admin import Principals
 from services.common.bus import Bus
 from services.common.localstack import free_port
 from services.common.signing import public_key_b64, sign_body
-from services.common.testing import outbox_messages, service_runtime
+from services.common.testing import outbox_messages, service_runtime, until
 from services.registry.__main__ import SERVICE
 
 pytestmark = pytest.mark.integration
 
 ADMIN = "admin-secret"
 NVR = "hello-1.0-1.fc40"
-
-
-async def until(check, what: str, timeout: float = 60) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (result := await check()):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.1)
-    return result
 
 
 @dataclasses.dataclass
