@@ -104,11 +104,26 @@ def _host_names(agreeing: Any) -> list[str]:
     return names
 
 
+def _seconds(value: Any) -> str:
+    return "unknown" if value is None else f"{float(value):.0f} s"
+
+
+def estimate_line(task: dict[str, Any]) -> str | None:
+    """A queued task's critical-path figures (estimated seconds at the farm's pace: its own
+    work, and the longest path through its chain from it), if the dispatcher has any."""
+    work, path = task.get("work"), task.get("path")
+    if task["state"] != "queued" or (work is None and path is None):
+        return None
+    return f"  {_task_label(task)}: estimated work {_seconds(work)}, path {_seconds(path)}"
+
+
 def status_lines(build: dict[str, Any]) -> list[str]:
-    """One build in full: the build, each task with its leases, waits and verdict."""
-    lines = [event["text"] for event in changes(build, {})]
-    if not lines or not lines[-1].startswith(f"build {build['build_id']} "):
-        lines.append(f"build {build['build_id']} {build['state']}")
+    """One build in full: the build, each task with its leases, waits, estimates and verdict."""
+    events = changes(build, {})
+    lines = [event["text"] for event in events if event["event"] != "end"]
+    lines += [line for task in build["tasks"] if (line := estimate_line(task))]
+    ends = [event["text"] for event in events if event["event"] == "end"]
+    lines += ends or [f"build {build['build_id']} {build['state']}"]
     for task in build["tasks"]:
         for f in task.get("files", []):
             lines.append(f"  {f['path']}  sha256 {f['sha256']}")

@@ -53,6 +53,10 @@ def task_view(task: asyncpg.Record, leases: list[asyncpg.Record]) -> dict[str, A
         # Why a queued task is not running now (the matcher's word at the last scheduling
         # pass that left it unassigned: "no online s390x host", "all 3 eligible hosts busy").
         "queue_reason": task["queue_reason"] if task["state"] == "queued" else None,
+        # Its critical-path weights (critical.py), estimated seconds at the farm's pace: its
+        # own build's and the longest path through the chain from it; null without history.
+        "work": task["work"],
+        "path": task["path"],
         "agreeing": json.loads(task["agreeing"]),
         "rule": task["rule"],
         "leases": [lease_view(lease) for lease in leases],

@@ -71,6 +71,21 @@ def test_status_lines_end_with_the_state() -> None:
     assert status_lines(build())[-1] == "build 7 building"
 
 
+def test_status_shows_a_queued_tasks_critical_path_figures() -> None:
+    queued = build(state="queued", host=None, leases=[], work=120.4, path=300.0)
+    lines = status_lines(queued)
+    assert "  task 11 noarch: estimated work 120 s, path 300 s" in lines
+    assert lines[-1] == "build 7 building"
+    unknown_path = build(state="queued", host=None, leases=[], work=None, path=42.0)
+    assert "  task 11 noarch: estimated work unknown, path 42 s" in status_lines(unknown_path)
+    # No history (null), or no longer queued: nothing to say.
+    for task in (
+        build(state="queued", host=None, leases=[], work=None, path=None),
+        build(work=120.0, path=300.0),
+    ):
+        assert not any("estimated" in line for line in status_lines(task))
+
+
 @pytest.mark.parametrize("bad", ["abc", "-1", "7; rm", "1" * 30])
 def test_bad_build_reference(bad: str) -> None:
     with pytest.raises(CliError, match="is not a build number or a request id"):
