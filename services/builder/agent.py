@@ -195,6 +195,7 @@ class Agent:
             cpus=cpus,
             memory_mb=memory_mb,
             disk_gb=disk_gb,
+            sandbox=self.sandbox.kind,
         )
 
     @property

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import random
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from yarl import URL
 
 from services.common.errors import SkylineError
+from services.common.http import response_error
 from services.common.rpmfiles import sha256_file
 from services.common.signing import now_iso, sign_body, sign_fields
 
@@ -65,6 +65,12 @@ class HostProfile:
     cpus: int
     memory_mb: int
     disk_gb: int
+    # How it confines its builds (sandbox.Sandbox.kind), as its heartbeats say; None: unsaid.
+    sandbox: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The enrolment body: the profile without what it leaves unsaid (null is no value)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 def backoff(base: float, cap: float) -> Iterator[float]:
@@ -73,18 +79,6 @@ def backoff(base: float, cap: float) -> Iterator[float]:
     while True:
         yield delay * random.uniform(0.5, 1.0)
         delay = min(cap, delay * 2)
-
-
-async def error_text(resp: aiohttp.ClientResponse) -> str:
-    """The server's explanation: the `error` of a Skyline JSON error body, else its text."""
-    text = (await resp.text(errors="replace")).strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and "error" in data:
-        return str(data["error"])
-    return text[:500] or resp.reason or f"HTTP {resp.status}"
 
 
 async def enrol(
@@ -114,11 +108,11 @@ async def enrol(
     delays = backoff(base_delay, 10.0)
     while True:
         try:
-            body = sign_body(dataclasses.asdict(profile), signing_key)
+            body = sign_body(profile.body(), signing_key)
             async with session.post(url, json=body, headers=headers) as resp:
                 if resp.status in (200, 201):
                     return await _json_object(resp)
-                detail = await error_text(resp)
+                detail = await response_error(resp)
                 if resp.status < 500:
                     raise EnrolmentError(_refusal(profile, resp.status, detail, key_file))
                 problem = f"HTTP {resp.status}: {detail}"
@@ -205,7 +199,7 @@ async def _download(
 ) -> str:
     async with session.get(url) as resp:
         if resp.status != 200:
-            detail = f"HTTP {resp.status}: {await error_text(resp)}"
+            detail = f"HTTP {resp.status}: {await response_error(resp)}"
             if resp.status >= 500 or resp.status == 429:
                 raise _Transient(detail)
             raise FetchError(f"cannot fetch {url}: {detail}")
@@ -315,7 +309,7 @@ async def upload(
                 async with session.put(url, data=data, headers=headers) as resp:
                     if resp.status < 300:
                         return
-                    detail = await error_text(resp)
+                    detail = await response_error(resp)
                     if resp.status < 500 and resp.status not in (404, 429):
                         raise UploadError(
                             f"collector refused {path.name}: HTTP {resp.status}: {detail}"

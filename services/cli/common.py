@@ -23,6 +23,7 @@ import aiohttp
 
 from services.common.config import Config, load_config
 from services.common.errors import ConfigError
+from services.common.http import response_error
 
 # -- exit codes (documented in README.md, "Exit codes") ----------------------------------------
 OK = 0
@@ -149,18 +150,6 @@ def code_for_status(status: int) -> int:
     return REFUSED
 
 
-async def error_detail(response: aiohttp.ClientResponse) -> str:
-    """The service's explanation: a Skyline JSON error's `error`, else the start of the text."""
-    text = (await response.text(errors="replace")).strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return data["error"]
-    return " ".join(text[:300].split()) or (response.reason or f"HTTP {response.status}")
-
-
 async def call(
     http: aiohttp.ClientSession,
     method: str,
@@ -179,7 +168,7 @@ async def call(
     try:
         async with http.request(method, url, json=body, params=params, headers=headers) as r:
             if r.status >= 400:
-                detail = await error_detail(r)
+                detail = await response_error(r)
                 raise CliError(f"{what}: {detail} (HTTP {r.status})", code_for_status(r.status))
             try:
                 return await r.json(content_type=None)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common.config import Config
+from services.common.http import ERROR_BODY_LIMIT, error_text
 
 from . import common
 
@@ -55,7 +56,9 @@ class Registry:
                 return json.loads(reply.read(MAX_REPLY))
         except urllib.error.HTTPError as exc:
             raise RegistryError(
-                f"registry: {_error_text(exc)} (HTTP {exc.code})", common.code_for_status(exc.code)
+                f"registry: {error_text(exc.read(ERROR_BODY_LIMIT), exc.code, str(exc.reason))}"
+                f" (HTTP {exc.code})",
+                common.code_for_status(exc.code),
             ) from None
         except (OSError, ValueError) as exc:
             raise RegistryError(
@@ -70,15 +73,6 @@ class Registry:
                 common.USAGE,
             )
         return self.call(method, path, body, auth=self.admin_token)
-
-
-def _error_text(exc: urllib.error.HTTPError) -> str:
-    text = exc.read(64 * 1024).decode(errors="replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:500] or str(exc.reason)
-    return str(data.get("error", text[:500])) if isinstance(data, dict) else text[:500]
 
 
 def _registry(args: argparse.Namespace, config: Config) -> Registry:

@@ -17,6 +17,7 @@ from skyline_messages import BuildRequestV1
 from services.common.bus import Bus
 from services.common.config import Config, masked
 from services.common.errors import ConfigError
+from services.common.http import response_error
 from services.common.rpmfiles import SrpmBuildError, make_srpm, sha256_file
 
 from . import common
@@ -28,7 +29,7 @@ SubmitError = CliError  # the name this module's callers used before common.py
 
 async def _raise_for(response: aiohttp.ClientResponse, what: str) -> None:
     if response.status >= 400:
-        detail = await common.error_detail(response)
+        detail = await response_error(response)
         raise CliError(
             f"{what} failed ({response.status}): {detail}", common.code_for_status(response.status)
         )

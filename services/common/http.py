@@ -1,4 +1,5 @@
-"""HTTP plumbing: one aiohttp app factory with a JSON error boundary and a health route."""
+"""HTTP plumbing: one aiohttp app factory with a JSON error boundary and a health route, and
+for clients, an error answer as a readable line."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+import aiohttp
 from aiohttp import web
 
 from . import telemetry
@@ -89,3 +91,40 @@ async def serve(app: web.Application, listen: str) -> web.AppRunner:
     await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()
     log.info("listening on http://%s", listen)
     return runner
+
+
+# -- clients --------------------------------------------------------------------------------------
+
+# An error answer's body is read up to this many bytes (anyone's server may answer a fetch with
+# a huge page), and its explanation shown up to this many characters, on one line.
+ERROR_BODY_LIMIT = 64 * 1024
+ERROR_TEXT_LIMIT = 500
+
+
+def error_text(body: bytes | str, status: int, reason: str | None = None) -> str:
+    """The explanation in an HTTP error answer, as one line: the `error` of a Skyline JSON
+    error body (`error` above), else the start of the body's text, else the reason phrase."""
+    text = body.decode(errors="replace") if isinstance(body, bytes) else body
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("error") is not None:
+        text = str(data["error"])
+    line = " ".join(text.split())[:ERROR_TEXT_LIMIT]
+    return line or reason or f"HTTP {status}"
+
+
+async def response_error(response: aiohttp.ClientResponse) -> str:
+    """`error_text` of an aiohttp client's answer, of at most ERROR_BODY_LIMIT bytes read."""
+    size = response.content_length
+    if size is not None and size <= ERROR_BODY_LIMIT:
+        body = await response.read()  # kept by aiohttp: a trace hook may have read it already
+    else:
+        body = b""
+        while len(body) < ERROR_BODY_LIMIT:
+            chunk = await response.content.read(ERROR_BODY_LIMIT - len(body))
+            if not chunk:
+                break
+            body += chunk
+    return error_text(body, response.status, response.reason)

@@ -39,7 +39,7 @@ async def on_heartbeats(msgs: Sequence[HostHeartbeatV1], ctx: Context) -> None:
         [(m.body, known[m.body["host"]]["public_key"]) for m in enrolled],
         ctx.config.registry.verify_processes,
     )
-    beats: dict[str, tuple[str, int, int, datetime.datetime]] = {}
+    beats: dict[str, store.Beat] = {}
     for msg, ok in zip(enrolled, signed, strict=True):
         body = msg.body
         host = body["host"]
@@ -51,7 +51,7 @@ async def on_heartbeats(msgs: Sequence[HostHeartbeatV1], ctx: Context) -> None:
             log.warning("stale or replayed heartbeat from %r dropped", host)
             continue
         newest[host] = signed_at
-        beats[host] = (host, body["free_slots"], body.get("running", 0), signed_at)
+        beats[host] = (host, body["free_slots"], body.get("running", 0), signed_at, msg.sandbox)
     if not beats:
         return
     updated = await store.record_heartbeats(ctx.conn, list(beats.values()))

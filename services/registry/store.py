@@ -103,26 +103,29 @@ async def hosts_for_heartbeats(
     return {r["host"]: r for r in rows}
 
 
+# A heartbeat to record: host, free_slots, running, signed_at, sandbox (None: unsaid).
+Beat = tuple[str, int, int, datetime.datetime, str | None]
+
+
 async def record_heartbeats(
-    conn: asyncpg.Connection, beats: Sequence[tuple[str, int, int, datetime.datetime]]
+    conn: asyncpg.Connection, beats: Sequence[Beat]
 ) -> list[asyncpg.Record]:
-    """`record_heartbeat` for many hosts (host, free_slots, running, signed_at) in one statement.
+    """`record_heartbeat` for many hosts in one statement; a heartbeat that names its sandbox
+    also updates the profile's (the host's latest word on it; one that does not keeps it).
 
     Hosts go in name order, so two batches lock their rows in the same order.
     """
-    beats = sorted(beats)
+    beats = sorted(beats, key=lambda b: b[0])
     return await conn.fetch(
         "UPDATE hosts h SET free_slots = v.free_slots, running = v.running,"
         " last_signed_at = v.signed_at, last_heartbeat = now(),"
+        " sandbox = coalesce(v.sandbox, h.sandbox),"
         " state = CASE WHEN h.state = 'quarantined' THEN h.state ELSE 'online' END"
-        " FROM unnest($1::text[], $2::int[], $3::int[], $4::timestamptz[])"
-        " AS v(host, free_slots, running, signed_at)"
+        " FROM unnest($1::text[], $2::int[], $3::int[], $4::timestamptz[], $5::text[])"
+        " AS v(host, free_slots, running, signed_at, sandbox)"
         " WHERE h.host = v.host AND (h.last_signed_at IS NULL OR h.last_signed_at < v.signed_at)"
         " RETURNING h.*",
-        [b[0] for b in beats],
-        [b[1] for b in beats],
-        [b[2] for b in beats],
-        [b[3] for b in beats],
+        *([b[i] for b in beats] for i in range(5)),
     )
 
 

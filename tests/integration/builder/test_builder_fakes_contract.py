@@ -82,7 +82,7 @@ class Side:
         signed_by: Ed25519PrivateKey | None = None,
     ) -> dict[str, Any]:
         profile = client.HostProfile(
-            host, "alice", public_key_b64(key), ["noarch"], ["f41"], 4, 8192, 100
+            host, "alice", public_key_b64(key), ["noarch"], ["f41"], 4, 8192, 100, "bwrap"
         )
         return await client.enrol(
             self.http,

@@ -53,8 +53,11 @@ def heartbeat(
     *,
     free_slots: int = 2,
     signed_at: str | None = None,
+    sandbox: str | None = None,
 ) -> HostHeartbeatV1:
     body = {"host": host, "free_slots": free_slots, "running": 1, "signed_at": signed_at or iso()}
+    if sandbox is not None:
+        body["sandbox"] = sandbox
     return HostHeartbeatV1(body=sign_body(body, key))
 
 
@@ -300,6 +303,20 @@ async def test_newer_heartbeats_update_the_status(client, runtime, sent) -> None
     await SERVICE.handle(runtime, heartbeat(free_slots=0, signed_at=iso(-10)))
     statuses = [m.body["free_slots"] for m in await sent() if isinstance(m, HostStatusV1)]
     assert statuses == [2, 0]
+
+
+async def test_the_host_view_shows_the_sandbox_the_host_last_reported(client, runtime) -> None:
+    async def shown() -> str | None:
+        return (await (await client.get("/api/v1/hosts/builder-1")).json())["sandbox"]
+
+    await enrol(client, profile(sandbox="bwrap"))  # an agent says it at enrolment
+    assert await shown() == "bwrap"
+    await SERVICE.handle(runtime, heartbeat(signed_at=iso(-30), sandbox="none"))
+    assert await shown() == "none"  # and in every heartbeat: the latest word counts
+    await SERVICE.handle(runtime, heartbeat(signed_at=iso(-20)))
+    assert await shown() == "none"  # an older agent's heartbeat says nothing: kept
+    await SERVICE.handle(runtime, heartbeat(signed_at=iso(-30), sandbox="bwrap"))
+    assert await shown() == "none"  # a replayed heartbeat changes nothing
 
 
 async def dropped(runtime: Runtime, sent, msg: HostHeartbeatV1) -> None:

@@ -236,6 +236,7 @@ async def test_enrols_subscribes_and_heartbeats(tmp_path: Path, services: Servic
     assert profile["public_key"] == key
     assert profile["arches"] == ["noarch", "x86_64"] and profile["releases"] == ["f41"]
     assert profile["cpus"] >= 1 and profile["memory_mb"] > 0 and profile["disk_gb"] >= 0
+    assert profile["sandbox"] == agent.sandbox.kind  # as its heartbeats say
     keys = [f"skyline.task.leased.{HOST}", f"skyline.task.revoked.{HOST}"]
     assert bus.subscriptions == [(f"skyline.builder.{HOST}", keys, 2)]
     # The registry made the host's own broker user and queue: the agent connects as that user
