@@ -3,7 +3,6 @@ file names the file system cannot hold, and SRPMs uploaded by nobody in particul
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from typing import Any
@@ -16,6 +15,7 @@ from services.builder import client
 from services.cli.localsystem import LocalSystem
 from services.common.bus import Bus
 from services.common.signing import sign_body
+from services.common.testing import until
 from tests.security.attack import build_id_of, get_json, request_body, submit
 from tests.system import Rogue, Tap, enrol_host
 
@@ -39,13 +39,6 @@ async def dispatcher_view(system: LocalSystem, host: str) -> dict[str, Any]:
     return next((h for h in queue["hosts"] if h["host"] == host), {})
 
 
-async def until(predicate, timeout: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition never met"
-        await asyncio.sleep(0.2)
-
-
 async def rogue_with_lease(system: LocalSystem, tap: Tap, example_srpm) -> tuple[Rogue, Any]:
     """A rogue that advertises 1,024 free slots and a lease it won with them."""
     rogue = await enrol_host(system, f"hoarder-{uuid.uuid4().hex[:6]}", cpus=2)
@@ -55,7 +48,7 @@ async def rogue_with_lease(system: LocalSystem, tap: Tap, example_srpm) -> tuple
         view = await dispatcher_view(system, rogue.host)
         return view.get("state") == "online" and view.get("max_slots") == 2
 
-    await until(counted)
+    await until(counted, f"the dispatcher counts {rogue.host} online with its 2 enrolled slots")
     body = await request_body(system, example_srpm, scratch=True)
     requests = [await submit(system, body) for _ in range(6)]
     build_ids = [await build_id_of(system, r) for r in requests]
