@@ -64,22 +64,6 @@ async def update_profile(
     )
 
 
-async def record_heartbeat(
-    conn: asyncpg.Connection, host: str, free_slots: int, running: int, signed_at: datetime.datetime
-) -> asyncpg.Record | None:
-    """Mark the host online unless the heartbeat is older than one already seen (a replay)."""
-    return await conn.fetchrow(
-        "UPDATE hosts SET free_slots = $2, running = $3, last_signed_at = $4,"
-        " last_heartbeat = now(),"
-        " state = CASE WHEN state = 'quarantined' THEN state ELSE 'online' END"
-        " WHERE host = $1 AND (last_signed_at IS NULL OR last_signed_at < $4) RETURNING *",
-        host,
-        free_slots,
-        running,
-        signed_at,
-    )
-
-
 async def state_reason(conn: asyncpg.Connection, reason: str) -> None:
     """Why the state changes this transaction makes happen: host_state_changes.reason (a
     trigger writes that history; unset, a change is put down to a heartbeat)."""
@@ -110,8 +94,9 @@ Beat = tuple[str, int, int, datetime.datetime, str | None]
 async def record_heartbeats(
     conn: asyncpg.Connection, beats: Sequence[Beat]
 ) -> list[asyncpg.Record]:
-    """`record_heartbeat` for many hosts in one statement; a heartbeat that names its sandbox
-    also updates the profile's (the host's latest word on it; one that does not keeps it).
+    """Mark the hosts online unless a heartbeat is older than one already seen (a replay), in
+    one statement. A heartbeat that names its sandbox also updates the profile's (the host's
+    latest word on it); one that does not keeps it.
 
     Hosts go in name order, so two batches lock their rows in the same order.
     """
