@@ -30,6 +30,7 @@ from fedora_messaging.exceptions import ValidationError
 from jsonschema.exceptions import ValidationError as SchemaError
 
 from . import principals, telemetry
+from .amqp_transport import CoalescingRobustConnection
 from .broker_admin import queue_arguments
 from .config import with_credentials
 from .errors import ClipLongRecords, Reject, describe, is_unavailable
@@ -272,7 +273,9 @@ class Bus:
 
     async def connect(self) -> None:
         self._connection = await aio_pika.connect_robust(
-            self.url, client_properties={"connection_name": self.name}
+            self.url,
+            client_properties={"connection_name": self.name},
+            connection_class=CoalescingRobustConnection,  # a send per loop pass, not per frame
         )
         self._publish_channel = await self._connection.channel(publisher_confirms=True)
         self._exchange = await self._declare_exchange(self._publish_channel)
@@ -318,11 +321,29 @@ class Bus:
         confirmed it or the exception (a nack, a lost connection) when it did not. Nothing is
         validated again: a Wire was validated when it was encoded.
         """
-        if self._exchange is None:
+        if self._exchange is None or self._publish_channel is None:
             raise RuntimeError("Bus.publish_encoded() before connect()")
-        exchange, user = self._exchange, self.user
+        if not wires:
+            return []
+        # aiormq's channel, not aio-pika's Exchange.publish: that one waits for each frame to
+        # be written (`wait`, under the channel's lock) before the next may queue, so a batch
+        # went out a send per message. Without the wait, what the batch queues in one pass of
+        # the event loop leaves in one send (amqp_transport.py); the confirms are awaited
+        # all the same, and the connection's bounded write queue still holds publishers back.
+        channel = await self._publish_channel.get_underlay_channel()
+        name, user = self._exchange.name, self.user
         results = await asyncio.gather(
-            *(exchange.publish(wire_message(w, user), routing_key=w.routing_key) for w in wires),
+            *(
+                channel.basic_publish(
+                    w.body,
+                    exchange=name,
+                    routing_key=w.routing_key,
+                    properties=wire_message(w, user).properties,
+                    mandatory=True,  # as aio-pika's Exchange.publish
+                    wait=False,
+                )
+                for w in wires
+            ),
             return_exceptions=True,
         )
         return [r if isinstance(r, BaseException) else None for r in results]
