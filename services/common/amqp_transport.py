@@ -81,7 +81,11 @@ class CoalescingTransportFactory(TransportFactory):
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         try:
             transport, _ = await loop.create_connection(
-                lambda: protocol, host=url.host, port=url.port, ssl=ssl, **kwargs
+                lambda: protocol,
+                host=url.host or "localhost",
+                port=url.port or (5671 if url.scheme == "amqps" else 5672),
+                ssl=ssl,
+                **kwargs,
             )
         except OSError as exc:  # as aiormq's own factories: a robust connection retries it
             raise AMQPConnectionError(*exc.args) from exc

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
+import aiormq
 import pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from fedora_messaging import message as fm
@@ -70,12 +71,12 @@ class Wire:
     priority: int | None = None
 
 
-def encode(msg: fm.Message) -> Wire:
+def encode(msg: fm.Message, traceparent: str | None = None) -> Wire:
     """Validate `msg` (once) and encode it as fedora-messaging's publisher would.
 
     Raises fedora-messaging's ValidationError, as `fm.dumps` and `api.publish` do, and
-    ValueError for a body over MAX_MESSAGE_BYTES. The current trace context goes into the
-    headers (an existing one is kept).
+    ValueError for a body over MAX_MESSAGE_BYTES. The trace context `traceparent`, else the
+    current one, goes into the headers (an existing one is kept only in the second case).
     """
     try:
         msg.validate()
@@ -85,7 +86,11 @@ def encode(msg: fm.Message) -> Wire:
         raise ValueError(f"{msg.topic}: body of {len(msg._encoded_body)} bytes is too large")
     props = msg._properties
     headers = dict(props.headers or {})
-    telemetry.inject(headers)
+    if traceparent is not None:
+        headers.pop("tracestate", None)
+        headers["traceparent"] = traceparent
+    else:
+        telemetry.inject(headers)
     return Wire(
         msg._encoded_routing_key, msg._encoded_body, headers, props.message_id, props.priority
     )
@@ -331,6 +336,7 @@ class Bus:
         # the event loop leaves in one send (amqp_transport.py); the confirms are awaited
         # all the same, and the connection's bounded write queue still holds publishers back.
         channel = await self._publish_channel.get_underlay_channel()
+        assert isinstance(channel, aiormq.Channel)  # its basic_publish takes `wait`
         name, user = self._exchange.name, self.user
         results = await asyncio.gather(
             *(

@@ -120,9 +120,13 @@ async def add_many(conn: asyncpg.Connection, msgs: Sequence[fm.Message]) -> None
     wires = []
     for msg in msgs:
         build = build_of(msg)
-        with telemetry.publish_span(msg.topic, traces.get(build) if build else None):
-            wire = encode(msg)
-            telemetry.replace_context(wire.headers)
+        span = telemetry.start_publish_span(msg.topic, traces.get(build) if build else None)
+        try:
+            wire = encode(msg, telemetry.traceparent_of(span))
+        except BaseException as exc:
+            telemetry.end_span(span, exc)
+            raise
+        span.end()
         wires.append(wire)
     if not wires:
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -350,10 +351,16 @@ async def reasons_for(ctx: Context, tasks: list[matching.TaskView]) -> dict[int,
     by_arch: dict[str, list[matching.HostView]] = {}
     reasons = {}
     throttle = await store.throttle(ctx.conn)
+    # why_waiting is pure: tasks alike in all but their id (most of a queue) share one answer,
+    # computed once instead of once per task over up to EXPLAIN_HOSTS hosts.
+    alike: dict[matching.TaskView, str] = {}
     for task in tasks:
         if task.arch not in by_arch:
             by_arch[task.arch] = await store.online_hosts_for(ctx.conn, task.arch, EXPLAIN_HOSTS)
-        reasons[task.task_id] = matching.why_waiting(task, by_arch[task.arch], throttle)
+        shape = dataclasses.replace(task, task_id=0)
+        if shape not in alike:
+            alike[shape] = matching.why_waiting(task, by_arch[task.arch], throttle)
+        reasons[task.task_id] = alike[shape]
     return reasons
 
 
