@@ -25,6 +25,9 @@ from yarl import URL
 
 # asyncio.open_connection's default read buffer limit.
 READ_LIMIT = 2**16
+# Frames a connection's publishers may queue for its writer (see widen_write_queue): a relay
+# batch ([bus] relay_batch, 100) and the acks and heartbeats around it.
+WRITE_QUEUE_FRAMES = 1024
 
 
 class CoalescingWriter(asyncio.StreamWriter):
@@ -92,13 +95,36 @@ class CoalescingTransportFactory(TransportFactory):
         return reader, CoalescingWriter(transport, protocol, reader, loop)
 
 
+def widen_write_queue(connection: Any) -> None:
+    """Let `connection`'s publishers queue WRITE_QUEUE_FRAMES frames, not aiormq's 10.
+
+    A publisher whose frame finds aiormq's write queue full waits holding its channel's lock,
+    and the publishers behind it then each get the lock one loop pass after another: a batch
+    past the first ten left one message (and one send) per pass. Widened, a batch queues in
+    one pass and leaves in one send. Still bounded; a batch waits for its confirms anyway.
+    (asyncio.Queue has no public setter for its bound; aiormq reads it from a class constant
+    when it makes the queue.)
+    """
+    queue = connection.transport.connection.write_queue
+    if 0 < queue.maxsize < WRITE_QUEUE_FRAMES:
+        queue._maxsize = WRITE_QUEUE_FRAMES
+
+
 class CoalescingConnection(aio_pika.Connection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.kwargs["transport_factory"] = CoalescingTransportFactory()
+
+    async def _on_connected(self) -> None:
+        widen_write_queue(self)
+        await super()._on_connected()
 
 
 class CoalescingRobustConnection(aio_pika.RobustConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.kwargs["transport_factory"] = CoalescingTransportFactory()
+
+    async def _on_connected(self) -> None:  # after every (re)connection, before any channel
+        widen_write_queue(self)
+        await super()._on_connected()
