@@ -10,9 +10,11 @@ i686, some aarch64 and s390x; all busy at first) and 100,000 queued tasks of 100
 tasks (priority class, fair share across owners), leases them in one statement, and its
 outbox relay publishes task.leased. Timed from the first heartbeat published to the last
 task.leased received by a consumer. Beside it, in the same run, at the same batching:
-  - raw broker round trip: aio-pika publish (confirms, [bus] relay_batch concurrent
-    publishes, as the relay) -> consume (the dispatcher's prefetch) -> ack, one message per
-    lease;
+  - raw broker round trip: publish (confirms, [bus] relay_batch at once, through
+    Bus.publish_encoded as the relay) -> consume (the dispatcher's prefetch, the services'
+    AMQP client: services/common/amqp_transport.py) -> ack, one message per lease; and the
+    same with aio-pika's own client and Exchange.publish (a send per message), as measured
+    before the services had theirs;
   - raw PostgreSQL lease rate: `SELECT ... FOR UPDATE SKIP LOCKED LIMIT k` + UPDATE of a
     100,000-row queued-tasks table, k = batch_size x --slots (a batch's leases) on
     batch_concurrency connections, each lease batch its own transaction; and, for
