@@ -10,9 +10,11 @@ i686, some aarch64 and s390x; all busy at first) and 100,000 queued tasks of 100
 tasks (priority class, fair share across owners), leases them in one statement, and its
 outbox relay publishes task.leased. Timed from the first heartbeat published to the last
 task.leased received by a consumer. Beside it, in the same run, at the same batching:
-  - raw broker round trip: aio-pika publish (confirms, [bus] relay_batch concurrent
-    publishes, as the relay) -> consume (the dispatcher's prefetch) -> ack, one message per
-    lease;
+  - raw broker round trip: publish (confirms, [bus] relay_batch at once, through
+    Bus.publish_encoded as the relay) -> consume (the dispatcher's prefetch, the services'
+    AMQP client: services/common/amqp_transport.py) -> ack, one message per lease; and the
+    same with aio-pika's own client and Exchange.publish (a send per message), as measured
+    before the services had theirs;
   - raw PostgreSQL lease rate: `SELECT ... FOR UPDATE SKIP LOCKED LIMIT k` + UPDATE of a
     100,000-row queued-tasks table, k = batch_size x --slots (a batch's leases) on
     batch_concurrency connections, each lease batch its own transaction; and, for
@@ -57,6 +59,7 @@ from bench_broker import (
 from skyline_messages import BuildRequestV1, HostStatusV1, TaskLeasedV1
 
 from services.common import db, principals
+from services.common.amqp_transport import CoalescingConnection
 from services.common.bus import Bus, encode, wire_message
 from services.common.config import BusConfig
 from services.common.localstack import free_port
@@ -207,7 +210,8 @@ class Leases:
         self.want = 0
 
     async def start(self, url: str) -> aio_pika.abc.AbstractConnection:
-        connection = await aio_pika.connect(url)
+        # The client of the raw round trip's consumer, which this one stands for here.
+        connection = await aio_pika.connect(url, connection_class=CoalescingConnection)
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=1000)
         name = f"{principals.MONITOR_USER}:bench-sched-{uuid.uuid4().hex[:8]}"
@@ -252,21 +256,40 @@ async def until_consumed(registry: Bus, database_url: str) -> None:
 # Raw limits
 
 
-async def raw_round_trip(made: Made, count: int) -> tuple[float, list[float]]:
+async def raw_round_trip(made: Made, count: int, *, services: bool) -> tuple[float, list[float]]:
     """Messages/s publish (RELAY_BATCH at once, confirms) -> consume (prefetch PREFETCH) ->
-    ack, and one-message round trips (s)."""
+    ack, and one-message round trips (s). `services`: with the services' client, as the relay
+    publishes (Bus.publish_encoded; the writes of one loop pass in one send,
+    services/common/amqp_transport.py); else with aio-pika's own (Exchange.publish)."""
     service, owner = unique("benchsched"), unique("benchsched")
     owner_url, service_url = await made.owner(owner), await made.service(service)
     queue_name = principals.service_queue(service)
-    consumer = await aio_pika.connect(service_url)
+    connection_class = CoalescingConnection if services else aio_pika.Connection
+    consumer = await aio_pika.connect(service_url, connection_class=connection_class)
     channel = await consumer.channel()
     await channel.set_qos(prefetch_count=PREFETCH)
     wire = encode(build_request(owner))
     queue = await declare_consumer_queue(channel, queue_name, [wire.routing_key])
+    bus = Bus(owner_url, name="bench-raw")
+    await bus.connect()
     publisher = await aio_pika.connect(owner_url)
     exchange = await (await publisher.channel(publisher_confirms=True)).get_exchange(
         "amq.topic", ensure=False
     )
+
+    async def publish(n: int) -> None:
+        if services:
+            errors = [e for e in await bus.publish_encoded([wire] * n) if e is not None]
+            if errors:
+                raise errors[0]
+        else:
+            await asyncio.gather(
+                *(
+                    exchange.publish(wire_message(wire, owner), routing_key=wire.routing_key)
+                    for _ in range(n)
+                )
+            )
+
     received = 0
     done = asyncio.Event()
     want = count
@@ -281,21 +304,17 @@ async def raw_round_trip(made: Made, count: int) -> tuple[float, list[float]]:
     await queue.consume(on_message)
     start = time.perf_counter()
     for first in range(0, count, RELAY_BATCH):
-        await asyncio.gather(
-            *(
-                exchange.publish(wire_message(wire, owner), routing_key=wire.routing_key)
-                for _ in range(min(RELAY_BATCH, count - first))
-            )
-        )
+        await publish(min(RELAY_BATCH, count - first))
     await done.wait()
     rate = count / (time.perf_counter() - start)
     singles = []
     for _ in range(200):
         want, done = received + 1, asyncio.Event()
         t0 = time.perf_counter()
-        await exchange.publish(wire_message(wire, owner), routing_key=wire.routing_key)
+        await publish(1)
         await done.wait()
         singles.append(time.perf_counter() - t0)
+    await bus.close()
     await publisher.close()
     await consumer.close()
     await delete_queues(service_url, queue_name, f"{queue_name}.dead")
@@ -426,7 +445,8 @@ async def run(admin_url: str, api_url: str, database_url: str, args: argparse.Na
         await db.migrate(pool, "dispatcher", ROOT / "services" / "dispatcher" / "migrations")
         await pool.close()
         leases_total = args.heartbeats * args.slots
-        broker_rate, broker_singles = await raw_round_trip(made, leases_total)
+        broker_rate, broker_singles = await raw_round_trip(made, leases_total, services=True)
+        plain_rate, _ = await raw_round_trip(made, leases_total, services=False)
         # As the dispatcher leases: a transaction per batch of statuses, each `slots` rows...
         per_batch = STATUS_BATCH * args.slots
         pg_rate, pg_singles = await raw_skip_locked(
@@ -451,6 +471,10 @@ async def run(admin_url: str, api_url: str, database_url: str, args: argparse.Na
     print(
         f"  raw broker round trip, publish {RELAY_BATCH} at once, prefetch {PREFETCH}"
         f"      {broker_rate:8.0f} msg/s"
+    )
+    print(
+        f"    (the same with aio-pika's own publish, a send per message:"
+        f"     {plain_rate:8.0f} msg/s)"
     )
     print(
         f"  raw PostgreSQL SKIP LOCKED, {STATUS_CONCURRENCY} conns x {per_batch} rows/transaction"

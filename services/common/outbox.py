@@ -120,9 +120,13 @@ async def add_many(conn: asyncpg.Connection, msgs: Sequence[fm.Message]) -> None
     wires = []
     for msg in msgs:
         build = build_of(msg)
-        with telemetry.publish_span(msg.topic, traces.get(build) if build else None):
-            wire = encode(msg)
-            telemetry.replace_context(wire.headers)
+        span = telemetry.start_publish_span(msg.topic, traces.get(build) if build else None)
+        try:
+            wire = encode(msg, telemetry.traceparent_of(span))
+        except BaseException as exc:
+            telemetry.end_span(span, exc)
+            raise
+        span.end()
         wires.append(wire)
     if not wires:
         return
@@ -212,20 +216,21 @@ class Relay:
             if not rows:
                 return 0, len(claimed), len(claimed)
             wires = [row_wire(r) for r in rows]
-            spans = [telemetry.start_relay_span(w.routing_key, w.headers) for w in wires]
-            for wire, span in zip(wires, spans, strict=True):
-                telemetry.inject_span(span, wire.headers)  # consumers continue from here
+            # One span for the batch; each message keeps its producer's context (telemetry).
+            span = telemetry.start_relay_span([w.headers for w in wires])
             results = await self.bus.publish_encoded(wires)
-            for wire, span, error in zip(wires, spans, results, strict=True):
-                telemetry.end_span(span, error)
-                if error is None:
-                    telemetry.record_sent(wire.routing_key, wire.body)
+            failed = next((e for e in results if e is not None), None)
+            telemetry.end_span(span, failed)
+            telemetry.record_sent_many(
+                (w.routing_key, w.body)
+                for w, error in zip(wires, results, strict=True)
+                if error is None
+            )
             confirmed = [r["id"] for r, error in zip(rows, results, strict=True) if error is None]
             if confirmed:
                 await conn.execute(
                     "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", confirmed
                 )
-        failed = next((e for e in results if e is not None), None)
         if failed is not None:
             log.warning(
                 "%d of %d outbox messages not confirmed", len(rows) - len(confirmed), len(rows)

@@ -8,8 +8,10 @@ first spoke of it (`trace_contexts`, see outbox.py), so a lease issued later, wh
 host's status or a periodic sweep, still joins its build's trace.
 
 Spans: `<topic> process` (consume), `<topic> publish` (producer, when a message is written to
-the outbox or published directly), `<topic> relay` (the outbox relay sending it), `db
-transaction`, `HTTP <method>` (client) and `<method> <route>` (server).
+the outbox or published directly), `outbox relay` (the relay sending a batch), `db
+transaction`, `HTTP <method>` (client) and `<method> <route>` (server). A message's consumers
+continue its producer span; the relay's `outbox relay` span, one per batch sent, is a trace of
+its own linked to the producer span of each message in it.
 
 Metrics (`METRICS`): leases issued, verdicts by kind and the throttle's state, recorded as the
 broker confirms the messages that announce them; each consumer queue's depth, read periodically.
@@ -28,7 +30,15 @@ import logging
 import os
 import threading
 import types
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -41,7 +51,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TraceFlags
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("skyline")
@@ -235,21 +245,65 @@ def publish_span(topic: str, parent: str | None = None) -> Iterator[trace.Span]:
         yield span
 
 
-def start_relay_span(routing_key: str, headers: Mapping[str, Any]) -> trace.Span:
-    """A span for sending one outbox row, child of the handler that wrote it; ended by the
-    caller once the broker confirmed (or refused) the message."""
+def start_publish_span(topic: str, parent: str | None = None) -> trace.Span:
+    """publish_span's span, not made current: for a producer that writes many messages at
+    once (outbox.add_many), which ends each one itself and takes its context with
+    traceparent_of (attaching and detaching a context per message cost as much again)."""
+    kwargs: dict[str, Any] = {}
+    current = trace.get_current_span().get_span_context()
+    if parent is not None and trace_id_of(parent) != f"{current.trace_id:032x}":
+        remote = _remote_context({"traceparent": parent})
+        if remote is not None:
+            kwargs["context"] = trace.set_span_in_context(trace.NonRecordingSpan(remote))
+            kwargs["links"] = [Link(current)] if current.is_valid else []
     return _tracer.start_span(
-        f"{routing_key} relay",
-        context=extract(headers),
+        f"{topic} publish",
         kind=SpanKind.PRODUCER,
-        attributes={"messaging.system": "rabbitmq", "messaging.destination.name": routing_key},
+        attributes={"messaging.system": "rabbitmq", "messaging.destination.name": topic},
+        **kwargs,
     )
 
 
-def inject_span(span: trace.Span, headers: MutableMapping[str, Any]) -> None:
-    for key in TRACE_HEADERS:
-        headers.pop(key, None)
-    propagate.inject(headers, context=trace.set_span_in_context(span))
+def traceparent_of(span: trace.Span) -> str | None:
+    """The W3C `traceparent` that continues `span` (what the propagator would write), or
+    None for an invalid one."""
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def start_relay_span(headers: Sequence[Mapping[str, Any]]) -> trace.Span:
+    """One span for the relay sending a batch of outbox rows (their headers given), ended by
+    the caller once the broker confirmed (or refused) them.
+
+    A batch mixes messages of many traces, so its span starts a trace of its own, linked to
+    each message's producer span (OpenTelemetry's shape for a batch send); the messages keep
+    their producer span's context, which their consumers continue. A span per message cost
+    more than the rest of relaying it.
+    """
+    links = [Link(c) for c in map(_remote_context, headers) if c is not None]
+    return _tracer.start_span(
+        "outbox relay",
+        context=otel_context.Context(),
+        kind=SpanKind.PRODUCER,
+        links=links,
+        attributes={"messaging.system": "rabbitmq", "messaging.batch.message_count": len(headers)},
+    )
+
+
+def _remote_context(headers: Mapping[str, Any]) -> trace.SpanContext | None:
+    """The span context a message's `traceparent` names (version 00), without a propagator."""
+    parts = str(headers.get("traceparent", "")).split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) != 2:
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
 
 
 def end_span(span: trace.Span, error: BaseException | None = None) -> None:
@@ -257,6 +311,18 @@ def end_span(span: trace.Span, error: BaseException | None = None) -> None:
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, type(error).__name__))
     span.end()
+
+
+def record_sent_many(sent: Iterable[tuple[str, bytes]]) -> None:
+    """record_sent for each (routing key, body) of a relayed batch: the leases in one add."""
+    leases = 0
+    for routing_key, body in sent:
+        if routing_key.startswith("skyline.task.leased"):
+            leases += 1
+        else:
+            record_sent(routing_key, body)
+    if leases:
+        METRICS.leases_issued.add(leases)
 
 
 def record_sent(routing_key: str, body: bytes) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -263,15 +264,23 @@ def choose(
     }
     # The order pull_candidates gives (class, usage, owner), with this transaction's charges.
     order = sorted(pool, key=lambda g: (g[0], effective[g] is not None, effective[g] or 0.0, g[1]))
-    claimable = {id(t) for t in matching.core_claims(host, [t for g in order for t in pool[g]])}
+    # A generator: a host that claims nothing (not core) does not walk the pool for it.
+    claimable = {id(t) for t in matching.core_claims(host, (t for g in order for t in pool[g]))}
     claims: list[matching.TaskView] = []
     groups: dict[tuple[int, str], list[matching.TaskView]] = {}
     for group in order:
+        # The interleave takes at most `slots` tasks, each next one from the open group of
+        # least usage (charged as it goes): a group is only taken from once every group
+        # before it in this order was, so it never reaches past the first `slots` groups
+        # with an eligible task. Past those, only core claims are looked for.
+        full = len(groups) >= slots and group not in groups
+        if full and not claimable:
+            break
         for task in pool[group]:
             if len(claims) >= slots:
                 break  # the core claims alone fill the host
             claim = id(task) in claimable
-            if not claim and len(groups.get(group, ())) >= slots:
+            if not claim and (full or len(groups.get(group, ())) >= slots):
                 continue  # the group has all the interleave could take of it
             if not matching.can_build(host, task):
                 continue
@@ -342,10 +351,16 @@ async def reasons_for(ctx: Context, tasks: list[matching.TaskView]) -> dict[int,
     by_arch: dict[str, list[matching.HostView]] = {}
     reasons = {}
     throttle = await store.throttle(ctx.conn)
+    # why_waiting is pure: tasks alike in all but their id (most of a queue) share one answer,
+    # computed once instead of once per task over up to EXPLAIN_HOSTS hosts.
+    alike: dict[matching.TaskView, str] = {}
     for task in tasks:
         if task.arch not in by_arch:
             by_arch[task.arch] = await store.online_hosts_for(ctx.conn, task.arch, EXPLAIN_HOSTS)
-        reasons[task.task_id] = matching.why_waiting(task, by_arch[task.arch], throttle)
+        shape = dataclasses.replace(task, task_id=0)
+        if shape not in alike:
+            alike[shape] = matching.why_waiting(task, by_arch[task.arch], throttle)
+        reasons[task.task_id] = alike[shape]
     return reasons
 
 

@@ -240,19 +240,31 @@ def host_view(r: Any) -> HostView:
     )
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 def task_view(r: Any) -> TaskView:
-    failed = failures.parse(r["failures"])
+    # A pull makes a view of every candidate: most have no failures, exclusions or refusals,
+    # and share the empty set rather than parse and build their own.
+    failed = failures.parse(r["failures"]) if r["failures"] != "[]" else []
+    refused, exclude_hosts, exclude_owners = (
+        r["refused_hosts"],
+        r["exclude_hosts"],
+        r["exclude_owners"],
+    )
     return TaskView(
         r["id"],
         r["arch"],
         r["release"],
         r["scratch"],
-        failed_hosts=frozenset(f.host for f in failed) | set(r["refused_hosts"]),
-        failed_owners=frozenset(f.owner for f in failed),
+        failed_hosts=frozenset([*(f.host for f in failed), *refused])
+        if failed or refused
+        else _NONE,
+        failed_owners=frozenset(f.owner for f in failed) if failed else _NONE,
         purpose=r["purpose"],
         min_trust=r["min_trust"],
-        exclude_hosts=frozenset(r["exclude_hosts"]),
-        exclude_owners=frozenset(r["exclude_owners"]),
+        exclude_hosts=frozenset(exclude_hosts) if exclude_hosts else _NONE,
+        exclude_owners=frozenset(exclude_owners) if exclude_owners else _NONE,
         owner=r["owner"],
         klass=r["class"],
         work=r["work"],

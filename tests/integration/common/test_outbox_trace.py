@@ -63,21 +63,27 @@ def span_id(traceparent: str) -> int:
     return int(traceparent.split("-")[2], 16)
 
 
-async def test_relayed_message_continues_the_writer_through_a_relay_span(pool, spans) -> None:
+async def test_relayed_message_continues_the_writer_and_the_batch_links_it(pool, spans) -> None:
     with telemetry.span("handler") as handler:
         async with pool.acquire() as conn, conn.transaction():
             await outbox.add(conn, queued(1))
+            await outbox.add(conn, queued(5))
     bus = RecordingBus()
-    assert await outbox.Relay(pool, bus).flush() == 1  # outside any span, like the relay task
+    assert await outbox.Relay(pool, bus).flush() == 2  # outside any span, like the relay task
 
-    finished = {s.name: s for s in spans.get_finished_spans()}
-    producer = finished["skyline.build.queued publish"]
-    relay = finished["skyline.build.queued relay"]
-    assert producer.parent.span_id == handler.get_span_context().span_id
-    assert relay.parent.span_id == producer.context.span_id
-    assert relay.context.trace_id == handler.get_span_context().trace_id
-    [wire] = bus.sent
-    assert span_id(wire.headers["traceparent"]) == relay.context.span_id  # consumers go on
+    finished = spans.get_finished_spans()
+    producers = [s for s in finished if s.name == "skyline.build.queued publish"]
+    [relay] = [s for s in finished if s.name == "outbox relay"]  # one for the batch
+    assert {p.parent.span_id for p in producers} == {handler.get_span_context().span_id}
+    # Consumers continue each message's producer span, in the handler's trace...
+    assert [span_id(w.headers["traceparent"]) for w in bus.sent] == [
+        p.context.span_id for p in producers
+    ]
+    # ...and the batch's span, a trace of its own, links every one of them.
+    assert relay.parent is None
+    assert relay.context.trace_id != handler.get_span_context().trace_id
+    assert [link.context.span_id for link in relay.links] == [p.context.span_id for p in producers]
+    assert relay.attributes["messaging.batch.message_count"] == 2
 
 
 async def test_later_messages_about_a_build_join_its_trace(pool, spans) -> None:
