@@ -408,6 +408,20 @@ def lease_message(row: Any) -> TaskLeasedV1:
 
 
 async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
+    await task_verified(msg, ctx)
+    await pull_freed(ctx, msg.body["host"])
+
+
+async def pull_freed(ctx: Context, host: str) -> list[int]:
+    """A lease of `host` ended (its result verified): the slot it held is free by the
+    dispatcher's count now. The host's own status saying so came first (its build ended
+    before the verdict: the lease, still open then, kept the slot) and its next one is a
+    heartbeat away, so it pulls now: a task left for it (matching.declines) starts at once,
+    as the mass-rebuild simulation assumes. Only this host, if online with a slot free."""
+    return await schedule_host(ctx, host)
+
+
+async def task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
     if msg.body["status"] == "failed":
         await verified_failure(msg, ctx)
         return
