@@ -88,6 +88,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from services.common.config import DispatcherConfig
 from services.dispatcher import arches, fairshare, matching
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/fedora-specs-2025-02.jsonl.gz"
@@ -97,6 +98,9 @@ MASS_PRIORITY = 50  # a mass rebuild's priority (class MASS_REBUILD: 0..99)
 # matching.Outlook.pad for the policy: a path counts as this many times its estimate when
 # judging whether it is critical (the estimates' log-normal error, sigma 0.3 by default).
 PAD = matching.ESTIMATE_PAD  # the live dispatcher's, as every rule here
+# matching.Outlook.work_pad and heavy_share: the live dispatcher's defaults ([dispatcher]).
+WORK_PAD = DispatcherConfig().work_pad
+HEAVY_SHARE = DispatcherConfig().heavy_share
 # Fedora's arch macros (redhat-rpm-config, early 2025), restricted to what matters here.
 ARCH_MACROS = {
     "%{ix86}": ("i686",),
@@ -442,6 +446,8 @@ class Weights:
     horizon: float  # the estimated lower bound (minutes)
     pad: float = 1.0  # matching.Outlook.pad: estimated paths count as this many times longer
     pro_rata: bool = False  # matching.Outlook.pro_rata: slack shared along the path
+    work_pad: float | None = None  # matching.Outlook.work_pad: the task's own work's pad
+    heavy_share: float | None = None  # matching.Outlook.heavy_share (None: off)
     # The outlook lists each slot of the fastest builders, and a pull's declines count the
     # critical tasks it left already (matching.declines' `ahead`); else one entry per builder
     # that no faster one beats, and no count (the policy before these rules).
@@ -620,7 +626,7 @@ class Simulation:
             self._fronts[arch] = front
         return front
 
-    def _slots(self, arch: str, enough: int = 32, most: int = 48) -> list[tuple[float, float]]:
+    def _slots(self, arch: str, enough: int = 96, most: int = 96) -> list[tuple[float, float]]:
         """(speed, when it is free) of each slot of the arch's fastest builders: fastest first
         until `enough` slots are free now (a slower host's slots do not end a task sooner
         than those) or `most` builders are listed."""
@@ -652,6 +658,8 @@ class Simulation:
                 else [(s, f) for s, f, _ in self._front(task.arch)],
                 pad=w.pad,
                 pro_rata=w.pro_rata,
+                work_pad=w.work_pad,
+                heavy_share=w.heavy_share,
             )
             self._outlooks[task.arch] = found
         return found
@@ -778,6 +786,8 @@ def orderings(
     rng: random.Random,
     noise: float,
     pad: float = PAD,
+    work_pad: float | None = WORK_PAD,
+    heavy_share: float | None = HEAVY_SHARE,
 ) -> dict[str, Ordering]:
     """The orderings compared, from durations as the dispatcher would estimate them (a
     package's previous build times, off by a log-normal error). The first is the default."""
@@ -787,10 +797,22 @@ def orderings(
     exact = [(99, r) for r in path]
     horizon = max(lower_bounds(packages, builders, estimates).values())
     fastest = fastest_speeds(builders)
-    weights = Weights(estimates, path, fastest, horizon, pad=pad, pro_rata=True, slots=True)
+    weights = Weights(
+        estimates,
+        path,
+        fastest,
+        horizon,
+        pad=pad,
+        pro_rata=True,
+        slots=True,
+        work_pad=work_pad,
+        heavy_share=heavy_share or None,
+    )
+    before = Weights(estimates, path, fastest, horizon, pad=pad, pro_rata=True, slots=True)
     greedy = Weights(estimates, path, fastest, horizon)
     return {
         "policy": Ordering(exact, weights),
+        "policy-uniform": Ordering(exact, before),
         "policy-greedy": Ordering(exact, greedy),
         "fifo": Ordering([(MASS_PRIORITY,) for _ in packages]),
         "cp-priority": Ordering([(to_priority(r, longest),) for r in path]),
@@ -914,7 +936,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--orderings",
-        default="policy,policy-greedy,fifo,cp-priority,cp-exact",
+        default="policy,policy-uniform,policy-greedy,fifo,cp-priority,cp-exact",
         help="comma-separated orderings to run (policy is the real one)",
     )
     parser.add_argument(
@@ -922,6 +944,18 @@ def main() -> None:
         type=float,
         default=PAD,
         help="the policy's matching.Outlook.pad (estimated paths count as this much longer)",
+    )
+    parser.add_argument(
+        "--work-pad",
+        type=float,
+        default=WORK_PAD,
+        help="the policy's matching.Outlook.work_pad (a task's own work counts this much longer)",
+    )
+    parser.add_argument(
+        "--heavy-share",
+        type=float,
+        default=HEAVY_SHARE,
+        help="the policy's matching.Outlook.heavy_share (0: off)",
     )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument(
@@ -959,7 +993,9 @@ def main() -> None:
         f" work/capacity {bounds['work_capacity'] / 60:.2f} h -> {lb / 60:.2f} h;"
         f" per-arch {bounds['per_arch'] / 60:.2f} h -> {lb_arch / 60:.2f} h"
     )
-    keys = orderings(packages, builders, rng, args.estimate_noise, args.pad)
+    keys = orderings(
+        packages, builders, rng, args.estimate_noise, args.pad, args.work_pad, args.heavy_share
+    )
     print(
         f"{'ordering':12} {'makespan h':>10} {'/ LB':>6} {'/ arch LB':>9} {'util':>6}"
         f" {'declined':>8} {'sim s':>6}"

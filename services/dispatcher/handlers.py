@@ -235,7 +235,9 @@ async def declining_for(
     if not weighted:
         return None
     arches = sorted({t.arch for t in weighted})
-    outlooks, hosts = await store.outlooks(ctx.conn, arches, OUTLOOK_HOSTS)
+    conf = ctx.config.dispatcher
+    heavy = conf.heavy_share if conf.heavy_share > 0 else None
+    outlooks, hosts = await store.outlooks(ctx.conn, arches, OUTLOOK_HOSTS, conf.work_pad, heavy)
     ages = await store.declined_for(ctx.conn, [t.task_id for t in weighted])
     return critical.Declining(outlooks, ages, ctx.config.dispatcher.decline_max_seconds, hosts)
 
