@@ -45,8 +45,15 @@ neutral). Orderings compared (the first, the real policy, is the default):
   link may not use up the slack of the links after it) would end after the batch's expected
   end (now plus the longest remaining path of a queued or running task at the fastest
   hosts; the estimated lower bound itself is no deadline, as the longest of many noisy paths
-  overstates it: 6.1 h against 4.6 h). The outlook lists each slot of the fastest builders,
-  and a pull's declined tasks each count on a different faster slot (declines' `ahead`);
+  overstates it: 6.1 h against 4.6 h). The outlook lists each slot of the fastest builders
+  (enough to cover a pull's window: else a pull that left many critical tasks ran past the
+  list and took the next giant itself), and a pull's declined tasks each count on a
+  different faster slot (declines' `ahead`). The task's own work counts at an upper
+  quantile of its estimate ([dispatcher] work_pad, 1.5: a lease commits its error, while
+  the links after it are judged again when ready), and a heavy task (its padded work on the
+  pulling host at least [dispatcher] heavy_share, 0.25, of the time left to that expected
+  end) is left to a faster host even with slack, as the expected end is an estimate too;
+- policy-uniform: the policy before work_pad and heavy_share (the whole path padded 1.15);
 - policy-greedy: the policy before these rules (unpadded, the greedy slack test against the
   estimated lower bound, one outlook entry per faster builder and no `ahead`);
 - fifo: every task at the same priority, so in submission order (the tag's, alphabetical);
@@ -58,17 +65,25 @@ The lower bound is max(critical path with each package at its fastest possible h
 work / total capacity); the per-arch bound (an arch's work / the capacity of hosts building it)
 is a valid, tighter one, printed beside it.
 
-Full set, policy (policy-greedy, the rules before): seed 1 1.38x the bound (1.51x), seed 2
-1.20x (1.22x); with exact estimates (--estimate-noise 0) 1.00x and 1.02x (1.25x, 1.23x); seed 1
-fifo 4.05x. What limits it with the estimates' 0.3 error: one underestimated giant on the
-chain that ends last (seed 2 qemu, estimated 153 min, real 255; seed 1 rust, 93 against 125,
-then firefox, 145 against 193) ranks below hundreds of tasks of its arch (at the start 7,000
-ready tasks fill every slot) and lands on a host of speed 0.5-0.9; ppc64le and s390x stay
-saturated for about 4 h (their work alone needs 85% of the bound). --explain shows it.
+Full set, estimates off by the default 0.3 log-normal error, policy: seed 1 1.045x the
+bound (4.82 h, LB 4.61 h), seed 2 1.057x (5.78 h, LB 5.47 h); policy-uniform 1.43x and
+1.04x; the policy before work_pad, heavy_share and the outlook covering the pull's window
+1.38x and 1.20x; policy-greedy 1.51x and 1.22x; with heavy_share 0.5, 1.043x and 1.097x.
+Before, one underestimated giant on the chain that ends last (seed 2 qemu, estimated 153 min,
+real 255, then ghc, 94 against 165; seed 1 rust, 93 against 125, then firefox or rpminspect,
+168 against 237) was taken by a host of speed 0.6-1.2 with a faster one free or freeing soon:
+with the noisy expected end (6.1 h against 4.6 h), its path had slack at its estimate. Now
+the chain that ends last runs its giants (gcc, libreoffice) on the fastest hosts and loses
+97 min (seed 1: small links on slow hosts) and 21 min (seed 2) to waits and slower hosts;
+ppc64le and s390x stay saturated for 3.5-4 h (their work alone needs 85% of the bound). The
+price: 300,000-360,000 declines (15,000-25,000 before) and 4-8 min per run instead of 1-2.
+With exact estimates (--estimate-noise 0), the policy before: 1.00x and 1.02x; seed 1 fifo
+4.05x. --explain shows the chain that ends last and the load.
 
     .venv/bin/python bench/mass_rebuild_sim.py [--packages N] [--builders N] [--seed N]
-        [--orderings policy,policy-greedy,fifo,cp-priority,cp-exact] [--cycles scc|dfs]
-        [--estimate-noise S] [--pad P] [--explain]
+        [--orderings policy,policy-uniform,policy-greedy,fifo,cp-priority,cp-exact]
+        [--cycles scc|dfs] [--estimate-noise S] [--pad P] [--work-pad P] [--heavy-share S]
+        [--explain]
 
 --explain prints, after each ordering, the chain that ends last (each link's release, wait,
 host speed against its arch's fastest, estimated against real work) and each machine arch's
