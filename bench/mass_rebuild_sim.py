@@ -45,8 +45,15 @@ neutral). Orderings compared (the first, the real policy, is the default):
   link may not use up the slack of the links after it) would end after the batch's expected
   end (now plus the longest remaining path of a queued or running task at the fastest
   hosts; the estimated lower bound itself is no deadline, as the longest of many noisy paths
-  overstates it: 6.1 h against 4.6 h). The outlook lists each slot of the fastest builders,
-  and a pull's declined tasks each count on a different faster slot (declines' `ahead`);
+  overstates it: 6.1 h against 4.6 h). The outlook lists each slot of the fastest builders
+  (enough to cover a pull's window: else a pull that left many critical tasks ran past the
+  list and took the next giant itself), and a pull's declined tasks each count on a
+  different faster slot (declines' `ahead`). The task's own work counts at an upper
+  quantile of its estimate ([dispatcher] work_pad, 1.5: a lease commits its error, while
+  the links after it are judged again when ready), and a heavy task (its padded work on the
+  pulling host at least [dispatcher] heavy_share, 0.25, of the time left to that expected
+  end) is left to a faster host even with slack, as the expected end is an estimate too;
+- policy-uniform: the policy before work_pad and heavy_share (the whole path padded 1.15);
 - policy-greedy: the policy before these rules (unpadded, the greedy slack test against the
   estimated lower bound, one outlook entry per faster builder and no `ahead`);
 - fifo: every task at the same priority, so in submission order (the tag's, alphabetical);
@@ -58,17 +65,26 @@ The lower bound is max(critical path with each package at its fastest possible h
 work / total capacity); the per-arch bound (an arch's work / the capacity of hosts building it)
 is a valid, tighter one, printed beside it.
 
-Full set, policy (policy-greedy, the rules before): seed 1 1.38x the bound (1.51x), seed 2
-1.20x (1.22x); with exact estimates (--estimate-noise 0) 1.00x and 1.02x (1.25x, 1.23x); seed 1
-fifo 4.05x. What limits it with the estimates' 0.3 error: one underestimated giant on the
-chain that ends last (seed 2 qemu, estimated 153 min, real 255; seed 1 rust, 93 against 125,
-then firefox, 145 against 193) ranks below hundreds of tasks of its arch (at the start 7,000
-ready tasks fill every slot) and lands on a host of speed 0.5-0.9; ppc64le and s390x stay
-saturated for about 4 h (their work alone needs 85% of the bound). --explain shows it.
+Full set, estimates off by the default 0.3 log-normal error, policy: seed 1 1.045x the
+bound (4.82 h, LB 4.61 h), seed 2 1.057x (5.78 h, LB 5.47 h); policy-uniform 1.43x and
+1.04x; the policy before work_pad, heavy_share and the outlook covering the pull's window
+1.38x and 1.20x; policy-greedy 1.51x and 1.22x; with heavy_share 0.5, 1.043x and 1.097x.
+Before, one underestimated giant on the chain that ends last (seed 2 qemu, estimated 153 min,
+real 255, then ghc, 94 against 165; seed 1 rust, 93 against 125, then firefox or rpminspect,
+168 against 237) was taken by a host of speed 0.6-1.2 with a faster one free or freeing soon:
+with the noisy expected end (6.1 h against 4.6 h), its path had slack at its estimate. Now
+the chain that ends last runs its giants (gcc, libreoffice) on the fastest hosts and loses
+97 min (seed 1: small links on slow hosts) and 21 min (seed 2) to waits and slower hosts;
+ppc64le and s390x stay saturated for 3.5-4 h (their work alone needs 85% of the bound). The
+price: 300,000-360,000 declines (15,000-25,000 before) and 4-8 min per run instead of 1-2.
+With exact estimates (--estimate-noise 0) the policy gives 1.058x and 1.081x (the pads
+assume an error there is none of; up to 2 million declines, 10 min), the policy before 1.00x
+and 1.02x; seed 1 fifo 4.05x. --explain shows the chain that ends last and the load.
 
     .venv/bin/python bench/mass_rebuild_sim.py [--packages N] [--builders N] [--seed N]
-        [--orderings policy,policy-greedy,fifo,cp-priority,cp-exact] [--cycles scc|dfs]
-        [--estimate-noise S] [--pad P] [--explain]
+        [--orderings policy,policy-uniform,policy-greedy,fifo,cp-priority,cp-exact]
+        [--cycles scc|dfs] [--estimate-noise S] [--pad P] [--work-pad P] [--heavy-share S]
+        [--explain]
 
 --explain prints, after each ordering, the chain that ends last (each link's release, wait,
 host speed against its arch's fastest, estimated against real work) and each machine arch's
@@ -88,6 +104,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from services.common.config import DispatcherConfig
 from services.dispatcher import arches, fairshare, matching
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/fedora-specs-2025-02.jsonl.gz"
@@ -97,6 +114,9 @@ MASS_PRIORITY = 50  # a mass rebuild's priority (class MASS_REBUILD: 0..99)
 # matching.Outlook.pad for the policy: a path counts as this many times its estimate when
 # judging whether it is critical (the estimates' log-normal error, sigma 0.3 by default).
 PAD = matching.ESTIMATE_PAD  # the live dispatcher's, as every rule here
+# matching.Outlook.work_pad and heavy_share: the live dispatcher's defaults ([dispatcher]).
+WORK_PAD = DispatcherConfig().work_pad
+HEAVY_SHARE = DispatcherConfig().heavy_share
 # Fedora's arch macros (redhat-rpm-config, early 2025), restricted to what matters here.
 ARCH_MACROS = {
     "%{ix86}": ("i686",),
@@ -442,6 +462,8 @@ class Weights:
     horizon: float  # the estimated lower bound (minutes)
     pad: float = 1.0  # matching.Outlook.pad: estimated paths count as this many times longer
     pro_rata: bool = False  # matching.Outlook.pro_rata: slack shared along the path
+    work_pad: float | None = None  # matching.Outlook.work_pad: the task's own work's pad
+    heavy_share: float | None = None  # matching.Outlook.heavy_share (None: off)
     # The outlook lists each slot of the fastest builders, and a pull's declines count the
     # critical tasks it left already (matching.declines' `ahead`); else one entry per builder
     # that no faster one beats, and no count (the policy before these rules).
@@ -620,7 +642,7 @@ class Simulation:
             self._fronts[arch] = front
         return front
 
-    def _slots(self, arch: str, enough: int = 32, most: int = 48) -> list[tuple[float, float]]:
+    def _slots(self, arch: str, enough: int = 96, most: int = 96) -> list[tuple[float, float]]:
         """(speed, when it is free) of each slot of the arch's fastest builders: fastest first
         until `enough` slots are free now (a slower host's slots do not end a task sooner
         than those) or `most` builders are listed."""
@@ -652,6 +674,8 @@ class Simulation:
                 else [(s, f) for s, f, _ in self._front(task.arch)],
                 pad=w.pad,
                 pro_rata=w.pro_rata,
+                work_pad=w.work_pad,
+                heavy_share=w.heavy_share,
             )
             self._outlooks[task.arch] = found
         return found
@@ -778,6 +802,8 @@ def orderings(
     rng: random.Random,
     noise: float,
     pad: float = PAD,
+    work_pad: float | None = WORK_PAD,
+    heavy_share: float | None = HEAVY_SHARE,
 ) -> dict[str, Ordering]:
     """The orderings compared, from durations as the dispatcher would estimate them (a
     package's previous build times, off by a log-normal error). The first is the default."""
@@ -787,10 +813,22 @@ def orderings(
     exact = [(99, r) for r in path]
     horizon = max(lower_bounds(packages, builders, estimates).values())
     fastest = fastest_speeds(builders)
-    weights = Weights(estimates, path, fastest, horizon, pad=pad, pro_rata=True, slots=True)
+    weights = Weights(
+        estimates,
+        path,
+        fastest,
+        horizon,
+        pad=pad,
+        pro_rata=True,
+        slots=True,
+        work_pad=work_pad,
+        heavy_share=heavy_share or None,
+    )
+    before = Weights(estimates, path, fastest, horizon, pad=pad, pro_rata=True, slots=True)
     greedy = Weights(estimates, path, fastest, horizon)
     return {
         "policy": Ordering(exact, weights),
+        "policy-uniform": Ordering(exact, before),
         "policy-greedy": Ordering(exact, greedy),
         "fifo": Ordering([(MASS_PRIORITY,) for _ in packages]),
         "cp-priority": Ordering([(to_priority(r, longest),) for r in path]),
@@ -914,7 +952,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--orderings",
-        default="policy,policy-greedy,fifo,cp-priority,cp-exact",
+        default="policy,policy-uniform,policy-greedy,fifo,cp-priority,cp-exact",
         help="comma-separated orderings to run (policy is the real one)",
     )
     parser.add_argument(
@@ -922,6 +960,18 @@ def main() -> None:
         type=float,
         default=PAD,
         help="the policy's matching.Outlook.pad (estimated paths count as this much longer)",
+    )
+    parser.add_argument(
+        "--work-pad",
+        type=float,
+        default=WORK_PAD,
+        help="the policy's matching.Outlook.work_pad (a task's own work counts this much longer)",
+    )
+    parser.add_argument(
+        "--heavy-share",
+        type=float,
+        default=HEAVY_SHARE,
+        help="the policy's matching.Outlook.heavy_share (0: off)",
     )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument(
@@ -959,7 +1009,9 @@ def main() -> None:
         f" work/capacity {bounds['work_capacity'] / 60:.2f} h -> {lb / 60:.2f} h;"
         f" per-arch {bounds['per_arch'] / 60:.2f} h -> {lb_arch / 60:.2f} h"
     )
-    keys = orderings(packages, builders, rng, args.estimate_noise, args.pad)
+    keys = orderings(
+        packages, builders, rng, args.estimate_noise, args.pad, args.work_pad, args.heavy_share
+    )
     print(
         f"{'ordering':12} {'makespan h':>10} {'/ LB':>6} {'/ arch LB':>9} {'util':>6}"
         f" {'declined':>8} {'sim s':>6}"

@@ -236,7 +236,9 @@ async def declining_for(
     if not weighted:
         return None
     arches = sorted({t.arch for t in weighted})
-    outlooks, hosts = await store.outlooks(ctx.conn, arches, OUTLOOK_HOSTS)
+    conf = ctx.config.dispatcher
+    heavy = conf.heavy_share if conf.heavy_share > 0 else None
+    outlooks, hosts = await store.outlooks(ctx.conn, arches, OUTLOOK_HOSTS, conf.work_pad, heavy)
     ages = await store.declined_for(ctx.conn, [t.task_id for t in weighted])
     return critical.Declining(outlooks, ages, ctx.config.dispatcher.decline_max_seconds, hosts)
 
@@ -423,6 +425,20 @@ def lease_message(row: Any) -> TaskLeasedV1:
 
 
 async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
+    await task_verified(msg, ctx)
+    await pull_freed(ctx, msg.body["host"])
+
+
+async def pull_freed(ctx: Context, host: str) -> list[int]:
+    """A lease of `host` ended (its result verified): the slot it held is free by the
+    dispatcher's count now. The host's own status saying so came first (its build ended
+    before the verdict: the lease, still open then, kept the slot) and its next one is a
+    heartbeat away, so it pulls now: a task left for it (matching.declines) starts at once,
+    as the mass-rebuild simulation assumes. Only this host, if online with a slot free."""
+    return await schedule_host(ctx, host)
+
+
+async def task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
     if msg.body["status"] == "failed":
         await verified_failure(msg, ctx)
         return

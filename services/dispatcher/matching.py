@@ -28,6 +28,9 @@ earlier (declines()): the task's path, not the host's idle slot, decides the bat
 Whether it is critical (critical_path_ends) may pad the estimates for their error and share
 the slack along the path (Outlook.pad, pro_rata); a pull's declined tasks each count on a
 different faster slot (declines' `ahead`), so slow hosts do not all wait for one fast slot.
+The task's own work may count at an upper quantile of its estimate (Outlook.work_pad: a lease
+commits its error), and a heavy task may be left to a faster host even with slack
+(Outlook.heavy_share: the deadline is an estimate too).
 """
 
 from __future__ import annotations
@@ -191,6 +194,24 @@ class Outlook:
     pad: float = 1.0
     # Slack shared along the path (critical_path_ends): each link may use only its share.
     pro_rata: bool = False
+    # The task's own work counts this many times its estimate (None: `pad`, as the rest of
+    # its path). Its error is what a lease commits: once a giant runs on a slow host, an
+    # underestimate there ends the batch late, while the links after it are judged again
+    # when they are ready (with what is known then). So the own work takes an upper
+    # quantile of its error, the rest of the path only `pad`.
+    work_pad: float | None = None
+    # A heavy task (its padded work here at least this share of the time left to the
+    # deadline) is left to a faster host as a critical one is, even with slack (None:
+    # never). The deadline is itself an estimate, and the longest of many noisy paths
+    # overstates it, so a giant's slack may be none; while the queue is long, the slower
+    # host takes the next task instead, which loses little there.
+    heavy_share: float | None = None
+
+
+def padded_work(task: TaskView, outlook: Outlook) -> float:
+    """The task's own estimated work as the rules weigh it: times outlook.work_pad (or pad)."""
+    assert task.work is not None
+    return (outlook.pad if outlook.work_pad is None else outlook.work_pad) * task.work
 
 
 def critical_path_ends(host: HostView, task: TaskView, outlook: Outlook) -> float:
@@ -202,17 +223,27 @@ def critical_path_ends(host: HostView, task: TaskView, outlook: Outlook) -> floa
     Pro rata (outlook.pro_rata): the whole path at this host's pace, so a link may take a
     slower host only in proportion to its share of the path."""
     assert task.path is not None and task.work is not None
-    path, work = outlook.pad * task.path, outlook.pad * task.work
+    work = padded_work(task, outlook)
+    path = work + outlook.pad * max(0.0, task.path - task.work)
     if outlook.pro_rata:
         return outlook.now + path / host.speed
     return outlook.now + work / host.speed + max(0.0, path - work) / outlook.fastest
 
 
+def heavy(host: HostView, task: TaskView, outlook: Outlook) -> bool:
+    """Whether `task`'s padded work on `host` is at least outlook.heavy_share of the time
+    left to the deadline (never without a share)."""
+    if outlook.heavy_share is None:
+        return False
+    left = max(0.0, outlook.deadline - outlook.now)
+    return padded_work(task, outlook) / host.speed >= outlook.heavy_share * left
+
+
 def declines(host: HostView, task: TaskView, outlook: Outlook, ahead: int = 0) -> bool:
     """Whether `host` leaves `task` to a faster host: the task is critical (its path would
-    end after the deadline: critical_path_ends) and a faster host, once free, would end it
-    earlier than this one. A task without a critical-path weight, or one with slack, is never
-    declined: an idle slot helps only if the path allows it.
+    end after the deadline: critical_path_ends) or heavy here (heavy()), and a faster host,
+    once free, would end it earlier than this one. A task without a critical-path weight, or
+    a light one with slack, is never declined: an idle slot helps only if the path allows it.
 
     `ahead`: how many critical tasks this pull already left to faster hosts (those before
     this one in priority order). They take the faster slots that free soonest, so this task
@@ -221,7 +252,8 @@ def declines(host: HostView, task: TaskView, outlook: Outlook, ahead: int = 0) -
     if task.path is None or task.work is None or host.speed <= 0:
         return False
     here = outlook.now + task.work / host.speed
-    if critical_path_ends(host, task, outlook) <= outlook.deadline:
+    critical = critical_path_ends(host, task, outlook) > outlook.deadline
+    if not critical and not heavy(host, task, outlook):
         return False
     slots = sorted(
         (max(free_at, outlook.now), speed)

@@ -362,13 +362,18 @@ CROSS JOIN LATERAL (SELECT * FROM hosts
 
 
 async def outlooks(
-    conn: asyncpg.Connection, arches: Sequence[str], hosts: int
+    conn: asyncpg.Connection,
+    arches: Sequence[str],
+    hosts: int,
+    work_pad: float | None = None,
+    heavy_share: float | None = None,
 ) -> tuple[dict[str, Outlook], dict[str, list[HostView]]]:
     """What matching.declines weighs, per arch, in one statement: the fastest of the arch's
     online hosts (the `hosts` fastest looked at), when each has a slot free, and a deadline:
     now plus the longest path among its queued tasks at the fastest speed (the batch's lower
     bound as far as the queue shows it). Beside each outlook, its hosts in the order of its
-    `faster` entries (a task waits only for a host that may build it)."""
+    `faster` entries (a task waits only for a host that may build it). `work_pad`,
+    `heavy_share`: matching.Outlook's ([dispatcher] work_pad, heavy_share)."""
     rows = await conn.fetch(_OUTLOOK, list(arches), hosts, NEUTRAL_SPEED)
     by_arch: dict[str, list[Any]] = {}
     for r in rows:
@@ -387,6 +392,8 @@ async def outlooks(
             fastest=fastest,
             pad=ESTIMATE_PAD,
             pro_rata=True,
+            work_pad=work_pad,
+            heavy_share=heavy_share,
             faster=[
                 (view.speed, now if r["free_at"] is None else float(r["free_at"]))
                 for view, r in zip(of_views, of_arch, strict=True)

@@ -696,13 +696,13 @@ async def test_a_host_gets_no_more_leases_than_it_enrolled_slots(runtime, sent) 
     again = status("greedy", trust="untrusted", owner="mallory", free_slots=1024, max_slots=2)
     assert await new_messages(runtime, sent, again) == []
     assert await free_now(runtime, "greedy") == 0
-    # Once its result is verified the host is done with that build: the slot is free again.
-    await SERVICE.handle(runtime, verified(leases[0]))
-    assert await free_now(runtime, "greedy") == 1
-    later = status("greedy", trust="untrusted", owner="mallory", free_slots=1024, max_slots=2)
-    [new] = await new_messages(runtime, sent, later)
-    assert (type(new), new.body["host"]) == (TaskLeasedV1, "greedy")
+    # Once its result is verified the host is done with that build: the slot is free again,
+    # and the host pulls at once (handlers.pull_freed), one task for the one slot.
+    [new] = of_type(await new_messages(runtime, sent, verified(leases[0])), TaskLeasedV1)
+    assert new.body["host"] == "greedy"
     assert await free_now(runtime, "greedy") == 0
+    later = status("greedy", trust="untrusted", owner="mallory", free_slots=1024, max_slots=2)
+    assert await new_messages(runtime, sent, later) == []
     assert len([t for t in await task_rows(runtime) if t["state"] == "queued"]) == 2
 
 
@@ -712,11 +712,12 @@ async def test_a_finished_lease_gives_its_slot_back(runtime, sent) -> None:
     first, second = of_type(
         await new_messages(runtime, sent, status(free_slots=2, max_slots=2)), TaskLeasedV1
     )
-    await SERVICE.handle(runtime, verified(first))
-    await SERVICE.handle(runtime, stored(first))
-    # The host reports one build running and one slot free: the third task goes there.
-    [third] = await new_messages(runtime, sent, status(free_slots=1, running=1, max_slots=2))
+    # The verdict frees the slot: the host pulls at once (handlers.pull_freed), the third task.
+    [third] = of_type(await new_messages(runtime, sent, verified(first)), TaskLeasedV1)
     assert third.body["task_id"] not in (first.body["task_id"], second.body["task_id"])
+    await SERVICE.handle(runtime, stored(first))
+    # The host then reports one build running and one slot free: that slot is the third's.
+    assert await new_messages(runtime, sent, status(free_slots=1, running=1, max_slots=2)) == []
 
 
 async def test_a_status_from_an_older_registry_means_one_slot(runtime, sent) -> None:

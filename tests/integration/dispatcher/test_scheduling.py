@@ -76,20 +76,13 @@ async def test_one_owner_with_500_queued_does_not_starve_another_owners_one(
     assert of_type(await new_messages(runtime, sent, request(owner="bob")), TaskLeasedV1) == []
     [bobs] = [t for t in await task_rows(runtime) if t["owner"] == "bob"]
     assert await queue_reasons(client, bobs["build_id"]) == {"noarch": "all 1 eligible hosts busy"}
-    # One of alice's builds ends: the one free slot goes to bob, not to alice's 498 others.
-    await SERVICE.handle(runtime, verified(first[0]))
-    [lease] = of_type(
-        await new_messages(runtime, sent, status("core-1", free_slots=1, running=1, max_slots=2)),
-        TaskLeasedV1,
-    )
+    # One of alice's builds ends: the verdict frees its slot and the host pulls at once
+    # (handlers.pull_freed): the slot goes to bob, not to alice's 498 others.
+    [lease] = of_type(await new_messages(runtime, sent, verified(first[0])), TaskLeasedV1)
     assert (lease.body["owner"], lease.body["task_id"]) == ("bob", bobs["id"])
     assert await queue_reasons(client, bobs["build_id"]) == {}
     # The next free slot is alice's again (bob has nothing queued).
-    await SERVICE.handle(runtime, verified(first[1]))
-    [lease] = of_type(
-        await new_messages(runtime, sent, status("core-1", free_slots=1, running=1, max_slots=2)),
-        TaskLeasedV1,
-    )
+    [lease] = of_type(await new_messages(runtime, sent, verified(first[1])), TaskLeasedV1)
     assert lease.body["owner"] == "alice"
 
 
