@@ -284,7 +284,7 @@ async def lock_host(conn: asyncpg.Connection, host: str) -> HostView | None:
 
 
 async def any_queued(conn: asyncpg.Connection) -> bool:
-    """Whether any task waits for a host (one probe of tasks_queued_owner)."""
+    """Whether any task waits for a host (one probe of tasks_queued_owner_path)."""
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued')"))
 
 
@@ -464,11 +464,12 @@ async def pull_candidates(
     """Queued tasks `host` may build by arch and release: the first `per_owner` (or, for
     hosts pulling together, `spread` shared among the owners probed, up to `per_owner_cap`)
     of each of the `owners` least-used owners with queued tasks in the best class (a loose
-    index scan finds the owners waiting, then one probe each, all on tasks_queued_owner:
+    index scan finds the owners waiting, then one probe each, all on tasks_queued_owner_path:
     work grows with the owners waiting and the free slots, not with the queued tasks),
     locked (skipping those another transaction holds); in order of class, owner's usage,
-    priority, age. Usage counts the charges `pending` (by owner) that the caller's
-    transaction has yet to write. Also returns the stored usage key (without `pending`) of
+    priority, critical path (the longest first, none last: matching.TaskView.path), age.
+    Usage counts the charges `pending` (by owner) that the caller's transaction has yet to
+    write. Also returns the stored usage key (without `pending`) of
     each owner of a candidate that has one. The rest of the matching (trust, exclusions) and
     the fair share among owners is the caller's (matching, fairshare)."""
     rows = await conn.fetch(
@@ -489,10 +490,11 @@ async def pull_candidates(
         f" CROSS JOIN LATERAL (SELECT {TASK_COLUMNS} FROM tasks t"
         "   WHERE t.state = 'queued' AND t.class = o.class AND t.owner = o.owner"
         "   AND t.arch = ANY($1::text[]) AND (t.release IS NULL OR t.release = ANY($2::text[]))"
-        "   ORDER BY t.priority DESC, t.id"
+        "   ORDER BY t.priority DESC, t.path DESC NULLS LAST, t.id"
         "   LIMIT LEAST($8, GREATEST($3, ceil($9::float8 / o.n)))::int"
         "   FOR UPDATE OF t SKIP LOCKED) c"
-        " ORDER BY o.class, o.usage_key NULLS FIRST, o.owner, c.priority DESC, c.id LIMIT $4",
+        " ORDER BY o.class, o.usage_key NULLS FIRST, o.owner, c.priority DESC,"
+        " c.path DESC NULLS LAST, c.id LIMIT $4",
         list(host.arches),
         list(host.releases),
         per_owner,

@@ -217,3 +217,32 @@ async def test_a_core_host_never_declines_an_official_builds_own_lease(
     await SERVICE.handle(runtime, rated("slow", 0.9, 1.0, free_slots=1))
     [lease] = of_type(await new_messages(runtime, sent, build_of("skyline-long-1-1")), TaskLeasedV1)
     assert lease.body["host"] == "slow"
+
+
+async def test_within_a_priority_the_longer_path_is_leased_first(runtime: Runtime, sent) -> None:
+    """One owner's queue: priority first, then the longest critical path, then a task
+    without one (no history), each pull taking the best left (pull_candidates' order)."""
+    for package, seconds in (("skyline-short", 10.0), ("skyline-long", 300.0)):
+        await history(runtime, package, seconds)
+    nvrs = ["skyline-none-1-1", "skyline-short-1-1", "skyline-long-1-1", "skyline-urgent-1-1"]
+    await history(runtime, "skyline-urgent", 5.0)
+    for nvr in nvrs:  # queued while no host is online, in this (id) order
+        priority = 200 if nvr.startswith("skyline-urgent") else 150
+        assert (
+            of_type(
+                await new_messages(runtime, sent, build_of(nvr, priority=priority)), TaskLeasedV1
+            )
+            == []
+        )
+    leased = []
+    for n in range(len(nvrs)):
+        [lease] = of_type(
+            await new_messages(runtime, sent, rated(f"host-{n}", 0.5, 1.0, free_slots=1)),
+            TaskLeasedV1,
+        )
+        leased.append(lease.body["task_id"])
+    ids = {nvr: (await task_of(runtime, nvr))["id"] for nvr in nvrs}
+    assert leased == [
+        ids[n]
+        for n in ("skyline-urgent-1-1", "skyline-long-1-1", "skyline-short-1-1", "skyline-none-1-1")
+    ]
