@@ -5,3 +5,6 @@
 CREATE INDEX tasks_queued_owner_path
     ON tasks (class, owner, priority DESC, path DESC NULLS LAST, id) WHERE state = 'queued';
 DROP INDEX IF EXISTS tasks_queued_owner;
+-- The batch's expected end reads the leased tasks of the longest critical paths
+-- (store.batch_end): a walk of this index, not of every leased task.
+CREATE INDEX tasks_leased_path ON tasks (path DESC) WHERE state = 'leased' AND path IS NOT NULL;
