@@ -104,8 +104,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from services.common.config import DispatcherConfig
-from services.dispatcher import arches, fairshare, matching
+from services.common.config import BuilderConfig, DispatcherConfig
+from services.dispatcher import arches, fairshare, handlers, matching
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/fedora-specs-2025-02.jsonl.gz"
 TAG_ARCHES = ("x86_64", "aarch64", "ppc64le", "s390x")
@@ -117,6 +117,14 @@ PAD = matching.ESTIMATE_PAD  # the live dispatcher's, as every rule here
 # matching.Outlook.work_pad and heavy_share: the live dispatcher's defaults ([dispatcher]).
 WORK_PAD = DispatcherConfig().work_pad
 HEAVY_SHARE = DispatcherConfig().heavy_share
+# After this long declined, any host takes a task ([dispatcher] decline_max_seconds), minutes.
+DECLINE_MAX = DispatcherConfig().decline_max_seconds / 60
+# A host with a free slot pulls at each heartbeat ([builder] heartbeat_seconds), minutes.
+HEARTBEAT = BuilderConfig().heartbeat_seconds / 60
+# A lease's length, minutes: the outlook counts an overdue lease's slot until its expiry
+# (heartbeats do not renew it). [dispatcher] lease_seconds is 1 h by default, but a farm that
+# builds chromium (8 h here) must lease for longer, or its sweep requeues the giants: 12 h.
+LEASE = 12 * 60.0
 # Fedora's arch macros (redhat-rpm-config, early 2025), restricted to what matters here.
 ARCH_MACROS = {
     "%{ix86}": ("i686",),
@@ -468,6 +476,13 @@ class Weights:
     # critical tasks it left already (matching.declines' `ahead`); else one entry per builder
     # that no faster one beats, and no count (the policy before these rules).
     slots: bool = False
+    # As the live dispatcher: its outlook (matching.build_outlook from the OUTLOOK_HOSTS
+    # fastest builders, leases' estimated ends, the batch's expected end), the decline bound,
+    # the pull's depth (handlers.pull_many) and heartbeats of hosts with a free slot.
+    live: bool = False
+    lease: float = LEASE
+    decline_max: float = DECLINE_MAX
+    heartbeat: float = HEARTBEAT
 
 
 @dataclasses.dataclass
@@ -540,6 +555,12 @@ class Simulation:
         # tasks done (popped lazily).
         self.running: list[tuple[float, int]] = []
         self.done: set[int] = set()
+        # Live: each builder's open leases (leased at, estimated work, task), when each task
+        # was first declined, and the running tasks by the rest of their path at their arch's
+        # fastest pace (an overdue one's path counts from now: matching.batch_end).
+        self.open: dict[str, list[tuple[float, float, int]]] = {b.view.host: [] for b in builders}
+        self.declined_at: dict[int, float] = {}
+        self.rests: list[tuple[float, int]] = []
         for b in builders:
             self._mark_free(b)
 
@@ -573,19 +594,27 @@ class Simulation:
         host = b.view
         if host.free_slots <= 0:
             return []
-        # The real pull's candidate count; with declines it looks deeper (it leaves some).
-        extra = 4 if self.weights is None else 32
-        pulled = self.candidates(host, min(200, host.free_slots + extra))
+        live = self.weights is not None and self.weights.live
+        # The real pull's candidate count (one owner's: handlers.pull_many's per_owner); the
+        # policy before looked deeper with declines (it leaves some).
+        extra = 4 if self.weights is None or live else 32
+        pulled = self.candidates(host, min(handlers.PULL_LIMIT, host.free_slots + extra))
         eligible = [t for t in pulled if matching.can_build(host, t)]
         declined: list[matching.TaskView] = []
         if self.weights is not None:
+            if live:  # each pull reads the outlook anew (store.outlooks in its transaction)
+                self._outlooks_at = -1.0
             kept = []
             ahead: dict[str, int] = {}  # per arch, critical tasks this pull left already
             for t in eligible:
                 queued_ahead = ahead.get(t.arch, 0) if self.weights.slots else 0
-                if matching.declines(host, t, self.outlook(t), queued_ahead):
+                since = self.declined_at.get(t.task_id)
+                if live and since is not None and self.now - since >= self.weights.decline_max:
+                    kept.append(t)  # critical.decline_expired: any host takes it now
+                elif matching.declines(host, t, self.outlook(t), queued_ahead):
                     declined.append(t)
                     ahead[t.arch] = ahead.get(t.arch, 0) + 1
+                    self.declined_at.setdefault(t.task_id, self.now)
                 else:
                     kept.append(t)
             eligible = kept
@@ -607,7 +636,8 @@ class Simulation:
         # A declined task whose faster host is free now need not wait for that host's next
         # heartbeat: that host pulls at once (as handlers.schedule_tasks would make it, the
         # fastest free host first for a critical task: matching.preference).
-        if declined and depth == 0:  # once: that host's own pull does not ask again
+        # (Live: no such push; that host pulls at its next heartbeat.)
+        if declined and depth == 0 and not live:  # once: that host's own pull does not ask again
             free_now = [
                 n
                 for t in declined
@@ -664,6 +694,29 @@ class Simulation:
         if self._outlooks_at != self.now:
             self._outlooks, self._outlooks_at = {}, self.now
         found = self._outlooks.get(task.arch)
+        if found is None and w.live:
+            built = matching.build_outlook(
+                self.now,
+                [
+                    matching.HostSlots(
+                        b.speed,
+                        b.view.free_slots,
+                        [
+                            matching.lease_frees_at(self.now, at, work, b.speed, at + w.lease)
+                            for at, work, _ in self.open[b.view.host]
+                        ],
+                    )
+                    for b in self.by_speed[task.arch][: handlers.OUTLOOK_HOSTS]
+                ],
+                self._deadline(w),
+                pad=w.pad,
+                pro_rata=w.pro_rata,
+                work_pad=w.work_pad,
+                heavy_share=w.heavy_share,
+            )
+            assert built is not None
+            found = built[0]
+            self._outlooks[task.arch] = found
         if found is None:
             found = matching.Outlook(
                 now=self.now,
@@ -683,8 +736,26 @@ class Simulation:
     def _deadline(self, w: Weights) -> float:
         """The estimated lower bound, or once behind it, now plus the longest remaining path
         of a queued task at the fastest hosts (the batch cannot end sooner)."""
-        if self._deadline_at[0] == self.now:
+        if self._deadline_at[0] == self.now and not w.live:
             return self._deadline_at[1]
+        if w.live:
+            # matching.batch_end over every arch's queue head (the longest path: the store's
+            # order) and every running task (the live one reads the BATCH_END_RUNNING of the
+            # longest paths, among which the latest end almost always is).
+            queued = []
+            for arch, queue in self.queues.items():
+                if queue:
+                    i, _ = self.tasks[queue[0][1]]
+                    queued.append((w.rank[i], w.fastest[arch]))
+            for heap in (self.running, self.rests):
+                while heap and heap[0][1] in self.done:
+                    heapq.heappop(heap)
+            # max over running of max(end, now) + rest: the latest end with its rest, or now
+            # plus the longest rest (an overdue task's).
+            running = [(-self.running[0][0], 0.0, 1.0)] if self.running else []
+            if self.rests:
+                running.append((self.now, -self.rests[0][0], 1.0))
+            return matching.batch_end(self.now, queued, running)
         behind = 0.0
         for arch, queue in self.queues.items():
             if queue:
@@ -752,9 +823,11 @@ class Simulation:
                 self.ends[host].append(now + duration)
                 if self.weights is not None:
                     w, arch = self.weights, self.tasks[task.task_id][1]
-                    ends = now + w.estimates[i] / self.builders[host].speed
-                    ends += (w.rank[i] - w.estimates[i]) / w.fastest[arch]
+                    self.open[host].append((now, w.estimates[i], task.task_id))
+                    rest = (w.rank[i] - w.estimates[i]) / w.fastest[arch]
+                    ends = now + w.estimates[i] / self.builders[host].speed + rest
                     heapq.heappush(self.running, (-ends, task.task_id))
+                    heapq.heappush(self.rests, (-rest, task.task_id))
                 heapq.heappush(events, (now + duration, task.task_id, host))
 
         def release(i: int) -> list[int]:
@@ -765,10 +838,22 @@ class Simulation:
 
         ready = [tid for i, w in enumerate(waiting) if w == 0 for tid in release(i)]
         start(self.schedule_tasks(ready))
+        live = self.weights is not None and self.weights.live
+        tick = self.weights.heartbeat if live and self.weights is not None else math.inf
         while events:
+            if tick < events[0][0]:
+                # A heartbeat: every host with a free slot pulls (all at once here).
+                now = self.now = tick
+                tick += self.weights.heartbeat if self.weights is not None else math.inf
+                if any(self.queues.values()):
+                    for name in sorted(set().union(*self.free.values())):
+                        start(self.schedule_host(name))
+                continue
             now, tid, host = heapq.heappop(events)
             self.now = now
             self.ends[host].remove(now)
+            if self.weights is not None:
+                self.open[host] = [o for o in self.open[host] if o[2] != tid]
             self.done.add(tid)
             i, _ = self.tasks[tid]
             new: list[int] = []
@@ -810,7 +895,9 @@ def orderings(
     estimates = [p.work * math.exp(rng.gauss(0, noise)) for p in packages]
     path = remaining_path(packages, estimates)
     longest = max(path, default=0.0)
-    exact = [(99, r) for r in path]
+    # The store's order (store.pull_candidates): priority (a mass rebuild's, one for all),
+    # then the longest path, then the id (the heap's tie-break: the task id).
+    exact = [(MASS_PRIORITY, r) for r in path]
     horizon = max(lower_bounds(packages, builders, estimates).values())
     fastest = fastest_speeds(builders)
     weights = Weights(
@@ -824,10 +911,12 @@ def orderings(
         work_pad=work_pad,
         heavy_share=heavy_share or None,
     )
+    live = dataclasses.replace(weights, live=True)
     before = Weights(estimates, path, fastest, horizon, pad=pad, pro_rata=True, slots=True)
     greedy = Weights(estimates, path, fastest, horizon)
     return {
-        "policy": Ordering(exact, weights),
+        "policy": Ordering(exact, live),
+        "policy-sim": Ordering(exact, weights),
         "policy-uniform": Ordering(exact, before),
         "policy-greedy": Ordering(exact, greedy),
         "fifo": Ordering([(MASS_PRIORITY,) for _ in packages]),
@@ -952,7 +1041,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--orderings",
-        default="policy,policy-uniform,policy-greedy,fifo,cp-priority,cp-exact",
+        default="policy,policy-sim,policy-uniform,policy-greedy,fifo,cp-priority,cp-exact",
         help="comma-separated orderings to run (policy is the real one)",
     )
     parser.add_argument(
