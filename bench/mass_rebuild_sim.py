@@ -483,6 +483,8 @@ class Weights:
     lease: float = LEASE
     decline_max: float = DECLINE_MAX
     heartbeat: float = HEARTBEAT
+    pull_extra: int = 4  # candidates beyond the free slots a pull reads (one owner's)
+    late_pad: float = 1.0  # matching.lease_frees_at's
 
 
 @dataclasses.dataclass
@@ -597,7 +599,7 @@ class Simulation:
         live = self.weights is not None and self.weights.live
         # The real pull's candidate count (one owner's: handlers.pull_many's per_owner); the
         # policy before looked deeper with declines (it leaves some).
-        extra = 4 if self.weights is None or live else 32
+        extra = 4 if self.weights is None else self.weights.pull_extra if live else 32
         pulled = self.candidates(host, min(handlers.PULL_LIMIT, host.free_slots + extra))
         eligible = [t for t in pulled if matching.can_build(host, t)]
         declined: list[matching.TaskView] = []
@@ -611,7 +613,14 @@ class Simulation:
                 since = self.declined_at.get(t.task_id)
                 if live and since is not None and self.now - since >= self.weights.decline_max:
                     kept.append(t)  # critical.decline_expired: any host takes it now
-                elif matching.declines(host, t, self.outlook(t), queued_ahead):
+                elif matching.declines(
+                    host,
+                    t,
+                    self.outlook(t),
+                    queued_ahead,
+                    # critical.Declining.leaves: a slot free only after the bound is no use.
+                    None if not live else (since or self.now) + self.weights.decline_max,
+                ):
                     declined.append(t)
                     ahead[t.arch] = ahead.get(t.arch, 0) + 1
                     self.declined_at.setdefault(t.task_id, self.now)
@@ -702,7 +711,9 @@ class Simulation:
                         b.speed,
                         b.view.free_slots,
                         [
-                            matching.lease_frees_at(self.now, at, work, b.speed, at + w.lease)
+                            matching.lease_frees_at(
+                                self.now, at, work, b.speed, at + w.lease, late_pad=w.late_pad
+                            )
                             for at, work, _ in self.open[b.view.host]
                         ],
                     )
@@ -889,6 +900,9 @@ def orderings(
     pad: float = PAD,
     work_pad: float | None = WORK_PAD,
     heavy_share: float | None = HEAVY_SHARE,
+    decline_max: float = DECLINE_MAX,
+    pull_extra: int = 4,
+    late_pad: float = 1.0,
 ) -> dict[str, Ordering]:
     """The orderings compared, from durations as the dispatcher would estimate them (a
     package's previous build times, off by a log-normal error). The first is the default."""
@@ -911,7 +925,9 @@ def orderings(
         work_pad=work_pad,
         heavy_share=heavy_share or None,
     )
-    live = dataclasses.replace(weights, live=True)
+    live = dataclasses.replace(
+        weights, live=True, decline_max=decline_max, pull_extra=pull_extra, late_pad=late_pad
+    )
     before = Weights(estimates, path, fastest, horizon, pad=pad, pro_rata=True, slots=True)
     greedy = Weights(estimates, path, fastest, horizon)
     return {
@@ -1062,6 +1078,25 @@ def main() -> None:
         default=HEAVY_SHARE,
         help="the policy's matching.Outlook.heavy_share (0: off)",
     )
+    parser.add_argument(
+        "--decline-max",
+        type=float,
+        default=DECLINE_MAX,
+        help="the policy's decline bound, minutes ([dispatcher] decline_max_seconds / 60)",
+    )
+    parser.add_argument(
+        "--pull-extra",
+        type=int,
+        default=4,
+        help="the policy's candidates beyond the free slots a pull reads (the live one's: 4)",
+    )
+    parser.add_argument(
+        "--late-pad",
+        type=float,
+        default=1.0,
+        help="the policy's matching.lease_frees_at late_pad (a late lease frees by this times"
+        " its estimate, else at its expiry)",
+    )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument(
         "--explain",
@@ -1099,7 +1134,16 @@ def main() -> None:
         f" per-arch {bounds['per_arch'] / 60:.2f} h -> {lb_arch / 60:.2f} h"
     )
     keys = orderings(
-        packages, builders, rng, args.estimate_noise, args.pad, args.work_pad, args.heavy_share
+        packages,
+        builders,
+        rng,
+        args.estimate_noise,
+        args.pad,
+        args.work_pad,
+        args.heavy_share,
+        args.decline_max,
+        args.pull_extra,
+        args.late_pad,
     )
     print(
         f"{'ordering':12} {'makespan h':>10} {'/ LB':>6} {'/ arch LB':>9} {'util':>6}"

@@ -129,12 +129,13 @@ class Declining:
         `core_only`: only to a faster core host (a core host's claim: matching.core_claims,
         whose result is accepted alone, is left only to a host whose result is too)."""
         outlook = self.outlooks.get(task.arch)
-        if outlook is None or decline_expired(
-            self.declined_for.get(task.task_id), self.max_seconds
-        ):
+        since = self.declined_for.get(task.task_id)
+        if outlook is None or decline_expired(since, self.max_seconds):
             return False
         outlook = for_task(outlook, self.hosts.get(task.arch), task, core_only)
-        if not declines(host, task, outlook, self.ahead.get(task.arch, 0)):
+        # Only a slot free before the bound runs out is worth the wait.
+        until = outlook.now + self.max_seconds - (since or 0.0)
+        if not declines(host, task, outlook, self.ahead.get(task.arch, 0), until):
             return False
         self.ahead[task.arch] = self.ahead.get(task.arch, 0) + 1
         self.reasons[task.task_id] = waiting_reason(*awaited(host, task, outlook))

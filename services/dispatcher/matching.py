@@ -225,6 +225,7 @@ def lease_frees_at(
     speed: float,
     expires_at: float,
     finished: bool = False,
+    late_pad: float = 1.0,
 ) -> float:
     """When an open lease is expected to free its host's slot: now if its host reported the
     build done (the verdict frees it); else its estimated end (leased_at + the task's work at
@@ -236,6 +237,8 @@ def lease_frees_at(
     if work is None or speed <= 0:
         return expires_at
     ends = leased_at + work / speed
+    if ends <= now:  # late, but within the estimates' error (late_pad times the estimate)?
+        ends = leased_at + late_pad * work / speed
     return min(ends, expires_at) if ends > now else expires_at
 
 
@@ -328,7 +331,9 @@ def heavy(host: HostView, task: TaskView, outlook: Outlook) -> bool:
     return padded_work(task, outlook) / host.speed >= outlook.heavy_share * left
 
 
-def declines(host: HostView, task: TaskView, outlook: Outlook, ahead: int = 0) -> bool:
+def declines(
+    host: HostView, task: TaskView, outlook: Outlook, ahead: int = 0, until: float | None = None
+) -> bool:
     """Whether `host` leaves `task` to a faster host: the task is critical (its path would
     end after the deadline: critical_path_ends) or heavy here (heavy()), and a faster host,
     once free, would end it earlier than this one. A task without a critical-path weight, or
@@ -337,7 +342,11 @@ def declines(host: HostView, task: TaskView, outlook: Outlook, ahead: int = 0) -
     `ahead`: how many critical tasks this pull already left to faster hosts (those before
     this one in priority order). They take the faster slots that free soonest, so this task
     counts only on the ones after them: several slow hosts, or one pull's several tasks, do
-    not all wait for the same fast slot while their own slots idle."""
+    not all wait for the same fast slot while their own slots idle.
+
+    `until`: when the task's decline bound runs out (critical.decline_expired): a faster slot
+    that frees only after it is not waited for, as the task would go to whichever host pulls
+    then, however slow, having waited in vain."""
     if task.path is None or task.work is None or host.speed <= 0:
         return False
     here = outlook.now + task.work / host.speed
@@ -347,7 +356,7 @@ def declines(host: HostView, task: TaskView, outlook: Outlook, ahead: int = 0) -
     slots = sorted(
         (max(free_at, outlook.now), speed)
         for speed, free_at in outlook.faster
-        if speed > host.speed
+        if speed > host.speed and (until is None or free_at < until)
     )
     return any(free_at + task.work / speed < here for free_at, speed in slots[ahead:])
 

@@ -34,3 +34,14 @@ def test_the_batch_end_is_the_latest_queued_or_running_path_over_every_arch() ->
     assert matching.batch_end(100.0, [(300.0, 2.0)], [(400.0, 100.0, 1.0)]) == 500.0
     assert matching.batch_end(100.0, [], [(5.0, 50.0, 1.0)]) == 150.0
     assert matching.batch_end(100.0, []) == 100.0
+
+
+def test_a_faster_slot_free_only_after_the_decline_bound_is_not_waited_for() -> None:
+    slow = matching.HostView("slow", "core", frozenset({"x86_64"}), frozenset(), 1, speed=1.0)
+    task = matching.TaskView(1, "x86_64", None, False, work=400.0, path=400.0)
+    # A host twice as fast frees in 72 s: it would end the task 128 s sooner.
+    outlook = matching.Outlook(now=0.0, deadline=100.0, fastest=2.0, faster=[(2.0, 72.0)])
+    assert matching.declines(slow, task, outlook)
+    # The task's decline bound runs out in 60 s: waiting would be in vain.
+    assert not matching.declines(slow, task, outlook, until=60.0)
+    assert matching.declines(slow, task, outlook, until=73.0)
