@@ -29,14 +29,32 @@ one's), all builds belong to one owner (releng) at mass-rebuild priority.
 
 Scheduling runs the real code paths of services/dispatcher/handlers.py with the store replaced
 by in-memory queues: a host with free slots pulls (schedule_host: candidates of its arches in
-the store's order, priority DESC then id, filtered by matching.can_build, core_claims first,
-then fairshare.interleave by class and owner); new tasks look for free hosts building their
-arch and let them pull (schedule_tasks: matching.pick_host's preference). Every builder is
-rated with its speed (HostView.speed, the registry's host.status speed_factor; QoS scores
-neutral). Orderings compared (the first, the real policy, is the default):
+the store's order, priority DESC, path DESC NULLS LAST, id (store.pull_candidates), filtered
+by matching.can_build, core_claims first, then fairshare.interleave by class and owner); new
+tasks look for free hosts building their arch and let them pull (schedule_tasks:
+matching.pick_host's preference). Every builder is rated with its speed (HostView.speed, the
+registry's host.status speed_factor; QoS scores neutral). Orderings compared (the first,
+the real policy, is the default):
 
-- policy: the store's order by each package's longest remaining dependency path (estimated
-  durations; a finer key than the 0..99 priority), and the tasks carry their critical-path
+- policy: the live dispatcher's decisions with its inputs only (issue 9). The store's order:
+  the mass rebuild's one priority, then each task's longest remaining dependency path
+  (estimated durations), then its id. Each pull reads its outlook anew as store.outlooks
+  does, from the same pure function (matching.build_outlook): a slot per entry of the
+  handlers.OUTLOOK_HOSTS (32) fastest builders of the arch, free now or when its lease is
+  expected to end (matching.lease_frees_at: leased at + estimated work / speed, capped by
+  the lease's expiry, and an overdue lease at its expiry: leases of LEASE, 12 h, as a farm
+  building 8-hour giants must set), never the true end; the deadline is the batch's
+  expected end (matching.batch_end over every arch's longest queued path and every running
+  task's estimated end plus the rest of its path). A task declined for [dispatcher]
+  decline_max_seconds (10 min) goes to any host, and only a faster slot free before that
+  counts (matching.declines' `until`). A pull reads its free slots + 4 candidates (one
+  owner's, handlers.pull_many); a host with a free slot pulls at each heartbeat ([builder]
+  heartbeat_seconds, all at once here), and a declined task waits for it (no push). Every
+  builder is core and every build official, so each task is a core claim: it is left only
+  to a faster core host (handlers.choose). Otherwise as policy-sim:
+- policy-sim: the policy as this simulation ran it before issue 9's review (true lease
+  ends, up to 96 builders' slots, no decline bound, 32 extra candidates, no heartbeats, a
+  declined task pushed to a free faster host at once). The tasks carry their critical-path
   weights (TaskView.work, path), so the real matching rules act: pick_host prefers the
   fastest free host for them, and a slower host declines a critical task when a faster one
   frees soon enough to end it earlier (matching.declines; one free now pulls at once).
@@ -641,6 +659,15 @@ class Simulation:
         self._mark_free(b)
         self.leased.update(picked)
         out = [(t, name) for t in chosen]
+        if self.weights is not None:  # the lease is on record at once (store.lease_many)
+            w = self.weights
+            for t in chosen:
+                i, arch = self.tasks[t.task_id]
+                self.open[name].append((self.now, w.estimates[i], t.task_id))
+                rest = (w.rank[i] - w.estimates[i]) / w.fastest[arch]
+                ends = self.now + w.estimates[i] / b.speed + rest
+                heapq.heappush(self.running, (-ends, t.task_id))
+                heapq.heappush(self.rests, (-rest, t.task_id))
         self.declined += len(declined)
         # A declined task whose faster host is free now need not wait for that host's next
         # heartbeat: that host pulls at once (as handlers.schedule_tasks would make it, the
@@ -832,13 +859,6 @@ class Simulation:
                 runs[task.task_id] = (host, now, now + duration)
                 first_start.setdefault(i, now)
                 self.ends[host].append(now + duration)
-                if self.weights is not None:
-                    w, arch = self.weights, self.tasks[task.task_id][1]
-                    self.open[host].append((now, w.estimates[i], task.task_id))
-                    rest = (w.rank[i] - w.estimates[i]) / w.fastest[arch]
-                    ends = now + w.estimates[i] / self.builders[host].speed + rest
-                    heapq.heappush(self.running, (-ends, task.task_id))
-                    heapq.heappush(self.rests, (-rest, task.task_id))
                 heapq.heappush(events, (now + duration, task.task_id, host))
 
         def release(i: int) -> list[int]:
