@@ -84,26 +84,28 @@ work / total capacity); the per-arch bound (an arch's work / the capacity of hos
 is a valid, tighter one, printed beside it.
 
 Full set, estimates off by the default 0.3 log-normal error, policy (the live dispatcher's
-inputs, issue 9): seed 1 1.092x the bound (5.03 h, LB 4.61 h), seed 2 1.198x (6.56 h, LB
-5.47 h); policy-sim (the inputs this simulation used before: true lease ends, 96 builders'
-slots, no decline bound) 1.045x and 1.057x. What the live inputs cost, seed 2 (--explain):
-the chain that ends last (gcc, kf5 links, libreoffice, all ppc64le) runs its giants on
-ppc64le hosts of speed 1.76 against the arch's 2.05 and small links on slower ones: 66 min
-over the bound. A slower host no longer knows when a fast one truly frees: a lease past its
-estimate counts until its expiry, and a wait past decline_max (10 min) hands the task to
-whichever host pulls next; so the giants go to the fastest host free within the bound, not
-the fastest. And with a pull reading only its free slots + 4 candidates, ppc64le and s390x
-slots idle at 55-68% busy for half an hour (1.5-2 h) with 2,900 tasks queued: slow hosts
-decline the critical head of the queue and see nothing behind it. Ablations on seed 2 before
-the last two fixes (1.281x then): decline bound off 1.249x, late_pad 1.5 1.249x, 32 extra
-candidates 1.281x; each fix kept has a reason that holds on a real farm (a lease is on
+inputs, issue 9): seed 1 1.092x the bound (5.03 h, LB 4.61 h), seed 2 1.198x (6.56 h, LB 5.47
+h); policy-sim (the inputs this simulation used before: true lease ends, 96 builders' slots, no
+decline bound) 1.045x and 1.057x. What the live inputs cost, seed 2 (--explain): the chain that
+ends last (gcc, kf5 links, libreoffice, all ppc64le) runs its giants on ppc64le hosts of speed
+1.76 against the arch's 2.05 and small links on slower ones: 66 min over the bound. A slower
+host no longer knows when a fast one truly frees: a lease past its estimate counts until its
+expiry, and a wait past decline_max (10 min) hands the task to whichever host pulls next; so
+the giants go to the fastest host free within the bound, not the fastest. ppc64le and s390x
+slots also idle at 55-68% busy for half an hour (1.5-2 h) with 2,900 tasks queued (slow hosts
+declining the queue's critical head), yet a deeper pull is worse: 32 extra candidates give
+1.585x on seed 2 (slow hosts then take more of what the fast ones would have ended sooner). The
+figure moves a lot with such inputs, so two seeds say little beyond its range. Ablations on
+seed 2 before the last two fixes (1.281x then): decline bound off 1.249x, late_pad 1.5 1.249x,
+32 extra candidates 1.281x; each fix kept has a reason that holds on a real farm (a lease is on
 record when given; a faster slot that frees after the decline bound is not waited for: the
 trace showed chromium declined for a 2.05 host freeing at 12 min, then taken at 10 min by a
-0.96 one). Before issue 9: policy 1.045x and 1.057x, policy-uniform 1.43x and 1.04x, the
-policy before work_pad and heavy_share 1.38x and 1.20x, policy-greedy 1.51x and 1.22x. With
-exact estimates (--estimate-noise 0) the former policy gave 1.058x and 1.081x (not measured
-again); seed 1 fifo 4.05x. 500,000-600,000 declines, about 2 min per policy run on a quiet
-machine. --explain shows the chain that ends last and the load.
+0.96 one). Before issue 9: policy 1.045x and 1.057x, policy-uniform 1.43x and 1.04x, the policy
+before work_pad and heavy_share 1.38x and 1.20x, policy-greedy 1.51x and 1.22x. With exact
+estimates (--estimate-noise 0) the policy gives 1.410x and 1.322x (the pads assume an error
+there is none of, and the decline bound still hands giants to slow hosts; the former policy
+1.058x and 1.081x); seed 1 fifo 4.05x. 500,000-600,000 declines, about 2 min per policy run on
+a quiet machine. --explain shows the chain that ends last and the load.
 
     .venv/bin/python bench/mass_rebuild_sim.py [--packages N] [--builders N] [--seed N]
         [--orderings policy,policy-sim,policy-uniform,policy-greedy,fifo,cp-priority,cp-exact]
