@@ -12,6 +12,8 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+from services.registry.trust import Trust
+
 from .matching import HostView, Outlook, TaskView, can_build, declines
 
 # The weight of a new duration in a package's estimate once it has this many samples: the
@@ -122,30 +124,37 @@ class Declining:
     # slots that free soonest (matching.declines' `ahead`), so the next one counts on the rest.
     ahead: dict[str, int] = dataclasses.field(default_factory=dict)
 
-    def leaves(self, host: HostView, task: TaskView) -> bool:
-        """Whether `host` leaves `task` to a faster host (and notes why it waits)."""
+    def leaves(self, host: HostView, task: TaskView, core_only: bool = False) -> bool:
+        """Whether `host` leaves `task` to a faster host (and notes why it waits);
+        `core_only`: only to a faster core host (a core host's claim: matching.core_claims,
+        whose result is accepted alone, is left only to a host whose result is too)."""
         outlook = self.outlooks.get(task.arch)
-        if outlook is None or decline_expired(
-            self.declined_for.get(task.task_id), self.max_seconds
-        ):
+        since = self.declined_for.get(task.task_id)
+        if outlook is None or decline_expired(since, self.max_seconds):
             return False
-        outlook = for_task(outlook, self.hosts.get(task.arch), task)
-        if not declines(host, task, outlook, self.ahead.get(task.arch, 0)):
+        outlook = for_task(outlook, self.hosts.get(task.arch), task, core_only)
+        # Only a slot free before the bound runs out is worth the wait.
+        until = outlook.now + self.max_seconds - (since or 0.0)
+        if not declines(host, task, outlook, self.ahead.get(task.arch, 0), until):
             return False
         self.ahead[task.arch] = self.ahead.get(task.arch, 0) + 1
         self.reasons[task.task_id] = waiting_reason(*awaited(host, task, outlook))
         return True
 
 
-def for_task(outlook: Outlook, hosts: Sequence[HostView] | None, task: TaskView) -> Outlook:
+def for_task(
+    outlook: Outlook, hosts: Sequence[HostView] | None, task: TaskView, core_only: bool = False
+) -> Outlook:
     """The outlook with only the hosts that may build `task` once a slot frees (a replica's
-    trust and owner rules, the hosts that failed it): waiting for any other is waiting for
-    nothing. Without the hosts' names, the outlook as it is."""
+    trust and owner rules, the hosts that failed it; `core_only`: core hosts): waiting for
+    any other is waiting for nothing. Without the hosts' names, the outlook as it is (none
+    for `core_only`: no host is known to be core)."""
     if hosts is None:
-        return outlook
+        return dataclasses.replace(outlook, faster=()) if core_only else outlook
     kept = [
         entry
         for entry, other in zip(outlook.faster, hosts, strict=True)
         if can_build(dataclasses.replace(other, free_slots=1), task)
+        and (not core_only or other.trust == Trust.CORE)
     ]
     return dataclasses.replace(outlook, faster=kept)

@@ -255,8 +255,8 @@ def choose(
     owner's usage with this transaction's charges so far, which this choice is charged to.
     Candidates are looked at only while they could still be chosen: until the core claims
     fill the host, and of a group until it has as many eligible tasks as the host has slots.
-    Of the others, a task `declining` says to leave to a faster host is skipped (a core
-    claim never is: a core host's result needs no replica)."""
+    A task `declining` says to leave to a faster host is skipped (a core claim only for a
+    faster core host: a core host's result needs no replica, and neither does that one's)."""
     slots = host.free_slots
     effective = {
         group: fairshare.add_key(keys.get(group[1]), scheduling.terms[group[1]])
@@ -286,7 +286,8 @@ def choose(
                 continue  # the group has all the interleave could take of it
             if not matching.can_build(host, task):
                 continue
-            if not claim and declining is not None and declining.leaves(host, task):
+            # A core claim is left only to a faster core host: the replica it saves is kept.
+            if declining is not None and declining.leaves(host, task, core_only=claim):
                 continue
             if claim:
                 claims.append(task)

@@ -208,6 +208,98 @@ class Outlook:
     heavy_share: float | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class HostSlots:
+    """One of an arch's fastest online hosts as an outlook sees it: its speed, its slots free
+    now, and when each of its open leases is expected to free its slot (lease_frees_at)."""
+
+    speed: float
+    spare: int
+    frees_at: Sequence[float] = ()
+
+
+def lease_frees_at(
+    now: float,
+    leased_at: float,
+    work: float | None,
+    speed: float,
+    expires_at: float,
+    finished: bool = False,
+    late_pad: float = 1.0,
+) -> float:
+    """When an open lease is expected to free its host's slot: now if its host reported the
+    build done (the verdict frees it); else its estimated end (leased_at + the task's work at
+    the host's speed when leased), capped by the lease's expiry; an overdue estimate, or an
+    unknown work, says nothing of when the build ends, so its expiry does (heartbeats do not
+    renew a lease: only task.finished extends it)."""
+    if finished:
+        return now
+    if work is None or speed <= 0:
+        return expires_at
+    ends = leased_at + work / speed
+    if ends <= now:  # late, but within the estimates' error (late_pad times the estimate)?
+        ends = leased_at + late_pad * work / speed
+    return min(ends, expires_at) if ends > now else expires_at
+
+
+def batch_end(
+    now: float,
+    queued: Iterable[tuple[float, float]],
+    running: Iterable[tuple[float, float, float]] = (),
+) -> float:
+    """The batch's end as now expected (an Outlook's deadline): the latest of now plus a queued
+    task's path at its arch's fastest pace (`queued`: (path, fastest speed)), and a running
+    task's estimated end (not before now) plus the rest of its path after it at its arch's
+    fastest pace (`running`: (frees_at, rest of the path, fastest speed)). Over every arch: a
+    task has slack if its path ends before the whole batch does, whichever arch ends it."""
+    end = now
+    for path, fastest in queued:
+        if fastest > 0:
+            end = max(end, now + path / fastest)
+    for frees_at, rest, fastest in running:
+        if fastest > 0:
+            end = max(end, max(frees_at, now) + rest / fastest)
+    return end
+
+
+def build_outlook(
+    now: float,
+    hosts: Sequence[HostSlots],
+    deadline: float,
+    *,
+    pad: float = ESTIMATE_PAD,
+    pro_rata: bool = True,
+    work_pad: float | None = None,
+    heavy_share: float | None = None,
+) -> tuple[Outlook, list[int]] | None:
+    """The outlook of an arch from its fastest online hosts (`hosts`, fastest first): one
+    `faster` entry per slot (free now, or when each open lease frees it, soonest first), so
+    a pull that leaves several critical tasks counts each on its own slot (declines'
+    `ahead`); and beside it, the index in `hosts` of each entry's host. None without a host
+    of positive speed. What the live dispatcher (store.outlooks) and the mass-rebuild
+    simulation both build their outlooks with."""
+    fastest = max((h.speed for h in hosts), default=0.0)
+    if fastest <= 0:
+        return None
+    faster: list[tuple[float, float]] = []
+    owners: list[int] = []
+    for k, host in enumerate(hosts):
+        for free_at in [now] * max(0, host.spare) + sorted(host.frees_at):
+            faster.append((host.speed, free_at))
+            owners.append(k)
+    outlook = Outlook(
+        now=now,
+        deadline=deadline,
+        fastest=fastest,
+        faster=faster,
+        pad=pad,
+        pro_rata=pro_rata,
+        work_pad=work_pad,
+        heavy_share=heavy_share,
+    )
+    return outlook, owners
+
+
 def padded_work(task: TaskView, outlook: Outlook) -> float:
     """The task's own estimated work as the rules weigh it: times outlook.work_pad (or pad)."""
     assert task.work is not None
@@ -239,7 +331,9 @@ def heavy(host: HostView, task: TaskView, outlook: Outlook) -> bool:
     return padded_work(task, outlook) / host.speed >= outlook.heavy_share * left
 
 
-def declines(host: HostView, task: TaskView, outlook: Outlook, ahead: int = 0) -> bool:
+def declines(
+    host: HostView, task: TaskView, outlook: Outlook, ahead: int = 0, until: float | None = None
+) -> bool:
     """Whether `host` leaves `task` to a faster host: the task is critical (its path would
     end after the deadline: critical_path_ends) or heavy here (heavy()), and a faster host,
     once free, would end it earlier than this one. A task without a critical-path weight, or
@@ -248,7 +342,11 @@ def declines(host: HostView, task: TaskView, outlook: Outlook, ahead: int = 0) -
     `ahead`: how many critical tasks this pull already left to faster hosts (those before
     this one in priority order). They take the faster slots that free soonest, so this task
     counts only on the ones after them: several slow hosts, or one pull's several tasks, do
-    not all wait for the same fast slot while their own slots idle."""
+    not all wait for the same fast slot while their own slots idle.
+
+    `until`: when the task's decline bound runs out (critical.decline_expired): a faster slot
+    that frees only after it is not waited for, as the task would go to whichever host pulls
+    then, however slow, having waited in vain."""
     if task.path is None or task.work is None or host.speed <= 0:
         return False
     here = outlook.now + task.work / host.speed
@@ -258,7 +356,7 @@ def declines(host: HostView, task: TaskView, outlook: Outlook, ahead: int = 0) -
     slots = sorted(
         (max(free_at, outlook.now), speed)
         for speed, free_at in outlook.faster
-        if speed > host.speed
+        if speed > host.speed and (until is None or free_at < until)
     )
     return any(free_at + task.work / speed < here for free_at, speed in slots[ahead:])
 

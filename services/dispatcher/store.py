@@ -16,11 +16,15 @@ from .matching import (
     ESTIMATE_PAD,
     NEUTRAL_QOS,
     NEUTRAL_SPEED,
+    HostSlots,
     HostView,
     Outlook,
     TaskView,
     Throttle,
+    build_outlook,
+    lease_frees_at,
 )
+from .matching import batch_end as batch_end_of
 
 JSON_COLUMNS = ("files", "failures", "agreeing")
 
@@ -284,7 +288,7 @@ async def lock_host(conn: asyncpg.Connection, host: str) -> HostView | None:
 
 
 async def any_queued(conn: asyncpg.Connection) -> bool:
-    """Whether any task waits for a host (one probe of tasks_queued_owner)."""
+    """Whether any task waits for a host (one probe of tasks_queued_owner_path)."""
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued')"))
 
 
@@ -335,30 +339,73 @@ async def free_hosts_for(conn: asyncpg.Connection, task: TaskView, limit: int) -
     return [host_view(r) for r in rows]
 
 
-# Per arch: its online hosts, fastest first (at most $2; unrated: $3), each with when it has a
-# slot free (NULL: now): its open leases' earliest end, estimated from the leased task's work
-# at the host's speed then, or its task.finished (its verdict is near), or at latest expiry;
-# and the longest path among the arch's queued tasks (tasks_queued_path).
+# Per arch: its online hosts, fastest first (at most $2; unrated: $3), each with its open
+# leases (at most $4, soonest leased first): when leased, the task's work, the host's speed
+# then, the expiry, whether its host reported it finished (matching.lease_frees_at).
 _OUTLOOK = """
-SELECT h.*, a.arch AS outlook_arch, extract(epoch FROM now()) AS outlook_now,
-    CASE WHEN h.spare > 0 THEN NULL ELSE (
-        SELECT extract(epoch FROM min(CASE
-            WHEN l.finished_at IS NOT NULL THEN now()  -- done, its verdict frees the slot
-            -- An overdue estimate says nothing of when the build ends: its lease's expiry
-            -- does (else a slower host would wait on it until decline_max_seconds).
-            WHEN e.ends > now() THEN LEAST(e.ends, l.expires_at)
-            ELSE l.expires_at END))
-        FROM leases l JOIN tasks t ON t.id = l.task_id
-        CROSS JOIN LATERAL (SELECT l.created_at
-            + make_interval(secs => t.work / coalesce(l.speed, $3)) AS ends) e
-        WHERE l.host = h.host AND l.state = 'open') END AS free_at,
-    (SELECT q.path FROM tasks q WHERE q.state = 'queued' AND q.arch = a.arch
-        AND q.path IS NOT NULL ORDER BY q.path DESC LIMIT 1) AS longest
+SELECT h.*, a.arch AS outlook_arch, extract(epoch FROM now()) AS outlook_now, o.*
 FROM unnest($1::text[]) AS a(arch)
 CROSS JOIN LATERAL (SELECT * FROM hosts
     WHERE state = 'online' AND build_arches @> ARRAY[a.arch]
     ORDER BY coalesce(speed, $3) DESC, spare DESC, host LIMIT $2) h
+CROSS JOIN LATERAL (SELECT array_agg(extract(epoch FROM l.created_at)::float8) AS leased_at,
+        array_agg(t.work) AS lease_work, array_agg(coalesce(l.speed, $3)) AS lease_speed,
+        array_agg(extract(epoch FROM l.expires_at)::float8) AS lease_expires,
+        array_agg(l.finished_at IS NOT NULL) AS lease_finished
+    FROM (SELECT * FROM leases WHERE host = h.host AND state = 'open'
+        ORDER BY created_at LIMIT $4) l
+    JOIN tasks t ON t.id = l.task_id) o
 """
+
+# The batch's expected end (matching.batch_end), over every arch: each arch's longest queued
+# path (a loose index scan over tasks_queued_path) and its fastest online host; and the
+# leased tasks of the longest paths (at most $2, tasks_leased_path) with their current
+# lease's start and host speed then, and their arch's fastest online host.
+_BATCH_END = """
+WITH RECURSIVE a AS (
+    (SELECT arch FROM tasks WHERE state = 'queued' AND path IS NOT NULL ORDER BY arch LIMIT 1)
+    UNION ALL SELECT n.arch FROM a CROSS JOIN LATERAL (SELECT t.arch FROM tasks t
+        WHERE t.state = 'queued' AND t.path IS NOT NULL AND t.arch > a.arch
+        ORDER BY t.arch LIMIT 1) n),
+fastest AS (SELECT b.arch, max(coalesce(h.speed, $1)) AS speed
+    FROM hosts h CROSS JOIN LATERAL unnest(h.build_arches) AS b(arch)
+    WHERE h.state = 'online' GROUP BY b.arch)
+SELECT extract(epoch FROM now())::float8 AS now, a.arch, f.speed AS fastest,
+    (SELECT q.path FROM tasks q WHERE q.state = 'queued' AND q.arch = a.arch AND q.path IS NOT NULL
+        ORDER BY q.path DESC LIMIT 1) AS path,
+    NULL::float8 AS work, NULL::float8 AS leased_at, NULL::float8 AS speed
+FROM a LEFT JOIN fastest f ON f.arch = a.arch
+UNION ALL
+SELECT extract(epoch FROM now())::float8, t.arch, f.speed, t.path, t.work,
+    extract(epoch FROM l.created_at)::float8, coalesce(l.speed, $1)
+FROM (SELECT * FROM tasks WHERE state = 'leased' AND path IS NOT NULL
+    ORDER BY path DESC LIMIT $2) t
+JOIN leases l ON l.lease_id = t.lease_id
+LEFT JOIN fastest f ON f.arch = t.arch
+"""
+OUTLOOK_LEASES = 64  # of a host's open leases, those an outlook reads at most (its slots)
+BATCH_END_RUNNING = 32  # leased tasks of the longest paths the batch's expected end reads
+
+
+async def batch_end(conn: asyncpg.Connection) -> tuple[float, float]:
+    """(now, the batch's end as now expected: matching.batch_end over the queued tasks of
+    every arch and the leased ones of the longest paths), in the database's clock."""
+    rows = await conn.fetch(_BATCH_END, NEUTRAL_SPEED, BATCH_END_RUNNING)
+    if not rows:
+        return 0.0, 0.0
+    now = float(rows[0]["now"])
+    queued, running = [], []
+    for r in rows:
+        if r["fastest"] is None or r["path"] is None:
+            continue  # no online host builds the arch: it ends nothing sooner
+        if r["leased_at"] is None:
+            queued.append((r["path"], r["fastest"]))
+        else:
+            work = r["work"] or 0.0
+            speed = r["speed"] if r["speed"] > 0 else NEUTRAL_SPEED
+            ends = r["leased_at"] + work / speed
+            running.append((ends, max(0.0, r["path"] - work), r["fastest"]))
+    return now, batch_end_of(now, queued, running)
 
 
 async def outlooks(
@@ -368,13 +415,16 @@ async def outlooks(
     work_pad: float | None = None,
     heavy_share: float | None = None,
 ) -> tuple[dict[str, Outlook], dict[str, list[HostView]]]:
-    """What matching.declines weighs, per arch, in one statement: the fastest of the arch's
-    online hosts (the `hosts` fastest looked at), when each has a slot free, and a deadline:
-    now plus the longest path among its queued tasks at the fastest speed (the batch's lower
-    bound as far as the queue shows it). Beside each outlook, its hosts in the order of its
-    `faster` entries (a task waits only for a host that may build it). `work_pad`,
-    `heavy_share`: matching.Outlook's ([dispatcher] work_pad, heavy_share)."""
-    rows = await conn.fetch(_OUTLOOK, list(arches), hosts, NEUTRAL_SPEED)
+    """What matching.declines weighs, per arch, in two statements (matching.build_outlook):
+    each slot of the `hosts` fastest online hosts of the arch, free now or when its lease is
+    expected to end (matching.lease_frees_at), and the batch's expected end as the deadline
+    (batch_end). Beside each outlook, the host of each of its `faster` entries (a task waits
+    only for a host that may build it). `work_pad`, `heavy_share`: matching.Outlook's
+    ([dispatcher] work_pad, heavy_share)."""
+    rows = await conn.fetch(_OUTLOOK, list(arches), hosts, NEUTRAL_SPEED, OUTLOOK_LEASES)
+    if not rows:
+        return {}, {}
+    _, deadline = await batch_end(conn)
     by_arch: dict[str, list[Any]] = {}
     for r in rows:
         by_arch.setdefault(r["outlook_arch"], []).append(r)
@@ -382,24 +432,37 @@ async def outlooks(
     for arch, of_arch in by_arch.items():
         now = float(of_arch[0]["outlook_now"])
         of_views = [host_view(r) for r in of_arch]
-        fastest = max(view.speed for view in of_views)
-        if fastest <= 0:
-            continue
-        longest = of_arch[0]["longest"] or 0.0
-        found[arch] = Outlook(
-            now=now,
-            deadline=now + longest / fastest,
-            fastest=fastest,
+        slots = [
+            HostSlots(
+                view.speed,
+                view.free_slots,
+                [
+                    lease_frees_at(now, *lease)
+                    for lease in zip(
+                        r["leased_at"] or (),
+                        r["lease_work"] or (),
+                        r["lease_speed"] or (),
+                        r["lease_expires"] or (),
+                        r["lease_finished"] or (),
+                        strict=True,
+                    )
+                ],
+            )
+            for view, r in zip(of_views, of_arch, strict=True)
+        ]
+        built = build_outlook(
+            now,
+            slots,
+            max(deadline, now),
             pad=ESTIMATE_PAD,
             pro_rata=True,
             work_pad=work_pad,
             heavy_share=heavy_share,
-            faster=[
-                (view.speed, now if r["free_at"] is None else float(r["free_at"]))
-                for view, r in zip(of_views, of_arch, strict=True)
-            ],
         )
-        views[arch] = of_views
+        if built is None:
+            continue
+        found[arch], owners = built
+        views[arch] = [of_views[k] for k in owners]
     return found, views
 
 
@@ -464,11 +527,12 @@ async def pull_candidates(
     """Queued tasks `host` may build by arch and release: the first `per_owner` (or, for
     hosts pulling together, `spread` shared among the owners probed, up to `per_owner_cap`)
     of each of the `owners` least-used owners with queued tasks in the best class (a loose
-    index scan finds the owners waiting, then one probe each, all on tasks_queued_owner:
+    index scan finds the owners waiting, then one probe each, all on tasks_queued_owner_path:
     work grows with the owners waiting and the free slots, not with the queued tasks),
     locked (skipping those another transaction holds); in order of class, owner's usage,
-    priority, age. Usage counts the charges `pending` (by owner) that the caller's
-    transaction has yet to write. Also returns the stored usage key (without `pending`) of
+    priority, critical path (the longest first, none last: matching.TaskView.path), age.
+    Usage counts the charges `pending` (by owner) that the caller's transaction has yet to
+    write. Also returns the stored usage key (without `pending`) of
     each owner of a candidate that has one. The rest of the matching (trust, exclusions) and
     the fair share among owners is the caller's (matching, fairshare)."""
     rows = await conn.fetch(
@@ -489,10 +553,11 @@ async def pull_candidates(
         f" CROSS JOIN LATERAL (SELECT {TASK_COLUMNS} FROM tasks t"
         "   WHERE t.state = 'queued' AND t.class = o.class AND t.owner = o.owner"
         "   AND t.arch = ANY($1::text[]) AND (t.release IS NULL OR t.release = ANY($2::text[]))"
-        "   ORDER BY t.priority DESC, t.id"
+        "   ORDER BY t.priority DESC, t.path DESC NULLS LAST, t.id"
         "   LIMIT LEAST($8, GREATEST($3, ceil($9::float8 / o.n)))::int"
         "   FOR UPDATE OF t SKIP LOCKED) c"
-        " ORDER BY o.class, o.usage_key NULLS FIRST, o.owner, c.priority DESC, c.id LIMIT $4",
+        " ORDER BY o.class, o.usage_key NULLS FIRST, o.owner, c.priority DESC,"
+        " c.path DESC NULLS LAST, c.id LIMIT $4",
         list(host.arches),
         list(host.releases),
         per_owner,

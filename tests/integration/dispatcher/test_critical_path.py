@@ -206,14 +206,53 @@ async def test_a_faster_host_freed_in_time_takes_the_declined_task(runtime: Runt
     assert lease.body["host"] == "fast"
 
 
-async def test_a_core_host_never_declines_an_official_builds_own_lease(
-    runtime: Runtime, sent
+@pytest.mark.parametrize("fast_trust", ["trusted", "core"])
+async def test_a_core_host_leaves_an_official_builds_own_lease_only_to_a_faster_core_host(
+    runtime: Runtime, sent, fast_trust: str
 ) -> None:
-    """Its result is accepted alone (no replica): matching.preference puts core first."""
+    """Its result is accepted alone (no replica): a faster host whose result would need one
+    is not waited for; a faster core host is (a farm of core hosts, as Fedora's, still
+    keeps its critical paths on its fastest hosts)."""
     await history(runtime, "skyline-short", 8.0)
     await history(runtime, "skyline-long", 100.0)
-    await SERVICE.handle(runtime, rated("fast", 0.5, 4.0, free_slots=1))
-    await new_messages(runtime, sent, build_of("skyline-short-1-1"))
+    fast = rated("fast", 0.5, 4.0, free_slots=1)
+    fast.body["trust"] = fast_trust
+    await SERVICE.handle(runtime, fast)
+    await new_messages(runtime, sent, build_of("skyline-short-1-1", scratch=True))
     await SERVICE.handle(runtime, rated("slow", 0.9, 1.0, free_slots=1))
-    [lease] = of_type(await new_messages(runtime, sent, build_of("skyline-long-1-1")), TaskLeasedV1)
-    assert lease.body["host"] == "slow"
+    leases = of_type(await new_messages(runtime, sent, build_of("skyline-long-1-1")), TaskLeasedV1)
+    if fast_trust == "core":
+        assert leases == []
+        row = await task_of(runtime, "skyline-long-1-1")
+        assert row["state"] == "queued" and row["declined_at"] is not None
+    else:
+        assert [lease.body["host"] for lease in leases] == ["slow"]
+
+
+async def test_within_a_priority_the_longer_path_is_leased_first(runtime: Runtime, sent) -> None:
+    """One owner's queue: priority first, then the longest critical path, then a task
+    without one (no history), each pull taking the best left (pull_candidates' order)."""
+    for package, seconds in (("skyline-short", 10.0), ("skyline-long", 300.0)):
+        await history(runtime, package, seconds)
+    nvrs = ["skyline-none-1-1", "skyline-short-1-1", "skyline-long-1-1", "skyline-urgent-1-1"]
+    await history(runtime, "skyline-urgent", 5.0)
+    for nvr in nvrs:  # queued while no host is online, in this (id) order
+        priority = 200 if nvr.startswith("skyline-urgent") else 150
+        assert (
+            of_type(
+                await new_messages(runtime, sent, build_of(nvr, priority=priority)), TaskLeasedV1
+            )
+            == []
+        )
+    leased = []
+    for n in range(len(nvrs)):
+        [lease] = of_type(
+            await new_messages(runtime, sent, rated(f"host-{n}", 0.5, 1.0, free_slots=1)),
+            TaskLeasedV1,
+        )
+        leased.append(lease.body["task_id"])
+    ids = {nvr: (await task_of(runtime, nvr))["id"] for nvr in nvrs}
+    assert leased == [
+        ids[n]
+        for n in ("skyline-urgent-1-1", "skyline-long-1-1", "skyline-short-1-1", "skyline-none-1-1")
+    ]
