@@ -42,16 +42,16 @@ the real policy, is the default):
   does, from the same pure function (matching.build_outlook): a slot per entry of the
   handlers.OUTLOOK_HOSTS (32) fastest builders of the arch, free now or when its lease is
   expected to end (matching.lease_frees_at: leased at + estimated work / speed, capped by
-  the lease's expiry, and an overdue lease at its expiry: leases of LEASE, 12 h, as a farm
-  building 8-hour giants must set), never the true end; the deadline is the batch's
-  expected end (matching.batch_end over every arch's longest queued path and every running
-  task's estimated end plus the rest of its path). A task declined for [dispatcher]
-  decline_max_seconds (10 min) goes to any host, and only a faster slot free before that
-  counts (matching.declines' `until`). A pull reads its free slots + 4 candidates (one
-  owner's, handlers.pull_many); a host with a free slot pulls at each heartbeat ([builder]
-  heartbeat_seconds, all at once here), and a declined task waits for it (no push). Every
-  builder is core and every build official, so each task is a core claim: it is left only
-  to a faster core host (handlers.choose). Otherwise as policy-sim:
+  the lease's expiry, and an overdue lease at its expiry: now + lease_seconds, 1 h, as the
+  host's statuses renew it, up to 24 h after it was given), never the true end; the deadline
+  is the batch's expected end (matching.batch_end over every arch's longest queued path and
+  every running task's estimated end plus the rest of its path). A task declined for
+  [dispatcher] decline_max_seconds (10 min) goes to any host, and only a faster slot free
+  before that counts (matching.declines' `until`). A pull reads its free slots + 4
+  candidates (one owner's, handlers.pull_many); a host with a free slot pulls at each
+  heartbeat ([builder] heartbeat_seconds, all at once here), and a declined task waits for
+  it (no push). Every builder is core and every build official, so each task is a core
+  claim: it is left only to a faster core host (handlers.choose). Otherwise as policy-sim:
 - policy-sim: the policy as this simulation ran it before issue 9's review (true lease
   ends, up to 96 builders' slots, no decline bound, 32 extra candidates, no heartbeats, a
   declined task pushed to a free faster host at once). The tasks carry their critical-path
@@ -147,10 +147,12 @@ HEAVY_SHARE = DispatcherConfig().heavy_share
 DECLINE_MAX = DispatcherConfig().decline_max_seconds / 60
 # A host with a free slot pulls at each heartbeat ([builder] heartbeat_seconds), minutes.
 HEARTBEAT = BuilderConfig().heartbeat_seconds / 60
-# A lease's length, minutes: the outlook counts an overdue lease's slot until its expiry
-# (heartbeats do not renew it). [dispatcher] lease_seconds is 1 h by default, but a farm that
-# builds chromium (8 h here) must lease for longer, or its sweep requeues the giants: 12 h.
-LEASE = 12 * 60.0
+# A lease's expiry, minutes: builders heartbeat every HEARTBEAT minutes, so their statuses
+# renew each open lease to now + [dispatcher] lease_seconds (1 h), up to lease_max_seconds
+# (24 h) after it was given (store.renew_leases); the outlook counts an overdue lease's slot
+# until then.
+LEASE = DispatcherConfig.lease_seconds / 60.0
+LEASE_MAX = DispatcherConfig.lease_max_seconds / 60.0
 # Fedora's arch macros (redhat-rpm-config, early 2025), restricted to what matters here.
 ARCH_MACROS = {
     "%{ix86}": ("i686",),
@@ -747,7 +749,12 @@ class Simulation:
                         b.view.free_slots,
                         [
                             matching.lease_frees_at(
-                                self.now, at, work, b.speed, at + w.lease, late_pad=w.late_pad
+                                self.now,
+                                at,
+                                work,
+                                b.speed,
+                                min(self.now + w.lease, at + LEASE_MAX),
+                                late_pad=w.late_pad,
                             )
                             for at, work, _ in self.open[b.view.host]
                         ],

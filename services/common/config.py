@@ -113,7 +113,13 @@ class RegistryConfig:
 @dataclasses.dataclass(frozen=True)
 class DispatcherConfig:
     listen: str = "127.0.0.1:8411"
+    # A lease expires (its task is requeued) this long after it was given or after its host
+    # last said, through the registry's host.status, that it is running builds: a build may
+    # take hours, a host that went silent loses its leases within this.
     lease_seconds: int = 3600
+    # Statuses renew a lease at most this long after it was given: a build hung on a host
+    # that still reports is requeued then (the builder's own build_timeout is 4 h).
+    lease_max_seconds: int = 24 * 3600
     # Once its holder reports the build finished, a lease waits this long for its verdict
     # (the verifier and the collector may be slow or restarting) before it is requeued.
     verdict_grace_seconds: int = 3600

@@ -100,7 +100,12 @@ async def on_host_statuses(msgs: Sequence[HostStatusV1], ctx: Context) -> None:
     upsert_hosts), and only an applied status pulls, so a redelivered or stale status
     changes nothing.
     """
-    hosts = [store.host_view(row) for row in await store.upsert_hosts(ctx.conn, msgs)]
+    rows = await store.upsert_hosts(ctx.conn, msgs)
+    # A host that says it is running builds keeps its leases (see [dispatcher] lease_seconds).
+    if running := [r["host"] for r in rows if r["state"] == "online" and r["running"] > 0]:
+        conf = ctx.config.dispatcher
+        await store.renew_leases(ctx.conn, running, conf.lease_seconds, conf.lease_max_seconds)
+    hosts = [store.host_view(row) for row in rows]
     scheduling = Pass(ctx)
     # Online, with a slot free by the dispatcher's own count; locked by the upsert.
     await pull_many(ctx, [host for host in hosts if host.free_slots > 0], scheduling)

@@ -230,8 +230,8 @@ def lease_frees_at(
     """When an open lease is expected to free its host's slot: now if its host reported the
     build done (the verdict frees it); else its estimated end (leased_at + the task's work at
     the host's speed when leased), capped by the lease's expiry; an overdue estimate, or an
-    unknown work, says nothing of when the build ends, so its expiry does (heartbeats do not
-    renew a lease: only task.finished extends it)."""
+    unknown work, says nothing of when the build ends, so its expiry does (its host's
+    statuses keep renewing it while the build runs: store.renew_leases)."""
     if finished:
         return now
     if work is None or speed <= 0:

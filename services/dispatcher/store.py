@@ -220,6 +220,26 @@ async def upsert_hosts(
     )
 
 
+async def renew_leases(
+    conn: asyncpg.Connection, hosts: Sequence[str], seconds: int, max_seconds: int
+) -> None:
+    """The building leases of these hosts (each said it is running builds) expire no sooner
+    than `seconds` from now, and never later than `max_seconds` after they were given. A
+    lease whose build is reported done is left to its verdict grace (extend_lease)."""
+    await conn.execute(
+        "WITH renewed AS (UPDATE leases l SET expires_at = GREATEST(l.expires_at,"
+        "   LEAST(now() + make_interval(secs => $2), l.created_at + make_interval(secs => $3)))"
+        "  FROM tasks t WHERE l.host = ANY($1::text[]) AND l.state = 'open'"
+        "  AND l.finished_at IS NULL AND t.id = l.task_id AND t.lease_id = l.lease_id"
+        "  AND t.state = 'leased' RETURNING l.task_id, l.expires_at)"
+        " UPDATE tasks t SET lease_expires = r.expires_at FROM renewed r"
+        " WHERE t.id = r.task_id AND t.lease_expires < r.expires_at",
+        sorted(hosts),
+        seconds,
+        max_seconds,
+    )
+
+
 async def upsert_host(conn: asyncpg.Connection, msg: HostStatusV1) -> bool:
     """Apply one status (as upsert_hosts); whether it applied."""
     return bool(await upsert_hosts(conn, [msg]))
