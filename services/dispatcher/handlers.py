@@ -248,6 +248,24 @@ async def declining_for(
     return critical.Declining(outlooks, ages, ctx.config.dispatcher.decline_max_seconds, hosts)
 
 
+def group_order(
+    pool: dict[tuple[int, str], list[matching.TaskView]],
+    keys: dict[str, float],
+    terms: dict[str, float],
+) -> tuple[list[tuple[int, str]], dict[tuple[int, str], float | None]]:
+    """The (class, owner) groups in the order pull_candidates gives them (class, usage,
+    owner), and each group's usage key with the charges `terms` this transaction has yet to
+    write."""
+    effective = {
+        group: fairshare.add_key(keys.get(group[1]), terms[group[1]])
+        if group[1] in terms
+        else keys.get(group[1])
+        for group in pool
+    }
+    order = sorted(pool, key=lambda g: (g[0], effective[g] is not None, effective[g] or 0.0, g[1]))
+    return order, effective
+
+
 def choose(
     host: matching.HostView,
     pool: dict[tuple[int, str], list[matching.TaskView]],
@@ -263,14 +281,7 @@ def choose(
     A task `declining` says to leave to a faster host is skipped (a core claim only for a
     faster core host: a core host's result needs no replica, and neither does that one's)."""
     slots = host.free_slots
-    effective = {
-        group: fairshare.add_key(keys.get(group[1]), scheduling.terms[group[1]])
-        if group[1] in scheduling.terms
-        else keys.get(group[1])
-        for group in pool
-    }
-    # The order pull_candidates gives (class, usage, owner), with this transaction's charges.
-    order = sorted(pool, key=lambda g: (g[0], effective[g] is not None, effective[g] or 0.0, g[1]))
+    order, effective = group_order(pool, keys, scheduling.terms)
     # A generator: a host that claims nothing (not core) does not walk the pool for it.
     claimable = {id(t) for t in matching.core_claims(host, (t for g in order for t in pool[g]))}
     claims: list[matching.TaskView] = []

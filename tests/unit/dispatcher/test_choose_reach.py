@@ -31,13 +31,7 @@ def every_group(
     made: handlers.Pass,
 ) -> list[matching.TaskView]:
     """choose as it was: every group looked at (claims first, then the interleave)."""
-    effective = {
-        g: fairshare.add_key(keys.get(g[1]), made.terms[g[1]])
-        if g[1] in made.terms
-        else keys.get(g[1])
-        for g in pool
-    }
-    order = sorted(pool, key=lambda g: (g[0], effective[g] is not None, effective[g] or 0.0, g[1]))
+    order, effective = handlers.group_order(pool, keys, made.terms)
     claimable = {id(t) for t in matching.core_claims(host, [t for g in order for t in pool[g]])}
     claims: list[matching.TaskView] = []
     groups: dict[tuple[int, str], list[matching.TaskView]] = {}
