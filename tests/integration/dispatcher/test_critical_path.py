@@ -54,6 +54,17 @@ def with_decline_bound(runtime: Runtime, seconds: float) -> None:
     )
 
 
+async def fast_host_busy(runtime: Runtime, sent) -> TaskLeasedV1:
+    """A fast host (speed 4) busy with a short build (2 s there), and a long package's
+    history (100 s at the farm's pace): the lease of the short build."""
+    await history(runtime, "skyline-short", 8.0)
+    await history(runtime, "skyline-long", 100.0)
+    await SERVICE.handle(runtime, rated("fast", 0.5, 4.0, free_slots=1))
+    [busy] = of_type(await new_messages(runtime, sent, build_of("skyline-short-1-1")), TaskLeasedV1)
+    assert busy.body["host"] == "fast"
+    return busy
+
+
 async def test_a_package_with_history_gets_work_and_goes_to_the_faster_free_host(
     runtime: Runtime, sent
 ) -> None:
@@ -142,11 +153,7 @@ async def test_a_slow_host_declines_a_critical_task_while_a_faster_one_frees_soo
     """A scratch build: an official build's own lease goes to a free core host at once."""
     bound = 2.0
     with_decline_bound(runtime, bound)
-    await history(runtime, "skyline-short", 8.0)  # 2 s at speed 4: the fast host frees soon
-    await history(runtime, "skyline-long", 100.0)
-    await SERVICE.handle(runtime, rated("fast", 0.5, 4.0, free_slots=1))
-    [busy] = of_type(await new_messages(runtime, sent, build_of("skyline-short-1-1")), TaskLeasedV1)
-    assert busy.body["host"] == "fast"
+    await fast_host_busy(runtime, sent)
     await SERVICE.handle(runtime, rated("slow", 0.9, 1.0, free_slots=1))
     # 100 s here; at the fast host, 25 s once it is free: the slow host leaves it.
     long_one = build_of("skyline-long-1-1", scratch=True)
@@ -175,11 +182,7 @@ async def test_a_slow_host_declines_a_critical_task_while_a_faster_one_frees_soo
 async def test_a_faster_host_overdue_on_its_build_is_not_waited_for(runtime: Runtime, sent) -> None:
     """The fast host's build should have ended by its estimate and has not: when it frees is
     unknown (its lease's expiry bounds it), so the slow host does not wait on it."""
-    await history(runtime, "skyline-short", 8.0)  # 2 s at speed 4
-    await history(runtime, "skyline-long", 100.0)
-    await SERVICE.handle(runtime, rated("fast", 0.5, 4.0, free_slots=1))
-    [busy] = of_type(await new_messages(runtime, sent, build_of("skyline-short-1-1")), TaskLeasedV1)
-    assert busy.body["host"] == "fast"
+    busy = await fast_host_busy(runtime, sent)
     # Leased a minute ago: 58 s past its estimated end, and still running.
     await runtime.pool.execute(
         "UPDATE leases SET created_at = now() - interval '60 seconds' WHERE lease_id = $1",
@@ -193,10 +196,7 @@ async def test_a_faster_host_overdue_on_its_build_is_not_waited_for(runtime: Run
 
 
 async def test_a_faster_host_freed_in_time_takes_the_declined_task(runtime: Runtime, sent) -> None:
-    await history(runtime, "skyline-short", 8.0)
-    await history(runtime, "skyline-long", 100.0)
-    await SERVICE.handle(runtime, rated("fast", 0.5, 4.0, free_slots=1))
-    [busy] = of_type(await new_messages(runtime, sent, build_of("skyline-short-1-1")), TaskLeasedV1)
+    busy = await fast_host_busy(runtime, sent)
     await SERVICE.handle(runtime, rated("slow", 0.9, 1.0, free_slots=1))
     long_one = build_of("skyline-long-1-1", scratch=True)
     assert of_type(await new_messages(runtime, sent, long_one), TaskLeasedV1) == []

@@ -9,7 +9,12 @@ from skyline_messages import TaskLeasedV1
 
 from services.common.service import Runtime
 from services.dispatcher.__main__ import SERVICE
-from tests.integration.dispatcher.test_critical_path import build_of, history, task_of
+from tests.integration.dispatcher.test_critical_path import (
+    build_of,
+    fast_host_busy,
+    history,
+    task_of,
+)
 from tests.integration.dispatcher.test_dispatcher_service import (
     finished,
     new_messages,
@@ -24,11 +29,7 @@ pytestmark = pytest.mark.integration
 async def test_a_verified_lease_lets_its_host_take_the_task_declined_for_it(
     runtime: Runtime, sent
 ) -> None:
-    await history(runtime, "skyline-short", 8.0)  # 2 s at speed 4: the fast host frees soon
-    await history(runtime, "skyline-long", 100.0)
-    await SERVICE.handle(runtime, rated("fast", 0.5, 4.0, free_slots=1))
-    [busy] = of_type(await new_messages(runtime, sent, build_of("skyline-short-1-1")), TaskLeasedV1)
-    assert busy.body["host"] == "fast"
+    busy = await fast_host_busy(runtime, sent)
     await SERVICE.handle(runtime, rated("slow", 0.9, 1.0, free_slots=1))
     long_one = build_of("skyline-long-1-1", scratch=True)
     assert of_type(await new_messages(runtime, sent, long_one), TaskLeasedV1) == []
