@@ -133,6 +133,7 @@ class Pass:
         # reason, which explain() leaves as it is.
         self.declined: dict[int, str] = {}
         self._throttle: matching.Throttle | None = None
+        self._batch_end: float | None = None
 
     async def throttle(self) -> matching.Throttle:
         """The throttle as this transaction first read it: once per pass, however many hosts
@@ -140,6 +141,14 @@ class Pass:
         if self._throttle is None:
             self._throttle = await store.throttle(self.ctx.conn)
         return self._throttle
+
+    async def batch_end(self) -> float:
+        """The batch's expected end (store.batch_end, the outlooks' deadline) as this
+        transaction first read it: its leases are written only when the pass ends, so every
+        pull in it would read the same (and each read scans the online hosts)."""
+        if self._batch_end is None:
+            _, self._batch_end = await store.batch_end(self.ctx.conn)
+        return self._batch_end
 
     def charge(self, owner: str, units: int) -> None:
         term = fairshare.charge_term(self.now, units, self.half_life)
@@ -212,7 +221,7 @@ async def pull_many(
         for task in candidates:
             if task.task_id not in taken:  # another kind's host has it (its lease unwritten)
                 pool.setdefault((task.klass, task.owner), []).append(task)
-        declining = await declining_for(ctx, candidates)
+        declining = await declining_for(ctx, candidates, scheduling)
         for host in kind:
             for task in choose(host, pool, keys, scheduling, declining):
                 pool[(task.klass, task.owner)].remove(task)
@@ -233,7 +242,7 @@ async def pull_many(
 
 
 async def declining_for(
-    ctx: Context, candidates: Sequence[matching.TaskView]
+    ctx: Context, candidates: Sequence[matching.TaskView], scheduling: Pass
 ) -> critical.Declining | None:
     """What a pull needs for matching.declines, if any candidate has a critical-path weight:
     the outlook of their arches and how long each has been declined, in two statements."""
@@ -243,7 +252,10 @@ async def declining_for(
     arches = sorted({t.arch for t in weighted})
     conf = ctx.config.dispatcher
     heavy = conf.heavy_share if conf.heavy_share > 0 else None
-    outlooks, hosts = await store.outlooks(ctx.conn, arches, OUTLOOK_HOSTS, conf.work_pad, heavy)
+    deadline = await scheduling.batch_end()
+    outlooks, hosts = await store.outlooks(
+        ctx.conn, arches, OUTLOOK_HOSTS, deadline, conf.work_pad, heavy
+    )
     ages = await store.declined_for(ctx.conn, [t.task_id for t in weighted])
     return critical.Declining(outlooks, ages, ctx.config.dispatcher.decline_max_seconds, hosts)
 

@@ -432,19 +432,19 @@ async def outlooks(
     conn: asyncpg.Connection,
     arches: Sequence[str],
     hosts: int,
+    deadline: float,
     work_pad: float | None = None,
     heavy_share: float | None = None,
 ) -> tuple[dict[str, Outlook], dict[str, list[HostView]]]:
-    """What matching.declines weighs, per arch, in two statements (matching.build_outlook):
+    """What matching.declines weighs, per arch, in one statement (matching.build_outlook):
     each slot of the `hosts` fastest online hosts of the arch, free now or when its lease is
     expected to end (matching.lease_frees_at), and the batch's expected end as the deadline
-    (batch_end). Beside each outlook, the host of each of its `faster` entries (a task waits
-    only for a host that may build it). `work_pad`, `heavy_share`: matching.Outlook's
-    ([dispatcher] work_pad, heavy_share)."""
+    (`deadline`, from batch_end). Beside each outlook, the host of each of its `faster`
+    entries (a task waits only for a host that may build it). `work_pad`, `heavy_share`:
+    matching.Outlook's ([dispatcher] work_pad, heavy_share)."""
     rows = await conn.fetch(_OUTLOOK, list(arches), hosts, NEUTRAL_SPEED, OUTLOOK_LEASES)
     if not rows:
         return {}, {}
-    _, deadline = await batch_end(conn)
     by_arch: dict[str, list[Any]] = {}
     for r in rows:
         by_arch.setdefault(r["outlook_arch"], []).append(r)
