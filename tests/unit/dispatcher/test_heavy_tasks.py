@@ -8,22 +8,13 @@ import pytest
 
 from services.common.config import DispatcherConfig
 from services.dispatcher.matching import (
-    HostView,
     Outlook,
-    TaskView,
     critical_path_ends,
     declines,
     heavy,
     padded_work,
 )
-
-
-def host(speed: float) -> HostView:
-    return HostView(f"h{speed}", "core", frozenset({"x86_64"}), frozenset({"f42"}), 2, speed=speed)
-
-
-def task(work: float, path: float) -> TaskView:
-    return TaskView(1, "x86_64", "f42", False, work=work, path=path)
+from tests.unit.dispatcher.test_critical_slack import host, task
 
 
 def test_the_own_work_takes_its_pad_and_the_rest_of_the_path_the_paths() -> None:
