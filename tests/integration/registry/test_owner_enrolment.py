@@ -351,6 +351,8 @@ async def test_profile_fields_are_kept_and_bounded(client, runtime, sent) -> Non
         {"mock_configs": ["a b"]},
         {"agent_version": "1.0; rm -rf"},
         {"sandbox": "Mock"},
+        {"sandbox": "m" * 33},
+        {"sandbox": "bwrap\n"},
     ):
         body, key = new_host("a-2", **bad)
         answer = await post_enrolment(client, body, key, alice, 400)
