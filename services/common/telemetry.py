@@ -231,17 +231,7 @@ def publish_span(topic: str, parent: str | None = None) -> Iterator[trace.Span]:
     `parent` (a traceparent) makes it part of that trace instead of the current one, which is
     then linked: a lease issued while handling a host's status belongs to its build's trace.
     """
-    kwargs: dict[str, Any] = {}
-    current = trace.get_current_span().get_span_context()
-    if parent is not None and trace_id_of(parent) != f"{current.trace_id:032x}":
-        kwargs["context"] = propagate.extract({"traceparent": parent})
-        kwargs["links"] = [Link(current)] if current.is_valid else []
-    with _tracer.start_as_current_span(
-        f"{topic} publish",
-        kind=SpanKind.PRODUCER,
-        attributes={"messaging.system": "rabbitmq", "messaging.destination.name": topic},
-        **kwargs,
-    ) as span:
+    with trace.use_span(start_publish_span(topic, parent), end_on_exit=True) as span:
         yield span
 
 
