@@ -304,30 +304,28 @@ def end_span(span: trace.Span, error: BaseException | None = None) -> None:
 
 
 def record_sent_many(sent: Iterable[tuple[str, bytes]]) -> None:
-    """record_sent for each (routing key, body) of a relayed batch: the leases in one add."""
+    """Count what confirmed messages announce: leases (in one add per batch), verdicts, the
+    throttle."""
     leases = 0
     for routing_key, body in sent:
         if routing_key.startswith("skyline.task.leased"):
             leases += 1
-        else:
-            record_sent(routing_key, body)
+        elif routing_key.startswith(("skyline.task.verified", "skyline.task.mismatch")):
+            kind = "verified" if routing_key.startswith("skyline.task.verified") else "mismatch"
+            attributes = {"kind": kind}
+            if kind == "verified":
+                with contextlib.suppress(ValueError, AttributeError):
+                    attributes["status"] = str(json.loads(body).get("status", ""))
+            METRICS.verdicts.add(1, attributes)
+        elif routing_key in ("skyline.throttle.engaged", "skyline.throttle.released"):
+            METRICS.throttle_engaged.set(1 if routing_key == "skyline.throttle.engaged" else 0)
     if leases:
         METRICS.leases_issued.add(leases)
 
 
 def record_sent(routing_key: str, body: bytes) -> None:
-    """Count what a confirmed message announces: a lease, a verdict, the throttle."""
-    if routing_key.startswith("skyline.task.leased"):
-        METRICS.leases_issued.add(1)
-    elif routing_key.startswith(("skyline.task.verified", "skyline.task.mismatch")):
-        kind = "verified" if routing_key.startswith("skyline.task.verified") else "mismatch"
-        attributes = {"kind": kind}
-        if kind == "verified":
-            with contextlib.suppress(ValueError, AttributeError):
-                attributes["status"] = str(json.loads(body).get("status", ""))
-        METRICS.verdicts.add(1, attributes)
-    elif routing_key in ("skyline.throttle.engaged", "skyline.throttle.released"):
-        METRICS.throttle_engaged.set(1 if routing_key == "skyline.throttle.engaged" else 0)
+    """record_sent_many for one confirmed message."""
+    record_sent_many([(routing_key, body)])
 
 
 # -- database ---------------------------------------------------------------------------------
