@@ -120,6 +120,10 @@ class DispatcherConfig:
     # Statuses renew a lease at most this long after it was given: a build hung on a host
     # that still reports is requeued then (the builder's own build_timeout is 4 h).
     lease_max_seconds: int = 24 * 3600
+    # ... and at most this many times its task's estimated build time on its host (work /
+    # speed; never under lease_seconds) after it was given: a host that says it runs builds
+    # but sits on them holds a short build's lease for an hour, not a day.
+    lease_overrun: float = 4.0
     # Once its holder reports the build finished, a lease waits this long for its verdict
     # (the verifier and the collector may be slow or restarting) before it is requeued.
     verdict_grace_seconds: int = 3600

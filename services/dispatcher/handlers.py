@@ -104,7 +104,9 @@ async def on_host_statuses(msgs: Sequence[HostStatusV1], ctx: Context) -> None:
     # A host that says it is running builds keeps its leases (see [dispatcher] lease_seconds).
     if running := [r["host"] for r in rows if r["state"] == "online" and r["running"] > 0]:
         conf = ctx.config.dispatcher
-        await store.renew_leases(ctx.conn, running, conf.lease_seconds, conf.lease_max_seconds)
+        await store.renew_leases(
+            ctx.conn, running, conf.lease_seconds, conf.lease_max_seconds, conf.lease_overrun
+        )
     hosts = [store.host_view(row) for row in rows]
     scheduling = Pass(ctx)
     # Online, with a slot free by the dispatcher's own count; locked by the upsert.

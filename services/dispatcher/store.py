@@ -221,14 +221,21 @@ async def upsert_hosts(
 
 
 async def renew_leases(
-    conn: asyncpg.Connection, hosts: Sequence[str], seconds: int, max_seconds: int
+    conn: asyncpg.Connection,
+    hosts: Sequence[str],
+    seconds: int,
+    max_seconds: int,
+    overrun: float,
 ) -> None:
     """The building leases of these hosts (each said it is running builds) expire no sooner
-    than `seconds` from now, and never later than `max_seconds` after they were given. A
-    lease whose build is reported done is left to its verdict grace (extend_lease)."""
+    than `seconds` from now, and never later than `max_seconds` after they were given, nor
+    later than `overrun` times their task's estimated time on the host (when it has one, and
+    at least `seconds`). A lease whose build is reported done is left to its verdict grace
+    (extend_lease)."""
     await conn.execute(
         "WITH renewed AS (UPDATE leases l SET expires_at = GREATEST(l.expires_at,"
-        "   LEAST(now() + make_interval(secs => $2), l.created_at + make_interval(secs => $3)))"
+        "   LEAST(now() + make_interval(secs => $2), l.created_at + make_interval(secs =>"
+        "     LEAST($3, GREATEST($2, coalesce($4 * t.work / coalesce(l.speed, 1.0), $3))))))"
         "  FROM tasks t WHERE l.host = ANY($1::text[]) AND l.state = 'open'"
         "  AND l.finished_at IS NULL AND t.id = l.task_id AND t.lease_id = l.lease_id"
         "  AND t.state = 'leased' RETURNING l.task_id, l.expires_at)"
@@ -237,6 +244,7 @@ async def renew_leases(
         sorted(hosts),
         seconds,
         max_seconds,
+        overrun,
     )
 
 

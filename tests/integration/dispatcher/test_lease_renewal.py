@@ -1,6 +1,7 @@
 """A build may outlast [dispatcher] lease_seconds: its host's statuses (running builds) renew
-its leases, up to lease_max_seconds after they were given; a host that goes silent, or says
-it runs nothing, lets them expire."""
+its leases, up to lease_max_seconds after they were given and up to lease_overrun times the
+task's estimated time on the host; a host that goes silent, or says it runs nothing, lets
+them expire."""
 
 from __future__ import annotations
 
@@ -65,6 +66,31 @@ async def test_statuses_renew_no_lease_past_its_maximum(runtime: Runtime, sent) 
     [(task_expires, _)] = (await expiries(runtime)).values()
     latest = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=31)
     assert task_expires < latest
+
+
+@pytest.mark.parametrize(
+    ("work", "speed", "renewed"),
+    [(600, 1.0, False), (7200, 1.0, True), (1500, 0.5, True), (None, None, True)],
+)
+async def test_statuses_renew_a_lease_up_to_overrun_times_its_estimate(
+    runtime: Runtime, sent, work: float | None, speed: float | None, renewed: bool
+) -> None:
+    """Two hours into the build: a 10-minute estimate (4 x 600 s is under the hour's floor)
+    is not renewed; a 2-hour one is; so is 25 minutes of work on a host of half speed (4 x 50
+    minutes); a task without history keeps lease_max_seconds."""
+    await SERVICE.handle(runtime, request(arches=["noarch"]))
+    await new_messages(runtime, sent, status(free_slots=1))
+    await runtime.pool.execute("UPDATE tasks SET work = $1", work)
+    await runtime.pool.execute("UPDATE leases SET speed = $1", speed)
+    await age_leases(runtime, 2.0)
+    before = await expiries(runtime)
+    await SERVICE.handle(runtime, status(free_slots=0, running=1))
+    [(task_expires, _)] = (await expiries(runtime)).values()
+    soonest = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=55)
+    if renewed:
+        assert task_expires > soonest
+    else:
+        assert await expiries(runtime) == before
 
 
 @pytest.mark.parametrize("word", ["runs nothing", "offline"])
