@@ -464,6 +464,13 @@ class TaskMismatchV1(_LeaseMessage):
         },
     )
 
+    @classmethod
+    def refusing(cls, result: _TaskFields, reason: str, detail: str) -> TaskMismatchV1:
+        """The refusal of `result`'s lease (`reason` one of MISMATCH_REASONS); a long
+        `detail` is cut to the schema's bound."""
+        limit = cls.body_schema["properties"]["detail"]["maxLength"]
+        return cls(body={**result.task_fields(), "reason": reason, "detail": detail[:limit]})
+
     @property
     def build_id(self) -> int | None:
         """None from a refusal that does not name the build."""

@@ -155,17 +155,7 @@ def replicate_message(
 
 
 def refusal_message(decision: policy.Decision, newest: TaskFinishedV1) -> TaskMismatchV1:
-    return TaskMismatchV1(
-        body={
-            "task_id": newest.task_id,
-            "build_id": newest.build_id,
-            "lease_id": newest.lease_id,
-            "host": newest.host,
-            "arch": newest.arch,
-            "reason": "no_agreement",
-            "detail": decision.reason[:_MAX_DETAIL],
-        }
-    )
+    return TaskMismatchV1.refusing(newest, "no_agreement", decision.reason)
 
 
 def _id(row: Mapping[str, Any]) -> str:
