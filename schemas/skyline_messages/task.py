@@ -182,8 +182,16 @@ class TaskLeasedV1(_HostTopic):
         return str(self.body["owner"])
 
     @property
+    def srpm_url(self) -> str:
+        return str(self.body["srpm_url"])
+
+    @property
     def srpm_sha256(self) -> str:
         return str(self.body["srpm_sha256"])
+
+    @property
+    def lease_expires(self) -> str:
+        return str(self.body["lease_expires"])
 
     @property
     def scratch(self) -> bool:
