@@ -133,6 +133,16 @@ class _Result(_TaskFields):
         host does not say."""
         return self.body.get("failure")
 
+    def result_fields(self) -> dict[str, Any]:
+        """The fields naming this result that a task.verified accepting it starts with."""
+        return {
+            **self.task_fields(),
+            "nvr": self.nvr,
+            "status": self.status,
+            "files": self.files,
+            "result_digest": self.result_digest,
+        }
+
 
 class TaskLeasedV1(_HostTopic):
     """The dispatcher leases a task to one host; published on `skyline.task.leased.<host>`."""

@@ -78,6 +78,9 @@ def test_task_fields():
     msg = TaskFinishedV1(body=example(TaskFinishedV1))
     assert msg.task_fields() == TASK
     assert TaskVerifiedV1(body=example(TaskVerifiedV1)).task_fields() == TASK
+    verified = TaskVerifiedV1(body=example(TaskVerifiedV1))
+    assert set(msg.result_fields()) == set(TaskVerifiedV1.body_schema["required"])
+    assert verified.result_fields() == {k: verified.body[k] for k in verified.result_fields()}
 
 
 def test_absent_optional_fields():

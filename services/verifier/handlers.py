@@ -81,13 +81,7 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
     log.info("verified task %s (%s) from %s", msg.task_id, msg.arch, msg.host)
     if msg.status != "succeeded":
         # A failure needs no agreement here: the dispatcher confirms failures (failures.py).
-        failed = {
-            **msg.task_fields(),
-            "nvr": msg.nvr,
-            "status": msg.status,
-            "files": msg.files,
-            "result_digest": msg.result_digest,
-        }
+        failed = msg.result_fields()
         if msg.failure is not None:
             failed["failure"] = msg.failure  # the agent's own fault: built again elsewhere
         return await ctx.publish(TaskVerifiedV1(body=failed))
