@@ -135,6 +135,18 @@ class SkylineMessage(message.Message):
         return f"{self.summary}\n\n{details}\n"
 
 
+class Signed(SkylineMessage):
+    """A message its sender signed (services/common/signing.py): `signature` is over the rest."""
+
+    @property
+    def signed_at(self) -> str:
+        return str(self.body["signed_at"])
+
+    @property
+    def signature(self) -> str:
+        return str(self.body["signature"])
+
+
 class PartyTopic(message.Message):
     """Published on `<topic>.<party>`: the routing key names the host or owner the message is
     from (or, for leases, for), so the broker's topic permissions can hold each party to its

@@ -52,6 +52,15 @@ class _OwnedMessage(SkylineMessage):
     def usernames(self) -> list[str]:
         return [self.body["owner"]]
 
+    @property
+    def owner(self) -> str:
+        return str(self.body["owner"])
+
+    @property
+    def scratch(self) -> bool:
+        """False where the message does not say (build.stored and build.failed never do)."""
+        return bool(self.body.get("scratch", False))
+
 
 SRPM_URL = {
     "type": "string",
@@ -70,10 +79,6 @@ class _Request(PartyTopic, _OwnedMessage):
     def requester(self) -> str | None:
         """The principal whose routing key this came on (None on the bare topic)."""
         return self.party
-
-    @property
-    def owner(self) -> str:
-        return str(self.body["owner"])
 
 
 class BuildRequestV1(_Request):
@@ -189,6 +194,14 @@ class _BuildMessage(_OwnedMessage):
     @property
     def packages(self) -> list[str]:
         return [package_of(self.body["nvr"])]
+
+    @property
+    def build_id(self) -> int:
+        return int(self.body["build_id"])
+
+    @property
+    def nvr(self) -> str:
+        return str(self.body["nvr"])
 
 
 class BuildQueuedV1(_BuildMessage):
@@ -306,6 +319,10 @@ class BuildFailedV1(_BuildMessage):
             "failed_arches": {"type": "array", "items": ARCH},
         },
     )
+
+    @property
+    def reason(self) -> str:
+        return str(self.body["reason"])
 
     @property
     def summary(self) -> str:

@@ -12,6 +12,7 @@ from .base import (
     TIMESTAMP,
     USER,
     PartyTopic,
+    Signed,
     SkylineMessage,
     body_schema,
 )
@@ -62,8 +63,45 @@ class _HostMessage(SkylineMessage):
     def usernames(self) -> list[str]:
         return [self.body["owner"]] if "owner" in self.body else []
 
+    @property
+    def host(self) -> str:
+        return str(self.body["host"])
 
-class HostEnrolledV1(_HostMessage):
+
+class _HostView(_HostMessage):
+    """What the registry says of an enrolled host: its owner, trust and what it builds."""
+
+    @property
+    def owner(self) -> str:
+        return str(self.body["owner"])
+
+    @property
+    def trust(self) -> str:
+        return str(self.body["trust"])
+
+    @property
+    def arches(self) -> list[str]:
+        return list(self.body["arches"])
+
+    @property
+    def releases(self) -> list[str]:
+        return list(self.body["releases"])
+
+
+class _Slots(_HostMessage):
+    """How much work a host can take."""
+
+    @property
+    def free_slots(self) -> int:
+        return int(self.body["free_slots"])
+
+    @property
+    def running(self) -> int:
+        """Builds it runs; 0 where not said."""
+        return int(self.body.get("running", 0))
+
+
+class HostEnrolledV1(_HostView):
     """The registry enrolled a builder host and its public key."""
 
     topic = "skyline.host.enrolled"
@@ -89,12 +127,46 @@ class HostEnrolledV1(_HostMessage):
     )
 
     @property
+    def public_key(self) -> str:
+        return str(self.body["public_key"])
+
+    @property
+    def cpus(self) -> int | None:
+        return self.body.get("cpus")
+
+    @property
+    def memory_mb(self) -> int | None:
+        return self.body.get("memory_mb")
+
+    @property
+    def disk_gb(self) -> int | None:
+        return self.body.get("disk_gb")
+
+    @property
+    def mock_configs(self) -> list[str] | None:
+        configs = self.body.get("mock_configs")
+        return None if configs is None else list(configs)
+
+    @property
+    def location(self) -> str | None:
+        return self.body.get("location")
+
+    @property
+    def agent_version(self) -> str | None:
+        return self.body.get("agent_version")
+
+    @property
+    def sandbox(self) -> str | None:
+        """What isolates its builds; None where its owner does not say."""
+        return self.body.get("sandbox")
+
+    @property
     def summary(self) -> str:
         b = self.body
         return f"{b['owner']} enrolled host {b['host']} ({', '.join(b['arches'])}) as {b['trust']}"
 
 
-class HostHeartbeatV1(PartyTopic, _HostMessage):
+class HostHeartbeatV1(PartyTopic, _Slots, Signed):
     """A builder says it is alive and how many tasks it can take (signed by the host); on
     `skyline.host.heartbeat.<host>`."""
 
@@ -126,7 +198,7 @@ class HostHeartbeatV1(PartyTopic, _HostMessage):
         return f"{self.body['host']} is alive with {self.body['free_slots']} free slot(s)"
 
 
-class HostStatusV1(_HostMessage):
+class HostStatusV1(_HostView, _Slots):
     """The registry's authenticated view of a host, for the dispatcher to schedule on."""
 
     topic = "skyline.host.status"
@@ -167,8 +239,12 @@ class HostStatusV1(_HostMessage):
         return None if speed is None else float(speed)
 
     @property
-    def running(self) -> int:
-        return self.body.get("running", 0)
+    def state(self) -> str:
+        return str(self.body["state"])
+
+    @property
+    def seen_at(self) -> str:
+        return str(self.body["seen_at"])
 
     @property
     def max_slots(self) -> int:

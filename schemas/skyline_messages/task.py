@@ -19,6 +19,7 @@ from .base import (
     USER,
     UUID,
     PartyTopic,
+    Signed,
     SkylineMessage,
     body_schema,
     package_of,
@@ -56,6 +57,8 @@ ODD_ONE_OUT = {
 
 
 class _TaskMessage(SkylineMessage):
+    """Every task message names its task."""
+
     @property
     def agent_name(self) -> str:
         return self.body["host"]
@@ -64,29 +67,81 @@ class _TaskMessage(SkylineMessage):
     def packages(self) -> list[str]:
         return [package_of(self.body["nvr"])] if "nvr" in self.body else []
 
-
-class _HostTopic(PartyTopic, _TaskMessage):
-    """A task message on `<topic>.<host>` (host names are one routing-key word)."""
-
-    @property
-    def host(self) -> str:
-        return str(self.body["host"])
-
     @property
     def task_id(self) -> int:
         return int(self.body["task_id"])
 
-    @property
-    def build_id(self) -> int:
-        return int(self.body["build_id"])
+
+class _LeaseMessage(_TaskMessage):
+    """A message about one lease of a task: which, and its host."""
 
     @property
     def lease_id(self) -> str:
         return str(self.body["lease_id"])
 
     @property
+    def host(self) -> str:
+        return str(self.body["host"])
+
+
+class _BuildTask(_TaskMessage):
+    """A message naming the task's build and architecture."""
+
+    @property
+    def build_id(self) -> int:
+        return int(self.body["build_id"])
+
+    @property
     def arch(self) -> str:
         return str(self.body["arch"])
+
+
+class _TaskFields(_LeaseMessage, _BuildTask):
+    """A message carrying every one of TASK_FIELDS."""
+
+    def task_fields(self) -> dict[str, Any]:
+        """The TASK_FIELDS of this message: the start of any message about the same lease."""
+        return {k: self.body[k] for k in TASK_FIELDS}
+
+
+class _HostTopic(PartyTopic, _TaskFields):
+    """A task message on `<topic>.<host>` (host names are one routing-key word)."""
+
+
+class _Result(_TaskFields):
+    """What a host's attestation and the verifier's acceptance of it both carry."""
+
+    @property
+    def nvr(self) -> str:
+        return str(self.body["nvr"])
+
+    @property
+    def status(self) -> str:
+        return str(self.body["status"])
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        return list(self.body["files"])
+
+    @property
+    def result_digest(self) -> str:
+        return str(self.body["result_digest"])
+
+    @property
+    def failure(self) -> str | None:
+        """Of a failed task, whose failure the host says it was; None if succeeded or the
+        host does not say."""
+        return self.body.get("failure")
+
+    def result_fields(self) -> dict[str, Any]:
+        """The fields naming this result that a task.verified accepting it starts with."""
+        return {
+            **self.task_fields(),
+            "nvr": self.nvr,
+            "status": self.status,
+            "files": self.files,
+            "result_digest": self.result_digest,
+        }
 
 
 class TaskLeasedV1(_HostTopic):
@@ -133,8 +188,20 @@ class TaskLeasedV1(_HostTopic):
         return str(self.body["nvr"])
 
     @property
+    def owner(self) -> str:
+        return str(self.body["owner"])
+
+    @property
+    def srpm_url(self) -> str:
+        return str(self.body["srpm_url"])
+
+    @property
     def srpm_sha256(self) -> str:
         return str(self.body["srpm_sha256"])
+
+    @property
+    def lease_expires(self) -> str:
+        return str(self.body["lease_expires"])
 
     @property
     def scratch(self) -> bool:
@@ -147,7 +214,7 @@ class TaskLeasedV1(_HostTopic):
         return f"task {b['task_id']} ({b['nvr']}, {b['arch']}) leased to {b['host']}{what}"
 
 
-class TaskStartedV1(_HostTopic):
+class TaskStartedV1(_HostTopic, Signed):
     """A builder began a leased task (signed by the host); on `skyline.task.started.<host>`."""
 
     topic = "skyline.task.started"
@@ -164,7 +231,7 @@ class TaskStartedV1(_HostTopic):
         return f"{self.body['host']} started task {self.body['task_id']} ({self.body['arch']})"
 
 
-class TaskFinishedV1(_HostTopic):
+class TaskFinishedV1(_HostTopic, _Result, Signed):
     """A builder's signed attestation of what it built and with what; on
     `skyline.task.finished.<host>`."""
 
@@ -212,20 +279,12 @@ class TaskFinishedV1(_HostTopic):
     )
 
     @property
-    def nvr(self) -> str:
-        return str(self.body["nvr"])
+    def srpm_sha256(self) -> str:
+        return str(self.body["srpm_sha256"])
 
     @property
-    def status(self) -> str:
-        return str(self.body["status"])
-
-    @property
-    def files(self) -> list[dict[str, Any]]:
-        return list(self.body["files"])
-
-    @property
-    def result_digest(self) -> str:
-        return str(self.body["result_digest"])
+    def env_manifest(self) -> dict[str, str]:
+        return dict(self.body["env_manifest"])
 
     @property
     def env_digest(self) -> str:
@@ -236,17 +295,12 @@ class TaskFinishedV1(_HostTopic):
         return float(self.body["duration"])
 
     @property
-    def failure(self) -> str | None:
-        """For a failed task, whose failure it is; None if succeeded or the agent does not say."""
-        return self.body.get("failure")
-
-    @property
     def summary(self) -> str:
         b = self.body
         return f"{b['host']} {b['status']} task {b['task_id']} ({b['nvr']}, {b['arch']})"
 
 
-class TaskVerifiedV1(_TaskMessage):
+class TaskVerifiedV1(_Result):
     """The verifier's acceptance: the collector stores this lease's results.
 
     For a succeeded task it is sent only once the acceptance policy is met: `lease_id` and
@@ -280,9 +334,9 @@ class TaskVerifiedV1(_TaskMessage):
     )
 
     @property
-    def failure(self) -> str | None:
-        """Of a failed task, the host's word on whose failure it was (None: not said)."""
-        return self.body.get("failure")
+    def comparison_key(self) -> str | None:
+        """The accepted result's RPM-aware comparison key; None from a verifier without one."""
+        return self.body.get("comparison_key")
 
     @property
     def rule(self) -> str | None:
@@ -308,7 +362,7 @@ class TaskVerifiedV1(_TaskMessage):
         return f"accepted task {b['task_id']} ({b['nvr']}, {b['arch']}) from {hosts}{rule}"
 
 
-class TaskReplicateV1(_TaskMessage):
+class TaskReplicateV1(_BuildTask):
     """The verifier needs another result before it accepts one: the dispatcher leases the
     task again, with the same SRPM and settings, on a host that is none of `exclude_hosts`,
     of none of `exclude_owners`, and of at least `min_trust`."""
@@ -343,6 +397,10 @@ class TaskReplicateV1(_TaskMessage):
             "results": {"type": "integer", "minimum": 1, "maximum": 100},
         },
     )
+
+    @property
+    def nvr(self) -> str:
+        return str(self.body["nvr"])
 
     @property
     def min_trust(self) -> str:
@@ -405,7 +463,7 @@ MISMATCH_REASONS = [
 ]
 
 
-class TaskMismatchV1(_TaskMessage):
+class TaskMismatchV1(_LeaseMessage):
     """The verifier refused a task's results: nothing of it is stored."""
 
     topic = "skyline.task.mismatch"
@@ -423,6 +481,31 @@ class TaskMismatchV1(_TaskMessage):
             "detail": {"type": "string", "maxLength": 2000},
         },
     )
+
+    @classmethod
+    def refusing(cls, result: _TaskFields, reason: str, detail: str) -> TaskMismatchV1:
+        """The refusal of `result`'s lease (`reason` one of MISMATCH_REASONS); a long
+        `detail` is cut to the schema's bound."""
+        limit = cls.body_schema["properties"]["detail"]["maxLength"]
+        return cls(body={**result.task_fields(), "reason": reason, "detail": detail[:limit]})
+
+    @property
+    def build_id(self) -> int | None:
+        """None from a refusal that does not name the build."""
+        return self.body.get("build_id")
+
+    @property
+    def arch(self) -> str | None:
+        """None from a refusal that does not name the arch."""
+        return self.body.get("arch")
+
+    @property
+    def reason(self) -> str:
+        return str(self.body["reason"])
+
+    @property
+    def detail(self) -> str:
+        return str(self.body["detail"])
 
     @property
     def summary(self) -> str:

@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -224,13 +224,14 @@ class Agent:
             if state == "finished" and not entry.get("published"):
                 await self.publisher.publish_finished(lease_id, entry)
             elif state == "accepted" and lease_id not in self._tasks:
-                if lease_expired(entry["lease"]):
+                lease = TaskLeasedV1(body=entry["lease"])
+                if lease_expired(lease):
                     log.info("lease %s expired while the agent was down; dropped", lease_id)
                     await self.runner.expire(lease_id, entry)
                 else:
-                    log.info("resuming lease %s (%s)", lease_id, entry["lease"]["nvr"])
+                    log.info("resuming lease %s (%s)", lease_id, lease.nvr)
                     with telemetry.attached(entry.get("traceparent")):  # the lease's trace
-                        self._start(entry["lease"])
+                        self._start(lease)
 
     async def _drain(self) -> None:
         tasks = list(self._tasks.values())
@@ -271,11 +272,11 @@ class Agent:
             return
         if not isinstance(msg, TaskLeasedV1):
             raise Reject(f"{type(msg).__name__} does not belong on a builder's lease queue")
-        lease = dict(msg.body)
-        lease_id = lease["lease_id"]
-        if lease["host"] != self.host:
+        lease = msg
+        lease_id = lease.lease_id
+        if lease.host != self.host:
             log.warning(
-                "ignoring lease %s for host %s (this is %s)", lease_id, lease["host"], self.host
+                "ignoring lease %s for host %s (this is %s)", lease_id, lease.host, self.host
             )
             return
         entry = self.journal.load(lease_id)
@@ -293,7 +294,7 @@ class Agent:
             self.journal.save(
                 lease_id,
                 {
-                    "lease": lease,
+                    "lease": dict(lease.body),
                     "state": "accepted",
                     "at": now_iso(),
                     "traceparent": telemetry.current_traceparent(),
@@ -328,13 +329,13 @@ class Agent:
         self.runner.revoke(lease_id)
         return True
 
-    def _start(self, lease: dict[str, Any]) -> None:
-        lease_id = lease["lease_id"]
+    def _start(self, lease: TaskLeasedV1) -> None:
+        lease_id = lease.lease_id
         self._tasks[lease_id] = asyncio.create_task(self._run_task(lease), name=f"lease-{lease_id}")
         self._wake.set()
 
-    async def _run_task(self, lease: dict[str, Any]) -> None:
-        lease_id = lease["lease_id"]
+    async def _run_task(self, lease: TaskLeasedV1) -> None:
+        lease_id = lease.lease_id
         try:
             async with self._slots:  # more leases than slots wait here (they count as busy)
                 await self.runner.run(lease)

@@ -13,8 +13,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fedora_messaging import message as fm
-from skyline_messages import TaskFinishedV1
-from skyline_messages.base import PartyTopic
+from skyline_messages import HostHeartbeatV1, TaskFinishedV1, TaskStartedV1
 
 from services.common.signing import sign_body
 
@@ -39,20 +38,23 @@ class Publisher:
     def sign(self, body: dict[str, Any]) -> dict[str, Any]:
         return sign_body(body, self.signing_key())
 
-    async def publish_signed(self, cls: type[PartyTopic], body: dict[str, Any]) -> None:
+    async def publish_signed(
+        self, cls: type[HostHeartbeatV1 | TaskStartedV1], body: dict[str, Any]
+    ) -> None:
         """Publish a signed informational message on the host's own routing key; the caller
         goes on if the broker is away."""
         try:
-            await self.bus.publish(cls(body=self.sign(body), topic=cls.topic_for(body["host"])))
+            msg = cls(body=self.sign(body))
+            msg.topic = cls.topic_for(msg.host)
+            await self.bus.publish(msg)
         except Exception as exc:
             log.warning("could not publish %s: %s", cls.__name__, exc)
 
     async def publish_finished(self, lease_id: str, entry: dict[str, Any]) -> None:
         """Send (or re-send, with the same message id) a journaled attestation; never raises."""
         recorded = entry["finished"]
-        body = recorded["body"]
-        msg = TaskFinishedV1(body=body, topic=TaskFinishedV1.topic_for(body["host"]))
-        msg.id = recorded["id"]
+        msg = TaskFinishedV1(body=recorded["body"])
+        msg.topic, msg.id = TaskFinishedV1.topic_for(msg.host), recorded["id"]
         try:
             await self.bus.publish(msg)
         except Exception as exc:

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from skyline_messages import TaskFinishedV1, TaskStartedV1
+from skyline_messages import TaskFinishedV1, TaskLeasedV1, TaskStartedV1
 
 from services.common import telemetry
 from services.common.config import BuilderConfig
@@ -36,13 +36,12 @@ from .sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
-TASK_KEYS = ("task_id", "build_id", "lease_id", "host", "arch")
 ERROR_LOG_NAME = "agent-error.log"  # what went wrong on the agent's side, next to build.log
 MAX_SRPM_BYTES = 4 * 1024**3  # the collector's default upload limit; no real SRPM comes close
 
 
 def attestation(
-    lease: Mapping[str, Any],
+    lease: TaskLeasedV1,
     *,
     status: str,
     srpm_sha256: str,
@@ -57,8 +56,8 @@ def attestation(
     A failed task says whose failure it is (`failure`): the package's, or the agent's.
     """
     body = {
-        **{k: lease[k] for k in TASK_KEYS},
-        "nvr": lease["nvr"],
+        **lease.task_fields(),
+        "nvr": lease.nvr,
         "status": status,
         "srpm_sha256": srpm_sha256,
         "files": [*rpms, *logs],
@@ -73,14 +72,12 @@ def attestation(
     return body
 
 
-def lease_expired(lease: Mapping[str, Any]) -> bool:
+def lease_expired(lease: TaskLeasedV1) -> bool:
     try:
-        expires = datetime.datetime.fromisoformat(lease["lease_expires"])
+        expires = datetime.datetime.fromisoformat(lease.lease_expires)
     except ValueError:
         # Not ours to judge: the dispatcher enforces its own leases.
-        log.warning(
-            "lease %s: unreadable lease_expires %r", lease["lease_id"], lease["lease_expires"]
-        )
+        log.warning("lease %s: unreadable lease_expires %r", lease.lease_id, lease.lease_expires)
         return False
     if expires.tzinfo is None:
         expires = expires.replace(tzinfo=datetime.UTC)
@@ -121,9 +118,9 @@ class Runner:
         self.session = session
         self.signing_key = signing_key  # signs uploads, like the messages
 
-    async def run(self, lease: dict[str, Any]) -> None:
+    async def run(self, lease: TaskLeasedV1) -> None:
         """Run one lease to its attestation; raises only CancelledError."""
-        lease_id = lease["lease_id"]
+        lease_id = lease.lease_id
         progress = _Progress()
         cancel = self._cancels.setdefault(lease_id, threading.Event())
         try:
@@ -133,14 +130,12 @@ class Runner:
                 await self.expire(lease_id, self.journal.load(lease_id) or {"lease": lease})
                 return
             with telemetry.span(
-                "skyline.builder.task", lease_id=lease_id, nvr=lease["nvr"], arch=lease["arch"]
+                "skyline.builder.task", lease_id=lease_id, nvr=lease.nvr, arch=lease.arch
             ):
                 body = await self._execute(lease, progress, cancel)
                 await self._finish(lease, body)
         except Exception as exc:
-            log.exception(
-                "task for lease %s (%s, %s) failed", lease_id, lease["nvr"], lease["arch"]
-            )
+            log.exception("task for lease %s (%s, %s) failed", lease_id, lease.nvr, lease.arch)
             await self._report_crash(lease, progress, exc)
         finally:
             self._cancels.pop(lease_id, None)
@@ -160,33 +155,33 @@ class Runner:
         return self.workdir / "tasks" / self.journal.path(lease_id).stem
 
     async def _execute(
-        self, lease: dict[str, Any], progress: _Progress, cancel: threading.Event
+        self, lease: TaskLeasedV1, progress: _Progress, cancel: threading.Event
     ) -> dict[str, Any]:
         """Fetch, check, build and upload; return the unsigned attestation."""
-        lease_id = lease["lease_id"]
+        lease_id = lease.lease_id
         progress.started = asyncio.get_running_loop().time()
-        await self.publisher.publish_signed(TaskStartedV1, {k: lease[k] for k in TASK_KEYS})
+        await self.publisher.publish_signed(TaskStartedV1, lease.task_fields())
         task_dir = self.task_dir(lease_id)
         results = task_dir / "results"
         await asyncio.to_thread(shutil.rmtree, results, ignore_errors=True)
         results.mkdir(parents=True)
-        srpm = task_dir / f"{lease['nvr']}.src.rpm"
+        srpm = task_dir / f"{lease.nvr}.src.rpm"
         got = await client.fetch_srpm(
-            self.session(), lease["srpm_url"], srpm, lease["srpm_sha256"], MAX_SRPM_BYTES
+            self.session(), lease.srpm_url, srpm, lease.srpm_sha256, MAX_SRPM_BYTES
         )
         progress.srpm_sha256 = got
         env = await asyncio.to_thread(self.environment_manifest)
-        if got != lease["srpm_sha256"]:
+        if got != lease.srpm_sha256:
             log.error(
                 "lease %s: SRPM sha256 %s, expected %s; not building",
                 lease_id,
                 got,
-                lease["srpm_sha256"],
+                lease.srpm_sha256,
             )
             note = results / rpmbuild.LOG_NAME
             note.write_text(
-                f"skyline: the SRPM fetched from {lease['srpm_url']} has sha256 {got},\n"
-                f"skyline: but the lease says {lease['srpm_sha256']}.\n"
+                f"skyline: the SRPM fetched from {lease.srpm_url} has sha256 {got},\n"
+                f"skyline: but the lease says {lease.srpm_sha256}.\n"
                 "skyline: not building it: these are not the sources that were requested.\n"
             )
             return attestation(
@@ -201,17 +196,17 @@ class Runner:
             )
         if cancel.is_set():
             return await self._revoked(lease, results, got, env)
-        repos = list(lease.get("repos", []))
+        repos = lease.repos
         buildroot_rpms: list[Path] = []
         if repos and self.sandbox.kind != "mock":
             # mock adds the repositories to its chroot; rpmbuild gets their packages unpacked.
             buildroot_rpms = await buildroot.fetch_buildroot(
-                self.session(), repos, lease["arch"], task_dir / "buildroot"
+                self.session(), repos, lease.arch, task_dir / "buildroot"
             )
         outcome = await asyncio.to_thread(
             rpmbuild.build,
             srpm,
-            arch=lease["arch"],
+            arch=lease.arch,
             results_dir=results,
             build_path=self.build_path,
             timeout=self.settings.build_timeout,
@@ -245,7 +240,7 @@ class Runner:
         )
 
     async def _revoked(
-        self, lease: dict[str, Any], results: Path, srpm_sha256: str, env: Mapping[str, str]
+        self, lease: TaskLeasedV1, results: Path, srpm_sha256: str, env: Mapping[str, str]
     ) -> dict[str, Any]:
         """The attestation of a lease revoked before its build started."""
         note = results / rpmbuild.LOG_NAME
@@ -267,11 +262,9 @@ class Runner:
             path=self.settings.tool_path or None, sandbox=self.sandbox.kind
         )
 
-    async def _report_crash(
-        self, lease: dict[str, Any], progress: _Progress, exc: Exception
-    ) -> None:
+    async def _report_crash(self, lease: TaskLeasedV1, progress: _Progress, exc: Exception) -> None:
         """Turn an agent-side error into a failed task, so the dispatcher need not wait."""
-        lease_id = lease["lease_id"]
+        lease_id = lease.lease_id
         try:
             results = self.task_dir(lease_id) / "results"
             note = results / ERROR_LOG_NAME
@@ -297,7 +290,7 @@ class Runner:
                 lease,
                 status="failed",
                 # Nothing fetched means nothing else to claim: echo what was asked for.
-                srpm_sha256=progress.srpm_sha256 or lease["srpm_sha256"],
+                srpm_sha256=progress.srpm_sha256 or lease.srpm_sha256,
                 rpms=[],
                 logs=logs,
                 env_manifest=env,
@@ -312,34 +305,34 @@ class Runner:
                 lease_id,
             )
 
-    async def _finish(self, lease: dict[str, Any], body: dict[str, Any]) -> None:
+    async def _finish(self, lease: TaskLeasedV1, body: dict[str, Any]) -> None:
         """Sign, journal, then publish the attestation; nothing after the journal may raise."""
-        lease_id = lease["lease_id"]
+        lease_id = lease.lease_id
         msg = TaskFinishedV1(body=self.publisher.sign(body))
         msg.validate()  # a body the broker would refuse must fail here, not loop in the journal
         entry = {
-            "lease": lease,
+            "lease": lease.body,
             "state": "finished",
             "finished": {"id": msg.id, "body": msg.body},
             "published": False,
             "at": now_iso(),
         }
         self.journal.save(lease_id, entry)
-        log.info("lease %s %s", lease_id, body["status"])
+        log.info("lease %s %s", lease_id, msg.status)
         await self.publisher.publish_finished(lease_id, entry)
         await asyncio.to_thread(shutil.rmtree, self.task_dir(lease_id), ignore_errors=True)
 
-    async def _upload(self, lease: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    async def _upload(self, lease: TaskLeasedV1, path: Path) -> dict[str, Any]:
         sha256, size = await asyncio.to_thread(_digest_and_size, path)
         await client.upload(
             self.session(),
             self.settings.collector_url,
-            lease["lease_id"],
+            lease.lease_id,
             path,
             sha256,
             # The agent runs only leases made out to its own host (agent.py), so the lease's
             # host is ours: the name the collector checks against the lease and the key.
-            host=lease["host"],
+            host=lease.host,
             key=self.signing_key(),
         )
         return {"name": path.name, "size": size, "sha256": sha256}

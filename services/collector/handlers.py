@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -24,32 +24,37 @@ from . import storage, store
 
 log = logging.getLogger(__name__)
 
-# Fields of a verified message that must equal the lease's, or it is about another task.
-LEASE_FIELDS = ("task_id", "build_id", "host", "arch", "nvr")
+
+def lease_fields(msg: TaskVerifiedV1) -> dict[str, Any]:
+    """Fields of a verified message that must equal the lease's, or it is about another task."""
+    return {
+        "task_id": msg.task_id,
+        "build_id": msg.build_id,
+        "host": msg.host,
+        "arch": msg.arch,
+        "nvr": msg.nvr,
+    }
 
 
 async def on_task_leased(msg: TaskLeasedV1, ctx: Context) -> None:
     """Remember the lease: uploads are accepted only for known leases."""
-    if await store.add_lease(ctx.conn, msg.body):
-        log.info(
-            "lease %s: task %s on %s", msg.body["lease_id"], msg.body["task_id"], msg.body["host"]
-        )
+    if await store.add_lease(ctx.conn, msg):
+        log.info("lease %s: task %s on %s", msg.lease_id, msg.task_id, msg.host)
 
 
 async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
-    body = msg.body
-    lease_id = uuid.UUID(body["lease_id"])
+    lease_id = uuid.UUID(msg.lease_id)
     # Tasks of one build share paths (noarch subpackages), so one N-V-R is stored at a time.
-    await store.lock_nvr(ctx.conn, body["nvr"])
+    await store.lock_nvr(ctx.conn, msg.nvr)
     lease = await store.get_lease(ctx.conn, lease_id, for_update=True)
     if lease is None:
         raise Reject(f"verified lease {lease_id} is unknown here, so nothing was uploaded for it")
-    for field in LEASE_FIELDS:
-        if body[field] != lease[field]:
-            raise Reject(f"lease {lease_id}: {field} {body[field]!r} does not match the lease")
-    if body["status"] != "succeeded":
+    for field, value in lease_fields(msg).items():
+        if value != lease[field]:
+            raise Reject(f"lease {lease_id}: {field} {value!r} does not match the lease")
+    if msg.status != "succeeded":
         # The dispatcher handles failures; its staged logs go with the stale-lease sweep.
-        log.info("lease %s: task %s failed on %s", lease_id, body["task_id"], body["host"])
+        log.info("lease %s: task %s failed on %s", lease_id, msg.task_id, msg.host)
         if lease["state"] == "open":
             await store.set_state(ctx.conn, lease_id, "failed")
         return
@@ -57,7 +62,7 @@ async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
         # Told again: its first build.stored may have been lost. Announce the same again.
         log.info("lease %s is stored already; announcing it again", lease_id)
         stored = await store.stored_files(ctx.conn, lease_id)
-        await ctx.publish(stored_message(lease, _in_order(stored, body["files"])))
+        await ctx.publish(stored_message(lease, _in_order(stored, msg.files)))
         return
     if lease["state"] == "superseded":
         log.info("lease %s is superseded already; nothing to do", lease_id)
@@ -69,8 +74,8 @@ async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
         log.info("lease %s: task %s was stored from lease %s", lease_id, lease["task_id"], other)
         await store.set_state(ctx.conn, lease_id, "superseded")
         return
-    await _check_staged(ctx.conn, lease_id, body["files"])
-    results = await _store(ctx, lease, body["files"])
+    await _check_staged(ctx.conn, lease_id, msg.files)
+    results = await _store(ctx, lease, msg.files)
     await store.record_stored(ctx.conn, lease_id, results)
     log.info("lease %s: stored %d file(s) of %s", lease_id, len(results), lease["nvr"])
     if others := await store.supersede_other_leases(ctx.conn, lease["task_id"], lease_id):
@@ -93,7 +98,7 @@ def stored_message(lease: asyncpg.Record, files: list[dict[str, Any]]) -> BuildS
 
 
 def _in_order(
-    stored: list[asyncpg.Record], attested: list[Mapping[str, Any]]
+    stored: list[asyncpg.Record], attested: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """Stored files in the attested order, as the first build.stored listed them."""
     position = {f["name"]: i for i, f in enumerate(attested)}
@@ -101,7 +106,7 @@ def _in_order(
 
 
 async def _check_staged(
-    conn: asyncpg.Connection, lease_id: uuid.UUID, files: list[Mapping[str, Any]]
+    conn: asyncpg.Connection, lease_id: uuid.UUID, files: Sequence[Mapping[str, Any]]
 ) -> None:
     """Each attested file was recorded as uploaded with the attested size and digest."""
     staged = {r["name"]: (r["size"], r["sha256"]) for r in await store.staged_files(conn, lease_id)}
@@ -111,7 +116,7 @@ async def _check_staged(
 
 
 async def _store(
-    ctx: Context, lease: asyncpg.Record, files: list[Mapping[str, Any]]
+    ctx: Context, lease: asyncpg.Record, files: Sequence[Mapping[str, Any]]
 ) -> list[storage.Result]:
     """Check every file, refuse on any conflict, then place them; return what this task stored."""
     config = ctx.config
@@ -155,20 +160,16 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
     Only the lease's own host can have sent it (the broker and the consumer's sender check);
     the verifier checks its signature, and only verified results are imported.
     """
-    body = msg.body
-    if body["status"] == "succeeded":
+    if msg.status == "succeeded":
         await store.record_env_manifest(
-            ctx.conn, uuid.UUID(body["lease_id"]), body["host"], body["env_manifest"]
+            ctx.conn, uuid.UUID(msg.lease_id), msg.host, msg.env_manifest
         )
 
 
 async def on_build_complete(msg: BuildCompleteV1, ctx: Context) -> None:
     """Record the intent to import the build into Koji; kojiimport.py does it, outside this
     transaction. Scratch builds stay out of Koji, as Koji's own scratch builds do."""
-    body = msg.body
-    if not ctx.config.collector.koji_hub_url or body["scratch"]:
+    if not ctx.config.collector.koji_hub_url or msg.scratch:
         return
-    if await store.add_koji_import(
-        ctx.conn, body["build_id"], body["nvr"], body["owner"], msg.tasks
-    ):
-        log.info("build %s (%s): to be imported into Koji", body["build_id"], body["nvr"])
+    if await store.add_koji_import(ctx.conn, msg.build_id, msg.nvr, msg.owner, msg.tasks):
+        log.info("build %s (%s): to be imported into Koji", msg.build_id, msg.nvr)

@@ -50,20 +50,19 @@ async def on_task_replicate(msg: TaskReplicateV1, ctx: Context) -> None:
     c = ctx.config.collector
     if not (c.koji_hub_url and c.koji_drafts):
         return
-    body = msg.body
-    build_id, task_id = body["build_id"], body["task_id"]
+    build_id, task_id = msg.build_id, msg.task_id
     build = await draft_store.build_info(ctx.conn, build_id)
     if build is None or build["scratch"]:
         return  # no lease of it here (nothing uploaded), or a scratch build: never in Koji
     if await draft_store.add_waiting(
-        ctx.conn, build_id, body["nvr"], build["owner"], task_id, msg.exclude_hosts
+        ctx.conn, build_id, msg.nvr, build["owner"], task_id, msg.exclude_hosts
     ):
         log.info("build %s: task %s waits for agreement, a draft is due", build_id, task_id)
 
 
 async def on_build_failed(msg: BuildFailedV1, ctx: Context) -> None:
     """No agreement, or the build failed: its draft, if any, is never promoted."""
-    build_id = msg.body["build_id"]
+    build_id = msg.build_id
     row = await draft_store.get(ctx.conn, build_id)
     if row is not None:
         state = "skipped" if row["files"] is None else "rejected"

@@ -6,6 +6,8 @@ is an upsert keyed by the thing it describes, so a re-announcement changes nothi
 
 from __future__ import annotations
 
+from typing import Any
+
 from fedora_messaging import message as fm
 from skyline_messages import (
     BuildCompleteV1,
@@ -28,22 +30,21 @@ REASON_CHARS = 300  # of a refusal's detail kept for the dashboard
 
 
 async def on_host_status(msg: HostStatusV1, ctx: Context) -> None:
-    await stats_store.record_host(ctx.conn, msg.body)
+    await stats_store.record_host(ctx.conn, msg)
 
 
 async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
-    await stats_store.record_finished(ctx.conn, msg.body, package_of(msg.body["nvr"]))
+    await stats_store.record_finished(ctx.conn, msg)
 
 
 async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
     """Credit the agreeing hosts' results; the odd ones out were refused."""
-    body = msg.body
-    if body["status"] != "succeeded":
+    if msg.status != "succeeded":
         return  # a confirmed build failure: nobody's result is judged
-    package = package_of(body["nvr"])
-    common = {"task_id": body["task_id"], "build_id": body["build_id"], "arch": body["arch"]}
+    package = package_of(msg.nvr)
+    common: dict[str, Any] = {"task_id": msg.task_id, "build_id": msg.build_id, "arch": msg.arch}
     # A verifier from before agreement names only the stored result.
-    agreeing = msg.agreeing or [{"host": body["host"], "lease_id": body["lease_id"]}]
+    agreeing = msg.agreeing or [{"host": msg.host, "lease_id": msg.lease_id}]
     for a in agreeing:
         await stats_store.judge_result(
             ctx.conn,
@@ -77,51 +78,46 @@ async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
 
 
 async def on_task_mismatch(msg: TaskMismatchV1, ctx: Context) -> None:
-    body = msg.body
-    reason = f"{body['reason']}: {body['detail']}"[:REASON_CHARS]
+    reason = f"{msg.reason}: {msg.detail}"[:REASON_CHARS]
     await stats_store.judge_result(
         ctx.conn,
-        lease_id=body["lease_id"],
-        task_id=body["task_id"],
-        host=body["host"],
-        build_id=body.get("build_id"),
-        arch=body.get("arch"),
+        lease_id=msg.lease_id,
+        task_id=msg.task_id,
+        host=msg.host,
+        build_id=msg.build_id,
+        arch=msg.arch,
         verdict="refused",
         reason=reason,
     )
-    if body["reason"] == "no_agreement":
+    if msg.reason == "no_agreement":
         await stats_store.record_task(
             ctx.conn,
-            task_id=body["task_id"],
-            build_id=body.get("build_id"),
+            task_id=msg.task_id,
+            build_id=msg.build_id,
             package=None,
-            arch=body.get("arch"),
+            arch=msg.arch,
             outcome="no_agreement",
         )
 
 
 async def on_build_queued(msg: BuildQueuedV1, ctx: Context) -> None:
-    await stats_store.build_queued(ctx.conn, msg.body, package_of(msg.body["nvr"]))
+    await stats_store.build_queued(ctx.conn, msg)
 
 
 async def on_build_complete(msg: BuildCompleteV1, ctx: Context) -> None:
-    await stats_store.build_finished(
-        ctx.conn, msg.body, package_of(msg.body["nvr"]), state="complete", tasks=msg.tasks
-    )
+    await stats_store.build_finished(ctx.conn, msg, state="complete", tasks=msg.tasks)
 
 
 async def on_build_failed(msg: BuildFailedV1, ctx: Context) -> None:
-    await stats_store.build_finished(
-        ctx.conn, msg.body, package_of(msg.body["nvr"]), state="failed", reason=msg.body["reason"]
-    )
+    await stats_store.build_finished(ctx.conn, msg, state="failed", reason=msg.reason)
 
 
 async def on_throttle_engaged(msg: ThrottleEngagedV1, ctx: Context) -> None:
-    await stats_store.record_throttle(ctx.conn, msg.body, engaged=True)
+    await stats_store.record_throttle(ctx.conn, msg, engaged=True)
 
 
 async def on_throttle_released(msg: ThrottleReleasedV1, ctx: Context) -> None:
-    await stats_store.record_throttle(ctx.conn, msg.body, engaged=False)
+    await stats_store.record_throttle(ctx.conn, msg, engaged=False)
 
 
 def both(first: Handler, second: Handler) -> Handler:

@@ -9,6 +9,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
+from skyline_messages import (
+    BuildCompleteV1,
+    BuildFailedV1,
+    BuildQueuedV1,
+    HostStatusV1,
+    TaskFinishedV1,
+    ThrottleEngagedV1,
+    ThrottleReleasedV1,
+)
+from skyline_messages.base import package_of
 
 from . import stats
 
@@ -17,7 +27,7 @@ MAX_CLAIM_SECONDS = stats.MAX_CLAIM_HOURS * 3600
 # -- recording ------------------------------------------------------------------------------
 
 
-async def record_host(conn: asyncpg.Connection, body: Mapping[str, Any]) -> None:
+async def record_host(conn: asyncpg.Connection, msg: HostStatusV1) -> None:
     await conn.execute(
         "INSERT INTO stats_hosts (host, owner, state, trust, arches, seen_at)"
         " VALUES ($1, $2, $3, $4, $5, $6::text::timestamptz)"
@@ -26,16 +36,16 @@ async def record_host(conn: asyncpg.Connection, body: Mapping[str, Any]) -> None
         " updated_at = now()"
         # An older status delivered late does not overwrite a newer one.
         " WHERE stats_hosts.seen_at IS NULL OR EXCLUDED.seen_at >= stats_hosts.seen_at",
-        body["host"],
-        body["owner"],
-        body["state"],
-        body["trust"],
-        list(body["arches"]),
-        body["seen_at"],
+        msg.host,
+        msg.owner,
+        msg.state,
+        msg.trust,
+        msg.arches,
+        msg.seen_at,
     )
 
 
-async def record_finished(conn: asyncpg.Connection, body: Mapping[str, Any], package: str) -> None:
+async def record_finished(conn: asyncpg.Connection, msg: TaskFinishedV1) -> None:
     """A host's report of a result: its status and claimed duration."""
     await conn.execute(
         "INSERT INTO stats_results (lease_id, task_id, build_id, host, arch, package, status,"
@@ -43,14 +53,14 @@ async def record_finished(conn: asyncpg.Connection, body: Mapping[str, Any], pac
         " ON CONFLICT (lease_id) DO UPDATE SET status = EXCLUDED.status,"
         " duration = EXCLUDED.duration, build_id = EXCLUDED.build_id, arch = EXCLUDED.arch,"
         " package = EXCLUDED.package, finished_at = COALESCE(stats_results.finished_at, now())",
-        uuid.UUID(body["lease_id"]),
-        body["task_id"],
-        body["build_id"],
-        body["host"],
-        body["arch"],
-        package,
-        body["status"],
-        float(body["duration"]),
+        uuid.UUID(msg.lease_id),
+        msg.task_id,
+        msg.build_id,
+        msg.host,
+        msg.arch,
+        package_of(msg.nvr),
+        msg.status,
+        msg.duration,
     )
 
 
@@ -127,22 +137,21 @@ async def record_task(
     )
 
 
-async def build_queued(conn: asyncpg.Connection, body: Mapping[str, Any], package: str) -> None:
+async def build_queued(conn: asyncpg.Connection, msg: BuildQueuedV1) -> None:
     await conn.execute(
         "INSERT INTO stats_builds (build_id, nvr, package, owner, scratch, state, queued_at)"
         " VALUES ($1, $2, $3, $4, $5, 'queued', now()) ON CONFLICT (build_id) DO NOTHING",
-        body["build_id"],
-        body["nvr"],
-        package,
-        body["owner"],
-        bool(body.get("scratch", False)),
+        msg.build_id,
+        msg.nvr,
+        package_of(msg.nvr),
+        msg.owner,
+        msg.scratch,
     )
 
 
 async def build_finished(
     conn: asyncpg.Connection,
-    body: Mapping[str, Any],
-    package: str,
+    msg: BuildCompleteV1 | BuildFailedV1,
     *,
     state: str,
     tasks: Sequence[Mapping[str, Any]] = (),
@@ -155,11 +164,11 @@ async def build_finished(
         " ON CONFLICT (build_id) DO UPDATE SET state = EXCLUDED.state, tasks = EXCLUDED.tasks,"
         " reason = EXCLUDED.reason, finished_at = EXCLUDED.finished_at"
         " WHERE stats_builds.state = 'queued'",
-        body["build_id"],
-        body["nvr"],
-        package,
-        body["owner"],
-        bool(body.get("scratch", False)),
+        msg.build_id,
+        msg.nvr,
+        package_of(msg.nvr),
+        msg.owner,
+        msg.scratch,
         state,
         json.dumps(list(tasks)),
         reason,
@@ -167,7 +176,7 @@ async def build_finished(
 
 
 async def record_throttle(
-    conn: asyncpg.Connection, body: Mapping[str, Any], *, engaged: bool
+    conn: asyncpg.Connection, msg: ThrottleEngagedV1 | ThrottleReleasedV1, *, engaged: bool
 ) -> None:
     await conn.execute(
         "INSERT INTO stats_throttle (engaged, bad_rate, threshold, window_seconds, reason)"
@@ -175,10 +184,10 @@ async def record_throttle(
         " bad_rate = EXCLUDED.bad_rate, threshold = EXCLUDED.threshold,"
         " window_seconds = EXCLUDED.window_seconds, reason = EXCLUDED.reason, changed_at = now()",
         engaged,
-        float(body["bad_rate"]),
-        float(body["threshold"]),
-        int(body["window_seconds"]),
-        body.get("reason"),
+        msg.bad_rate,
+        msg.threshold,
+        msg.window_seconds,
+        msg.reason or None,  # NULL where the verifier gave none
     )
 
 

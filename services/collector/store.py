@@ -9,26 +9,27 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import asyncpg
+from skyline_messages import TaskLeasedV1
 
 from .limits import Usage
 from .storage import Result
 
 
-async def add_lease(conn: asyncpg.Connection, body: Mapping[str, Any]) -> bool:
+async def add_lease(conn: asyncpg.Connection, msg: TaskLeasedV1) -> bool:
     """Record a lease; False if it was known already."""
     added = await conn.fetchval(
         "INSERT INTO leases (lease_id, task_id, build_id, host, arch, owner, nvr, srpm_sha256,"
         " scratch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         " ON CONFLICT DO NOTHING RETURNING true",
-        uuid.UUID(body["lease_id"]),
-        body["task_id"],
-        body["build_id"],
-        body["host"],
-        body["arch"],
-        body["owner"],
-        body["nvr"],
-        body["srpm_sha256"],
-        body.get("scratch", False),
+        uuid.UUID(msg.lease_id),
+        msg.task_id,
+        msg.build_id,
+        msg.host,
+        msg.arch,
+        msg.owner,
+        msg.nvr,
+        msg.srpm_sha256,
+        msg.scratch,
     )
     return bool(added)
 

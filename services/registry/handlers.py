@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from skyline_messages import HostHeartbeatV1
@@ -32,18 +32,17 @@ async def on_heartbeats(msgs: Sequence[HostHeartbeatV1], ctx: Context) -> None:
     Idempotent without processed-message ids: a heartbeat already applied is signed no later
     than its host's `last_signed_at`, so the replay check drops it when it is redelivered.
     """
-    known = await store.hosts_for_heartbeats(ctx.conn, sorted({m.body["host"] for m in msgs}))
+    known = await store.hosts_for_heartbeats(ctx.conn, sorted({m.host for m in msgs}))
     newest: dict[str, datetime.datetime | None] = {h: r["last_signed_at"] for h, r in known.items()}
-    enrolled = [m for m in msgs if _enrolled(m.body, known.get(m.body["host"]))]
+    enrolled = [m for m in msgs if _enrolled(m, known.get(m.host))]
     signed = await verifying.verify(
-        [(m.body, known[m.body["host"]]["public_key"]) for m in enrolled],
+        [(m.body, known[m.host]["public_key"]) for m in enrolled],
         ctx.config.registry.verify_processes,
     )
     beats: dict[str, store.Beat] = {}
     for msg, ok in zip(enrolled, signed, strict=True):
-        body = msg.body
-        host = body["host"]
-        signed_at = _accept(body, ok)
+        host = msg.host
+        signed_at = _accept(msg, ok)
         if signed_at is None:
             continue
         last = newest[host]
@@ -51,7 +50,7 @@ async def on_heartbeats(msgs: Sequence[HostHeartbeatV1], ctx: Context) -> None:
             log.warning("stale or replayed heartbeat from %r dropped", host)
             continue
         newest[host] = signed_at
-        beats[host] = (host, body["free_slots"], body.get("running", 0), signed_at, msg.sandbox)
+        beats[host] = (host, msg.free_slots, msg.running, signed_at, msg.sandbox)
     if not beats:
         return
     updated = await store.record_heartbeats(ctx.conn, list(beats.values()))
@@ -64,32 +63,32 @@ async def on_heartbeats(msgs: Sequence[HostHeartbeatV1], ctx: Context) -> None:
         await store.record_published(ctx.conn, due)
 
 
-def _enrolled(body: Mapping[str, Any], row: Any) -> bool:
+def _enrolled(msg: HostHeartbeatV1, row: Any) -> bool:
     if row is None:
         # Heartbeats are high volume and transient: an unknown host is logged, not kept.
-        log.error("heartbeat from unknown host %r dropped: enrol it first", body["host"])
+        log.error("heartbeat from unknown host %r dropped: enrol it first", msg.host)
         return False
     return True
 
 
-def _accept(body: Mapping[str, Any], signed: bool) -> datetime.datetime | None:
+def _accept(msg: HostHeartbeatV1, signed: bool) -> datetime.datetime | None:
     """The heartbeat's signing time if it passes every check but the replay one, else None
     (`signed`: its signature is its enrolled key's)."""
     if not signed:
-        log.error("heartbeat for host %r with a bad signature dropped", body["host"])
+        log.error("heartbeat for host %r with a bad signature dropped", msg.host)
         return None
-    signed_at = _parse_signed_at(body["signed_at"])
+    signed_at = _parse_signed_at(msg.signed_at)
     if signed_at is None:
         # The schema does not check formats: a signed but unreadable (or zone-less) time would
         # crash this handler on every redelivery. It can never become valid: drop it.
         log.error(
             "heartbeat from %r with unreadable signed_at %r dropped",
-            body["host"],
-            body["signed_at"],
+            msg.host,
+            msg.signed_at,
         )
         return None
     if signed_at - datetime.datetime.now(datetime.UTC) > MAX_CLOCK_SKEW:
-        log.error("heartbeat from %r signed in the future (%s) dropped", body["host"], signed_at)
+        log.error("heartbeat from %r signed in the future (%s) dropped", msg.host, signed_at)
         return None
     return signed_at
 

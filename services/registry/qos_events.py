@@ -20,7 +20,6 @@ from typing import Any
 
 import asyncpg
 from skyline_messages import TaskFinishedV1, TaskLeasedV1, TaskMismatchV1, TaskVerifiedV1
-from skyline_messages.base import package_of
 
 from services.common.bus import sent_at
 from services.common.errors import SignatureError
@@ -38,30 +37,28 @@ REFRESH_BATCH = 500  # hosts whose score a periodic run recomputes at most
 
 
 async def on_task_leased(msg: TaskLeasedV1, ctx: Context) -> None:
-    body = msg.body
-    if await store.get_host(ctx.conn, body["host"]) is None:
+    if await store.get_host(ctx.conn, msg.host) is None:
         return  # the dispatcher leased to a host this registry does not know: nothing to rate
     leased_at = sent_at(msg) or datetime.datetime.now(datetime.UTC)
-    row = await qos_store.record_lease(ctx.conn, body, package_of(body["nvr"]), leased_at)
+    row = await qos_store.record_lease(ctx.conn, msg, leased_at)
     if row is None:
-        log.warning("lease %s already known for another host: not counted", body["lease_id"])
+        log.warning("lease %s already known for another host: not counted", msg.lease_id)
         return
     await _count_if_complete(ctx, row)
 
 
 async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
-    body = msg.body
-    host = await store.get_host(ctx.conn, body["host"])
+    host = await store.get_host(ctx.conn, msg.host)
     if host is None:
         return
     try:  # the broker vouches for the sender; the signature makes sure it is the attestation
-        verify_body(body, host["public_key"])
+        verify_body(msg.body, host["public_key"])
     except SignatureError:
-        log.error("task.finished of lease %s with a bad signature: not counted", body["lease_id"])
+        log.error("task.finished of lease %s with a bad signature: not counted", msg.lease_id)
         return
-    row = await qos_store.record_finish(ctx.conn, body["lease_id"], body["host"], body["status"])
+    row = await qos_store.record_finish(ctx.conn, msg.lease_id, msg.host, msg.status)
     if row is None:
-        log.warning("lease %s finished twice or by another host: not counted", body["lease_id"])
+        log.warning("lease %s finished twice or by another host: not counted", msg.lease_id)
         return
     await _count_if_complete(ctx, row)
 
@@ -103,10 +100,9 @@ async def on_verdict(msg: TaskVerifiedV1, ctx: Context) -> list[str]:
 
 
 async def on_task_mismatch(msg: TaskMismatchV1, ctx: Context) -> None:
-    body = msg.body
-    if body["reason"] in NOT_THE_HOSTS_DOING:
+    if msg.reason in NOT_THE_HOSTS_DOING:
         return
-    await _record_validity(ctx, body["host"], body["lease_id"], f"mismatch:{body['reason']}", False)
+    await _record_validity(ctx, msg.host, msg.lease_id, f"mismatch:{msg.reason}", False)
 
 
 async def _record_validity(

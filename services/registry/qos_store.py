@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
+from skyline_messages import TaskLeasedV1
+from skyline_messages.base import package_of
 
 from . import qos
 
@@ -40,7 +41,7 @@ async def lock_counters(conn: asyncpg.Connection, host: str) -> qos.Counters:
 
 
 async def record_lease(
-    conn: asyncpg.Connection, body: Mapping[str, Any], package: str, leased_at: datetime.datetime
+    conn: asyncpg.Connection, msg: TaskLeasedV1, leased_at: datetime.datetime
 ) -> asyncpg.Record | None:
     """The dispatcher's lease (its finish may be there already); None when the lease is
     known for another host (a finish published by a host it was not leased to)."""
@@ -52,13 +53,13 @@ async def record_lease(
         " arch = EXCLUDED.arch, leased_at = EXCLUDED.leased_at"
         " WHERE host_tasks.host = EXCLUDED.host AND host_tasks.leased_at IS NULL"
         " RETURNING *",
-        body["lease_id"],
-        body["host"],
-        body["task_id"],
-        body["build_id"],
-        body["nvr"],
-        package,
-        body["arch"],
+        msg.lease_id,
+        msg.host,
+        msg.task_id,
+        msg.build_id,
+        msg.nvr,
+        package_of(msg.nvr),
+        msg.arch,
         leased_at,
     )
 

@@ -132,12 +132,12 @@ async def enrol(request: web.Request) -> web.Response:
             raise error(403, f"host {host} is quarantined; an admin must release it first")
         if row is None:
             await _check_owner_may_enrol(ctx, owner, host)
-            row = await store.insert_host(ctx.conn, message.body, signed_at)
+            row = await store.insert_host(ctx.conn, message, signed_at)
             await ctx.publish(store.enrolled_message(row))
             log.info("enrolled %s (owner %s) as %s", row["host"], row["owner"], row["trust"])
             status = 201
         else:
-            row = await store.update_profile(ctx.conn, profile, signed_at)
+            row = await store.update_profile(ctx.conn, message, signed_at)
             status = 200
         reply = store.public_view(row)
         admin = runtime.state.get("broker_admin")

@@ -32,7 +32,7 @@ async def get_host(conn: asyncpg.Connection, host: str) -> asyncpg.Record | None
 
 
 async def insert_host(
-    conn: asyncpg.Connection, body: Mapping[str, Any], signed_at: datetime.datetime
+    conn: asyncpg.Connection, msg: HostEnrolledV1, signed_at: datetime.datetime
 ) -> asyncpg.Record:
     return await conn.fetchrow(
         "INSERT INTO hosts (host, owner, public_key, trust, enrol_signed_at, arches, releases,"
@@ -40,17 +40,17 @@ async def insert_host(
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11::text[], '{}'),"
         " $12, $13, $14)"
         " RETURNING *",
-        body["host"],
-        body["owner"],
-        body["public_key"],
-        body["trust"],
+        msg.host,
+        msg.owner,
+        msg.public_key,
+        msg.trust,
         signed_at,
-        *(body.get(k) for k in PROFILE),
+        *_profile(msg),
     )
 
 
 async def update_profile(
-    conn: asyncpg.Connection, body: dict[str, Any], signed_at: datetime.datetime
+    conn: asyncpg.Connection, msg: HostEnrolledV1, signed_at: datetime.datetime
 ) -> asyncpg.Record:
     """A re-enrolling host (same key, signed) may change its hardware profile, nothing else."""
     return await conn.fetchrow(
@@ -58,9 +58,24 @@ async def update_profile(
         " mock_configs = coalesce($7::text[], '{}'), location = $8, agent_version = $9,"
         " sandbox = $10,"
         " enrol_signed_at = $11 WHERE host = $1 RETURNING *",
-        body["host"],
-        *(body.get(k) for k in PROFILE),
+        msg.host,
+        *_profile(msg),
         signed_at,
+    )
+
+
+def _profile(msg: HostEnrolledV1) -> tuple[Any, ...]:
+    """The enrolment's PROFILE fields, in that order (None: not said)."""
+    return (
+        msg.arches,
+        msg.releases,
+        msg.cpus,
+        msg.memory_mb,
+        msg.disk_gb,
+        msg.mock_configs,
+        msg.location,
+        msg.agent_version,
+        msg.sandbox,
     )
 
 
@@ -135,7 +150,7 @@ async def record_published(conn: asyncpg.Connection, statuses: Sequence[HostStat
     await conn.execute(
         "UPDATE hosts h SET status_published = v.fields::jsonb, status_published_at = now()"
         " FROM unnest($1::text[], $2::text[]) AS v(host, fields) WHERE h.host = v.host",
-        [s.body["host"] for s in statuses],
+        [s.host for s in statuses],
         [json.dumps(status_fields(s.body)) for s in statuses],
     )
 

@@ -28,12 +28,11 @@ async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
 
 
 async def _grade_trust(msg: TaskVerifiedV1, ctx: Context) -> None:
-    body = msg.body
-    if body["status"] != "succeeded" or not msg.agreeing:
+    if msg.status != "succeeded" or not msg.agreeing:
         return  # a failure, or a verifier without the acceptance policy: nobody is graded
-    key = body.get("comparison_key") or body["result_digest"]
+    key = msg.comparison_key or msg.result_digest
     config = ctx.config.registry.trust
-    task_id = str(body["task_id"])
+    task_id = str(msg.task_id)
     for outcome in verdicts.outcomes(task_id, key, msg.agreeing, msg.odd_ones_out):
         row = await trust_store.lock_host(ctx.conn, outcome.host)
         if row is None:

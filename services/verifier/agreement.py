@@ -98,21 +98,16 @@ def chosen(agreeing: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
 def verified_message(
     decision: policy.Decision,
     rows: Sequence[Mapping[str, Any]],
-    attested: Mapping[str, Any],
+    attested: TaskFinishedV1,
     details: Mapping[str, str],
 ) -> TaskVerifiedV1:
     """task.verified for an ACCEPT (pure). `rows` are the task's results in order,
-    `attested` the attestation body of `chosen(...)`, `details` the differences found per
+    `attested` the attestation of `chosen(...)`, `details` the differences found per
     odd one out's lease."""
     agreeing = _agreeing_rows(decision, rows)
     odd = [r for r in rows if r["host"] in decision.odd_ones_out]
     body = {
-        **{
-            k: attested[k]
-            for k in ("task_id", "build_id", "lease_id", "host", "arch", "nvr", "status")
-        },
-        "files": attested["files"],
-        "result_digest": attested["result_digest"],
+        **attested.result_fields(),
         "comparison_key": decision.digest,
         "rule": decision.rule,
         "agreeing": [
@@ -155,17 +150,7 @@ def replicate_message(
 
 
 def refusal_message(decision: policy.Decision, newest: TaskFinishedV1) -> TaskMismatchV1:
-    return TaskMismatchV1(
-        body={
-            "task_id": newest.task_id,
-            "build_id": newest.build_id,
-            "lease_id": newest.lease_id,
-            "host": newest.host,
-            "arch": newest.arch,
-            "reason": "no_agreement",
-            "detail": decision.reason[:_MAX_DETAIL],
-        }
-    )
+    return TaskMismatchV1.refusing(newest, "no_agreement", decision.reason)
 
 
 def _id(row: Mapping[str, Any]) -> str:
@@ -262,13 +247,12 @@ async def _accept(
     package: str,
 ) -> TaskVerifiedV1:
     winner = chosen(_agreeing_rows(decision, rows))
-    attested = msg.body
+    attested = msg
     if _id(winner) != msg.lease_id:
-        attested = json.loads(
-            await conn.fetchval(
-                "SELECT body FROM attestations WHERE lease_id = $1::uuid", winner["lease_id"]
-            )
+        stored = await conn.fetchval(
+            "SELECT body FROM attestations WHERE lease_id = $1::uuid", winner["lease_id"]
         )
+        attested = TaskFinishedV1(body=json.loads(stored))
     details = {}
     if decision.odd_ones_out:
         details = await _differences(http, config, rows, winner, decision, msg, facts)

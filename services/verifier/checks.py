@@ -9,29 +9,38 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from skyline_messages import TaskFinishedV1
+
 from services.common.rpmfiles import result_set_digest
 
 Refusal = tuple[str, str] | None
 
 
-def check_lease(body: Mapping[str, Any], lease: Mapping[str, Any] | None) -> Refusal:
+def check_lease(msg: TaskFinishedV1, lease: Mapping[str, Any] | None) -> Refusal:
     """The attestation must be about exactly the task the dispatcher leased to this host."""
     if lease is None:
-        return ("unknown_lease", f"lease {body['lease_id']} was never issued")
-    for field in ("host", "task_id", "build_id", "arch", "nvr"):
-        if body[field] != lease[field]:
-            return ("unknown_lease", f"{field} {body[field]!r} does not match the lease")
-    if body["srpm_sha256"] != lease["srpm_sha256"]:
+        return ("unknown_lease", f"lease {msg.lease_id} was never issued")
+    attested = {
+        "host": msg.host,
+        "task_id": msg.task_id,
+        "build_id": msg.build_id,
+        "arch": msg.arch,
+        "nvr": msg.nvr,
+    }
+    for field, value in attested.items():
+        if value != lease[field]:
+            return ("unknown_lease", f"{field} {value!r} does not match the lease")
+    if msg.srpm_sha256 != lease["srpm_sha256"]:
         return ("srpm_mismatch", "the host built another SRPM than the one dispatched")
     return None
 
 
-def check_result_digest(body: Mapping[str, Any]) -> Refusal:
+def check_result_digest(msg: TaskFinishedV1) -> Refusal:
     """The result-set digest must be the digest of the attested RPMs (logs excluded)."""
-    rpms = [(f["name"], f["sha256"]) for f in body["files"] if f["name"].endswith(".rpm")]
-    if body["status"] == "succeeded" and not rpms:
+    rpms = [(f["name"], f["sha256"]) for f in msg.files if f["name"].endswith(".rpm")]
+    if msg.status == "succeeded" and not rpms:
         return ("digest_mismatch", "a successful build attests no RPM")
-    if result_set_digest(rpms) != body["result_digest"]:
+    if result_set_digest(rpms) != msg.result_digest:
         return ("digest_mismatch", "result_digest is not the digest of the attested RPMs")
     return None
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from skyline_messages import TaskFinishedV1, TaskLeasedV1, TaskMismatchV1, TaskVerifiedV1
-from skyline_messages.task import TASK_FIELDS
 
 from services.common.errors import SignatureError
 from services.common.rpmfacts import RpmFacts, comparison_key
@@ -38,40 +35,35 @@ async def on_task_leased(msg: TaskLeasedV1, ctx: Context) -> None:
 
 
 async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
-    body = msg.body
     config = ctx.config.verifier
-    host = await peers.enrolled_host(ctx.runtime.http, config.registry_url, body["host"])
+    host = await peers.enrolled_host(ctx.runtime.http, config.registry_url, msg.host)
     if host is None:
-        return await refuse(ctx, body, "unknown_host", f"{body['host']} is not enrolled")
+        return await refuse(ctx, msg, "unknown_host", f"{msg.host} is not enrolled")
     try:
-        verify_body(body, host["public_key"])
+        verify_body(msg.body, host["public_key"])
     except SignatureError:
-        return await refuse(ctx, body, "bad_signature", "not signed by the host's enrolled key")
-    lease = await ctx.conn.fetchrow(
-        "SELECT * FROM leases WHERE lease_id = $1::uuid", body["lease_id"]
-    )
+        return await refuse(ctx, msg, "bad_signature", "not signed by the host's enrolled key")
+    lease = await ctx.conn.fetchrow("SELECT * FROM leases WHERE lease_id = $1::uuid", msg.lease_id)
     # Only the lease's holder may fill its one attestation slot. An authenticated host that
     # attests to a lease never issued, or issued to another host, is refused without a record:
     # recording it would lock the holder out (its real attestation would be a "replay").
-    holder = lease is not None and lease["host"] == body["host"]
+    holder = lease is not None and lease["host"] == msg.host
     if host["state"] == "quarantined" or host.get("trust") == "quarantined":
-        return await refuse(
-            ctx, body, "host_not_allowed", f"{body['host']} is quarantined", keep=holder
-        )
+        return await refuse(ctx, msg, "host_not_allowed", f"{msg.host} is quarantined", keep=holder)
 
     previous = await ctx.conn.fetchrow(
-        "SELECT signature FROM attestations WHERE lease_id = $1::uuid", body["lease_id"]
+        "SELECT signature FROM attestations WHERE lease_id = $1::uuid", msg.lease_id
     )
     if previous is not None:
-        if previous["signature"] == body["signature"]:
-            log.info("attestation for lease %s received again; already judged", body["lease_id"])
+        if previous["signature"] == msg.signature:
+            log.info("attestation for lease %s received again; already judged", msg.lease_id)
             return None
         return await refuse(
-            ctx, body, "replayed", "a different attestation exists for this lease", keep=False
+            ctx, msg, "replayed", "a different attestation exists for this lease", keep=False
         )
 
-    refusal = checks.check_lease(body, dict(lease) if lease else None)
-    refusal = refusal or checks.check_result_digest(body)
+    refusal = checks.check_lease(msg, dict(lease) if lease else None)
+    refusal = refusal or checks.check_result_digest(msg)
     facts: list[RpmFacts] = []
     if refusal is None and msg.status == "succeeded":
         staged = await peers.staged_files(ctx.runtime.http, config.collector_url, msg.lease_id)
@@ -80,16 +72,16 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
         if refusal is None:
             facts, refusal = await _facts(ctx, msg)
     if refusal is not None:
-        await refuse(ctx, body, *refusal, keep=holder)
+        await refuse(ctx, msg, *refusal, keep=holder)
         bad = throttle.refusal_outcome(refusal[0], host.get("trust"))
         owner = str(host["owner"])
         return await count_outcomes(ctx, {} if bad is None else {msg.lease_id: (bad, owner)})
 
-    await record(ctx, body, "verified")
+    await record(ctx, msg, "verified")
     log.info("verified task %s (%s) from %s", msg.task_id, msg.arch, msg.host)
     if msg.status != "succeeded":
         # A failure needs no agreement here: the dispatcher confirms failures (failures.py).
-        failed = {k: body[k] for k in (*TASK_FIELDS, "nvr", "status", "files", "result_digest")}
+        failed = msg.result_fields()
         if msg.failure is not None:
             failed["failure"] = msg.failure  # the agent's own fault: built again elsewhere
         return await ctx.publish(TaskVerifiedV1(body=failed))
@@ -107,12 +99,12 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
         await ctx.publish(out)
         if isinstance(out, TaskVerifiedV1):
             owners = {}
-            if out.body.get("odd_ones_out"):
+            if out.odd_ones_out:
                 rows = await ctx.conn.fetch(
                     "SELECT lease_id, owner FROM results WHERE task_id = $1", msg.task_id
                 )
                 owners = {str(r["lease_id"]): r["owner"] for r in rows}
-            outcomes.update(throttle.verdict_outcomes(out.body, owners))
+            outcomes.update(throttle.verdict_outcomes(out, owners))
     return await count_outcomes(ctx, outcomes)
 
 
@@ -142,47 +134,35 @@ async def _facts(ctx: Context, msg: TaskFinishedV1) -> tuple[list[RpmFacts], che
 
 
 async def refuse(
-    ctx: Context, body: Mapping[str, Any], reason: str, detail: str, *, keep: bool = True
+    ctx: Context, msg: TaskFinishedV1, reason: str, detail: str, *, keep: bool = True
 ) -> None:
     """Publish the refusal. Only authenticated attestations are recorded: a forgery must not
     occupy the lease's one attestation slot and lock the honest host out."""
     log.error(
         "refused attestation for task %s from %s: %s (%s)",
-        body["task_id"],
-        body["host"],
+        msg.task_id,
+        msg.host,
         reason,
         detail,
     )
     if keep and reason not in ("unknown_host", "bad_signature"):
-        await record(ctx, body, reason, detail)
-    await ctx.publish(
-        TaskMismatchV1(
-            body={
-                "task_id": body["task_id"],
-                "build_id": body["build_id"],
-                "lease_id": body["lease_id"],
-                "host": body["host"],
-                "arch": body["arch"],
-                "reason": reason,
-                "detail": detail[:2000],
-            }
-        )
-    )
+        await record(ctx, msg, reason, detail)
+    await ctx.publish(TaskMismatchV1.refusing(msg, reason, detail))
 
 
 async def record(
-    ctx: Context, body: Mapping[str, Any], verdict: str, detail: str | None = None
+    ctx: Context, msg: TaskFinishedV1, verdict: str, detail: str | None = None
 ) -> None:
     await ctx.conn.execute(
         "INSERT INTO attestations (lease_id, host, status, result_digest, env_digest, signature,"
         " verdict, detail, body) VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)",
-        body["lease_id"],
-        body["host"],
-        body["status"],
-        body["result_digest"],
-        body["env_digest"],
-        body["signature"],
+        msg.lease_id,
+        msg.host,
+        msg.status,
+        msg.result_digest,
+        msg.env_digest,
+        msg.signature,
         verdict,
         detail,
-        json.dumps(body),
+        json.dumps(msg.body),
     )

@@ -26,7 +26,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+
+from skyline_messages import TaskVerifiedV1
 
 from services.registry.trust import Trust
 
@@ -105,18 +106,18 @@ def refusal_outcome(reason: str, trust: str | None) -> bool | None:
 Outcome = tuple[bool, str]  # (bad, the host's owner)
 
 
-def verdict_outcomes(body: Mapping[str, Any], owners: Mapping[str, str]) -> dict[str, Outcome]:
-    """The outcomes of an accepted task.verified body, by lease id. `owners` names the owner
+def verdict_outcomes(msg: TaskVerifiedV1, owners: Mapping[str, str]) -> dict[str, Outcome]:
+    """The outcomes of an accepted task.verified, by lease id. `owners` names the owner
     of each of the task's results by lease id (an odd one out's is not in the message).
 
     An odd one out counts whatever its trust (a core host that the tie-break outvoted built
     something wrong too); agreeing core results do not count."""
     outcomes = {
         str(a["lease_id"]): (False, str(a["owner"]))
-        for a in body.get("agreeing", ())
+        for a in msg.agreeing
         if a.get("trust") != Trust.CORE
     }
-    for odd in body.get("odd_ones_out", ()):
+    for odd in msg.odd_ones_out:
         lease_id = str(odd["lease_id"])
         outcomes[lease_id] = (True, owners.get(lease_id, f"host {odd['host']}"))
     return outcomes

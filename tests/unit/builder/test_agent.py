@@ -370,7 +370,7 @@ async def test_restart_resends_and_resumes_from_the_journal(
     key = load_or_create_key(config.path(config.builder.workdir) / "host.key")
     # A: attested but never sent. B: accepted, still valid. C: accepted, expired meanwhile.
     unsent_body = runner.attestation(
-        lease_msg(services, LEASE_A).body,
+        lease_msg(services, LEASE_A),
         status="failed",
         srpm_sha256=SRPM_SHA,
         rpms=[],

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from skyline_messages import TaskFinishedV1
+from skyline_messages import TaskFinishedV1, TaskLeasedV1
 
 from services.builder import manifest, runner
 
@@ -82,7 +82,7 @@ def test_manifest_fits_the_attestation() -> None:
         "nvr": "a-1-1",
     }
     body = runner.attestation(
-        lease,
+        TaskLeasedV1(body=lease),
         status="failed",
         srpm_sha256="0" * 64,
         rpms=[],

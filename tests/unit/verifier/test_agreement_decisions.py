@@ -91,7 +91,9 @@ def test_verified_message_names_the_agreeing_and_the_odd_ones_out() -> None:
     assert decision.action == policy.Action.ACCEPT
     winner = agreement.chosen([r for r in rows if r["comparison_key"] == decision.digest])
     assert winner["host"] == "core"  # a core host's result is preferred to the earliest
-    attested = {**finished().body, "lease_id": str(winner["lease_id"]), "host": "core"}
+    attested = TaskFinishedV1(
+        body={**finished().body, "lease_id": str(winner["lease_id"]), "host": "core"}
+    )
     odd_lease = str(rows[1]["lease_id"])
     msg = agreement.verified_message(decision, rows, attested, {odd_lease: "x" * 5000})
     msg.validate()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from skyline_messages import TaskFinishedV1
 
 from services.collector.storage import rpm_header
 from services.common.rpmfiles import result_set_digest, sha256_file
@@ -35,7 +36,7 @@ LEASE = {
 }
 
 
-def attestation(**changes: Any) -> dict[str, Any]:
+def attestation(**changes: Any) -> TaskFinishedV1:
     files = [*RPMS, *LOGS]
     body = {
         **{k: LEASE[k] for k in ("lease_id", "host", "task_id", "build_id", "arch", "nvr")},
@@ -45,7 +46,7 @@ def attestation(**changes: Any) -> dict[str, Any]:
         "result_digest": result_set_digest((f["name"], f["sha256"]) for f in RPMS),
     }
     body.update(changes)
-    return body
+    return TaskFinishedV1(body=body)
 
 
 # check_lease
@@ -95,8 +96,8 @@ def test_digest_happy_path() -> None:
 
 
 def test_digest_is_independent_of_file_order() -> None:
-    body = attestation(files=[*LOGS, *reversed(RPMS)])
-    assert check_result_digest(body) is None
+    msg = attestation(files=[*LOGS, *reversed(RPMS)])
+    assert check_result_digest(msg) is None
 
 
 def test_digest_of_a_failed_build_without_rpms() -> None:
@@ -109,8 +110,8 @@ def test_digest_of_a_failed_build_without_rpms() -> None:
 
 
 def test_failed_build_with_a_wrong_digest() -> None:
-    body = attestation(status="failed", files=LOGS, result_digest="0" * 64)
-    assert check_result_digest(body)[0] == "digest_mismatch"
+    msg = attestation(status="failed", files=LOGS, result_digest="0" * 64)
+    assert check_result_digest(msg)[0] == "digest_mismatch"
 
 
 def test_successful_build_without_rpms() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from skyline_messages import TaskVerifiedV1
 
 from services.common.config import ConfigError, load_config
 from services.verifier.throttle import (
@@ -112,12 +113,12 @@ def test_verdict_outcomes() -> None:
         ],
     }
     owners = {"l-core": "fedora", "l-vol": "alice", "l-odd": "bob"}
-    assert verdict_outcomes(body, owners) == {
+    assert verdict_outcomes(TaskVerifiedV1(body=body), owners) == {
         "l-vol": (False, "alice"),
         "l-odd": (True, "bob"),
         "l-gone": (True, "host vol-3"),  # its owner unknown: counted as its host's own
     }
-    assert verdict_outcomes({"agreeing": [], "odd_ones_out": []}, {}) == {}
+    assert verdict_outcomes(TaskVerifiedV1(body={"agreeing": [], "odd_ones_out": []}), {}) == {}
 
 
 @pytest.mark.parametrize(
