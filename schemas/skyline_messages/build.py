@@ -70,6 +70,7 @@ SRPM_URL = {
 RELEASE = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,31}" + END}
 PRIORITY = {"type": "integer", "minimum": 0, "maximum": 1000}
 MAX_CHAIN_LINKS = 100
+DEFAULT_PRIORITY = 100  # a request's `priority` where it names none (higher is sooner)
 
 
 class _Request(PartyTopic, _OwnedMessage):
@@ -79,6 +80,15 @@ class _Request(PartyTopic, _OwnedMessage):
     def requester(self) -> str | None:
         """The principal whose routing key this came on (None on the bare topic)."""
         return self.party
+
+    @property
+    def release(self) -> str | None:
+        return self.body.get("release")
+
+    @property
+    def request_priority(self) -> int:
+        """The body's `priority` (fedora-messaging's `priority` is the AMQP message's)."""
+        return int(self.body.get("priority", DEFAULT_PRIORITY))
 
 
 class BuildRequestV1(_Request):
@@ -108,8 +118,20 @@ class BuildRequestV1(_Request):
     )
 
     @property
+    def srpm_url(self) -> str:
+        return str(self.body["srpm_url"])
+
+    @property
+    def srpm_sha256(self) -> str:
+        return str(self.body["srpm_sha256"])
+
+    @property
+    def arches(self) -> list[str]:
+        return list(self.body["arches"])
+
+    @property
     def srpm_name(self) -> str:
-        return self.body["srpm_url"].rstrip("/").rsplit("/", 1)[-1]
+        return self.srpm_url.rstrip("/").rsplit("/", 1)[-1]
 
     @property
     def summary(self) -> str:
@@ -253,6 +275,14 @@ class BuildStoredV1(_BuildMessage):
             "files": {"type": "array", "items": STORED_FILE},
         },
     )
+
+    @property
+    def task_id(self) -> int:
+        return int(self.body["task_id"])
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        return [dict(f) for f in self.body["files"]]
 
     @property
     def summary(self) -> str:

@@ -403,6 +403,19 @@ class TaskReplicateV1(_BuildTask):
         return str(self.body["nvr"])
 
     @property
+    def purpose(self) -> str:
+        return str(self.body["purpose"])
+
+    @property
+    def reason(self) -> str:
+        return str(self.body["reason"])
+
+    @property
+    def results(self) -> int | None:
+        """How many results the verifier had when it asked (None: not said)."""
+        return self.body.get("results")
+
+    @property
     def min_trust(self) -> str:
         return str(self.body["min_trust"])
 

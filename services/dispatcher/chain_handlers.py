@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 import asyncpg
-from skyline_messages import BuildChainRequestV1, BuildQueuedV1
+from skyline_messages import BuildChainRequestV1, BuildQueuedV1, BuildRequestV1
 
 from services.common.errors import Reject
 from services.common.service import Context
@@ -28,13 +28,19 @@ async def on_chain_request(msg: BuildChainRequestV1, ctx: Context) -> None:
     why = chains.refusal(links)
     if why is not None:
         raise Reject(f"chain request refused: {why}")
-    common = {k: msg.body[k] for k in ("owner", "scratch", "release", "priority") if k in msg.body}
+    common: dict[str, Any] = {
+        "owner": msg.owner,
+        "scratch": msg.scratch,
+        "priority": msg.request_priority,
+    }
+    if msg.release is not None:
+        common["release"] = msg.release
     builds: list[Any] = []
     for i, link in enumerate(links):
         nvr = chains.link_nvr(str(link["srpm_url"]))
         assert nvr is not None  # checked by chains.refusal
         body = {**common, **{k: link[k] for k in ("srpm_url", "srpm_sha256", "arches")}}
-        build = await store.create_build(ctx.conn, f"{msg.id}/{i}", nvr, body)
+        build = await store.create_build(ctx.conn, f"{msg.id}/{i}", nvr, BuildRequestV1(body=body))
         if build is None:
             log.info("chain request %s was already queued", msg.id)
             return

@@ -55,14 +55,14 @@ async def on_build_request(msg: BuildRequestV1, ctx: Context) -> None:
     if nvra["arch"] != "src":
         raise Reject(f"{srpm!r} is not a source RPM")
     nvr = f"{nvra['name']}-{nvra['version']}-{nvra['release']}"
-    build = await store.create_build(ctx.conn, msg.id, nvr, msg.body)
+    build = await store.create_build(ctx.conn, msg.id, nvr, msg)
     if build is None:
         log.info("request %s was already queued", msg.id)
         return
     if await refuse_over_quota(ctx, build):
         return
     tasks = await store.build_tasks(ctx.conn, build["id"])
-    log.info("queued build %s of %s for %s", build["id"], nvr, ", ".join(msg.body["arches"]))
+    log.info("queued build %s of %s for %s", build["id"], nvr, ", ".join(msg.arches))
     scheduling = Pass(ctx)  # build.queued goes out first, with the leases, in one insert
     scheduling.messages.append(
         BuildQueuedV1(
@@ -457,7 +457,7 @@ def lease_message(row: Any) -> TaskLeasedV1:
 
 async def on_task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
     await task_verified(msg, ctx)
-    await pull_freed(ctx, msg.body["host"])
+    await pull_freed(ctx, msg.host)
 
 
 async def pull_freed(ctx: Context, host: str) -> list[int]:
@@ -470,13 +470,13 @@ async def pull_freed(ctx: Context, host: str) -> list[int]:
 
 
 async def task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
-    if msg.body["status"] == "failed":
+    if msg.status == "failed":
         await verified_failure(msg, ctx)
         return
     # An accepted result may be any lease's: say the replica agreed with the first build.
-    found = await store.lease_and_task(ctx.conn, msg.body["lease_id"])
+    found = await store.lease_and_task(ctx.conn, msg.lease_id)
     if found is None:
-        log.warning("verified result for unknown lease %s ignored", msg.body["lease_id"])
+        log.warning("verified result for unknown lease %s ignored", msg.lease_id)
         return
     lease, task = found
     if lease["lease_state"] not in ("open", "finished") or task["state"] not in (
@@ -485,7 +485,7 @@ async def task_verified(msg: TaskVerifiedV1, ctx: Context) -> None:
     ):
         log.warning(
             "verified result for lease %s (%s) of task %s (%s) ignored",
-            msg.body["lease_id"],
+            msg.lease_id,
             lease["lease_state"],
             task["id"],
             task["state"],
@@ -508,7 +508,7 @@ async def accept(ctx: Context, task: Any, lease: Any, msg: TaskVerifiedV1) -> No
         "verified",
         host=lease["lease_host"],
         lease_id=lease_id,
-        result_digest=msg.body["result_digest"],
+        result_digest=msg.result_digest,
         agreeing=msg.agreeing,
         rule=msg.rule,
         waiting=None,
@@ -522,9 +522,9 @@ async def accept(ctx: Context, task: Any, lease: Any, msg: TaskVerifiedV1) -> No
 
 async def verified_failure(msg: TaskVerifiedV1, ctx: Context) -> None:
     """The current lease's host verifiably failed to build the task."""
-    task = await store.task_by_lease(ctx.conn, msg.body["lease_id"])
+    task = await store.task_by_lease(ctx.conn, msg.lease_id)
     if task is None or task["state"] != "leased":
-        log.warning("verified failure for stale lease %s ignored", msg.body["lease_id"])
+        log.warning("verified failure for stale lease %s ignored", msg.lease_id)
         return
     await store.end_lease(ctx.conn, task["lease_id"], "failed")
     if task["purpose"] != "build" and await store.awaits_agreement(ctx.conn, task["id"]):
@@ -557,10 +557,9 @@ async def on_task_replicate(msg: TaskReplicateV1, ctx: Context) -> None:
     Idempotent: a request is acted on only if it counts more results than the newest one acted
     on, so a redelivered or stale request never leases the task twice.
     """
-    b = msg.body
-    task = await store.lock_task(ctx.conn, b["task_id"])
-    if task is None or task["build_id"] != b["build_id"] or task["arch"] != b["arch"]:
-        log.warning("replicate request for unknown task %s ignored", b["task_id"])
+    task = await store.lock_task(ctx.conn, msg.task_id)
+    if task is None or task["build_id"] != msg.build_id or task["arch"] != msg.arch:
+        log.warning("replicate request for unknown task %s ignored", msg.task_id)
         return
     if task["state"] not in ("queued", "leased"):
         log.info("replicate request for task %s (%s) ignored", task["id"], task["state"])
@@ -570,13 +569,13 @@ async def on_task_replicate(msg: TaskReplicateV1, ctx: Context) -> None:
         log.info("replicate request for task %s of a finished build ignored", task["id"])
         return
     # Every host with a result is excluded: without a count, that is how many there are.
-    results = b.get("results", len(msg.exclude_hosts))
+    results = msg.results or len(msg.exclude_hosts)
     if results <= task["replicate_results"]:
         log.info("replicate request for task %s at %s results seen already", task["id"], results)
         return
-    waiting = f"waiting for agreement: {b['reason']}"
+    waiting = f"waiting for agreement: {msg.reason}"
     constraints = {
-        "purpose": b["purpose"],
+        "purpose": msg.purpose,
         # No host below untrusted is ever leased to: "at least quarantined" is "any".
         "min_trust": "untrusted" if msg.min_trust == "quarantined" else msg.min_trust,
         "exclude_hosts": msg.exclude_hosts,
@@ -592,7 +591,7 @@ async def on_task_replicate(msg: TaskReplicateV1, ctx: Context) -> None:
         return
     if task["state"] == "leased":
         await store.end_lease(ctx.conn, task["lease_id"], "finished")
-    log.info("task %s requeued for a %s: %s", task["id"], b["purpose"], b["reason"])
+    log.info("task %s requeued for a %s: %s", task["id"], msg.purpose, msg.reason)
     await store.requeue(ctx.conn, task["id"], waiting, **constraints)
     await schedule_tasks(ctx, [task["id"]])
 
@@ -629,7 +628,7 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
     """The lease's holder finished (the bus checked it was that host): its lease no longer
     runs out while the verifier and the collector, perhaps slow or restarting, judge and
     store the result ([dispatcher] verdict_grace_seconds); the verdict decides the rest."""
-    task = await store.task_by_lease(ctx.conn, msg.body["lease_id"])
+    task = await store.task_by_lease(ctx.conn, msg.lease_id)
     if task is None or task["state"] != "leased" or task["host"] != msg.host:
         return
     await store.extend_lease(
@@ -639,29 +638,29 @@ async def on_task_finished(msg: TaskFinishedV1, ctx: Context) -> None:
 
 async def on_task_mismatch(msg: TaskMismatchV1, ctx: Context) -> None:
     """A refused result: give the task to another host, up to MAX_ATTEMPTS in all."""
-    if msg.body["reason"] in ("bad_signature", "unknown_host"):
+    if msg.reason in ("bad_signature", "unknown_host"):
         # A forgery says nothing about the leased host, which may still be building.
-        log.warning("forged result for lease %s ignored", msg.body["lease_id"])
+        log.warning("forged result for lease %s ignored", msg.lease_id)
         return
-    task = await store.task_by_lease(ctx.conn, msg.body["lease_id"])
+    task = await store.task_by_lease(ctx.conn, msg.lease_id)
     if task is None or task["state"] != "leased":
         return
-    if task["host"] != msg.body["host"]:
+    if task["host"] != msg.host:
         # Another (enrolled) host attested to this lease: its refusal is about that host, not
         # about the lease holder, which may still be building. Requeueing here would let any
         # host cancel, and after MAX_ATTEMPTS fail, other hosts' builds.
         log.warning(
             "refusal of %s's result for lease %s held by %s ignored",
-            msg.body["host"],
-            msg.body["lease_id"],
+            msg.host,
+            msg.lease_id,
             task["host"],
         )
         return
     await store.end_lease(ctx.conn, task["lease_id"], "refused")
-    what = f"result from {task['host']} refused: {msg.body['reason']}"
-    if msg.body["reason"] == "no_agreement":
+    what = f"result from {task['host']} refused: {msg.reason}"
+    if msg.reason == "no_agreement":
         # The verifier's final word: its results limit was reached without agreement.
-        reason = f"{task['arch']}: no agreement among results: {msg.body['detail']}"
+        reason = f"{task['arch']}: no agreement among results: {msg.detail}"
         await store.set_task(ctx.conn, task["id"], "failed", reason=reason, waiting=None)
         await fail_build(ctx, task["build_id"], reason)
         return
@@ -673,15 +672,15 @@ async def on_task_mismatch(msg: TaskMismatchV1, ctx: Context) -> None:
 
 
 async def on_build_stored(msg: BuildStoredV1, ctx: Context) -> None:
-    task = await store.lock_task(ctx.conn, msg.body["task_id"])
-    if task is None or task["build_id"] != msg.body["build_id"]:
+    task = await store.lock_task(ctx.conn, msg.task_id)
+    if task is None or task["build_id"] != msg.build_id:
         log.warning(
             "build.stored for unknown task %s of build %s ignored",
-            msg.body["task_id"],
-            msg.body["build_id"],
+            msg.task_id,
+            msg.build_id,
         )
         return
-    await task_stored(ctx, task, msg.body["files"])
+    await task_stored(ctx, task, msg.files)
 
 
 async def task_stored(ctx: Context, task: Any, files: list[dict[str, Any]]) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
-from skyline_messages import HostStatusV1
+from skyline_messages import BuildRequestV1, HostStatusV1
 
 from services.common import bus
 
@@ -30,25 +30,25 @@ JSON_COLUMNS = ("files", "failures", "agreeing")
 
 
 async def create_build(
-    conn: asyncpg.Connection, request_id: str, nvr: str, body: Mapping[str, Any]
+    conn: asyncpg.Connection, request_id: str, nvr: str, request: BuildRequestV1
 ) -> asyncpg.Record | None:
     """A new build with one queued task per arch; None if this request was already taken."""
-    priority = body.get("priority", 100)
+    priority = request.request_priority
     build = await conn.fetchrow(
         "INSERT INTO builds (request_id, owner, nvr, srpm_url, srpm_sha256, release, scratch,"
         " priority) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         " ON CONFLICT (request_id) DO NOTHING RETURNING *",
         request_id,
-        body["owner"],
+        request.owner,
         nvr,
-        body["srpm_url"],
-        body["srpm_sha256"],
-        body.get("release"),
-        body.get("scratch", False),
+        request.srpm_url,
+        request.srpm_sha256,
+        request.release,
+        request.scratch,
         priority,
     )
     if build is not None:
-        work = await estimates(conn, critical.package_of(nvr), body["arches"])
+        work = await estimates(conn, critical.package_of(nvr), request.arches)
         # A stand-alone build's path is its work (a chain link's: chain_handlers sets it).
         await conn.executemany(
             "INSERT INTO tasks (build_id, arch, priority, owner, class, release, scratch,"
@@ -64,7 +64,7 @@ async def create_build(
                     build["scratch"],
                     work.get(arch),
                 )
-                for arch in body["arches"]
+                for arch in request.arches
             ],
         )
     return build
