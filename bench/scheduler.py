@@ -14,14 +14,15 @@ confirmed it (the queue's depth, read every 50 ms with a passive declare; the le
 there until the run ends). `--consume-leases` times instead to the last one received and
 acked by a consumer here, as the bench always did before (now a raw aiormq consumer that
 decodes nothing). Either way the raw broker round trip below, the ratio's denominator, is a
-full publish -> consume -> ack, on a quorum queue as the services' (the monitor's queue is
-a classic exclusive one, as before). The bench plays the registry and 10,000 remote builders, which in
-a farm are other machines: its heartbeats are encoded (and validated) before the clock
-starts and published as a relay does (Bus.publish_encoded, BATCH at once), and counting by
-depth spares this machine a Python consumer of every lease. What it still costs, and what
-the dispatcher, RabbitMQ (beam.smp) and PostgreSQL (every backend) cost, is printed as CPU
-time (user + system, /proc: bench/proc_cpu.py) per lease over the timed run: on 2 cores the
-sum, not any one process, limits the rate. Beside it, in the same run, at the same batching:
+full publish -> consume -> ack, on a quorum queue as the services' (the monitor's queue is a
+classic exclusive one, as before). The bench plays the registry and 10,000 remote builders,
+which in a farm are other machines: its heartbeats are encoded (and validated) before the
+clock starts and published as a relay does (Bus.publish_encoded, BATCH at once), and
+counting by depth spares this machine a Python consumer of every lease. What it still costs,
+and what the dispatcher, RabbitMQ (beam.smp) and PostgreSQL (every backend) cost, is printed
+as CPU time (user + system, /proc: bench/proc_cpu.py) per lease over the timed run: on 2
+cores the sum, not any one process, limits the rate (figures, and what limited them:
+README's bench table). Beside it, in the same run, at the same batching:
   - raw broker round trip: publish (confirms, [bus] relay_batch at once, through
     Bus.publish_encoded as the relay) -> consume (the dispatcher's prefetch, the services'
     AMQP client: services/common/amqp_transport.py) -> ack, one message per lease; and the
