@@ -9,7 +9,20 @@ i686, some aarch64 and s390x; all busy at first) and 100,000 queued tasks of 100
 [bus] batch_size), upserts each batch's hosts in one statement, the hosts pull their best
 tasks (priority class, fair share across owners), leases them in one statement, and its
 outbox relay publishes task.leased. Timed from the first heartbeat published to the last
-task.leased received by a consumer. Beside it, in the same run, at the same batching:
+task.leased in the monitor's queue, bound to them all: the relay published it and the broker
+confirmed it (the queue's depth, read every 50 ms with a passive declare; the leases stay
+there until the run ends). `--consume-leases` times instead to the last one received and
+acked by a consumer here, as the bench always did before (now a raw aiormq consumer that
+decodes nothing). Either way the raw broker round trip below, the ratio's denominator, is a
+full publish -> consume -> ack, on a quorum queue as the services' (the monitor's queue is a
+classic exclusive one, as before). The bench plays the registry and 10,000 remote builders,
+which in a farm are other machines: its heartbeats are encoded (and validated) before the
+clock starts and published as a relay does (Bus.publish_encoded, BATCH at once), and
+counting by depth spares this machine a Python consumer of every lease. What it still costs,
+and what the dispatcher, RabbitMQ (beam.smp) and PostgreSQL (every backend) cost, is printed
+as CPU time (user + system, /proc: bench/proc_cpu.py) per lease over the timed run: on 2
+cores the sum, not any one process, limits the rate (figures, and what limited them:
+README's bench table). Beside it, in the same run, at the same batching:
   - raw broker round trip: publish (confirms, [bus] relay_batch at once, through
     Bus.publish_encoded as the relay) -> consume (the dispatcher's prefetch, the services'
     AMQP client: services/common/amqp_transport.py) -> ack, one message per lease; and the
@@ -25,7 +38,7 @@ request at a time; timed from its publish to the task.leased received. Beside it
 broker round trip of one message, and one raw SKIP LOCKED lease transaction.
 
     .venv/bin/python bench/scheduler.py [--heartbeats 4000] [--slots 4] [--requests 300]
-        [--dispatchers 1]
+        [--dispatchers 1] [--consume-leases]
 
 Always starts a private RabbitMQ and PostgreSQL in a temp dir (services/common/localstack.py).
 """
@@ -43,11 +56,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import aio_pika
+import aiormq
 import asyncpg
+import proc_cpu
 from bench_broker import (
     Made,
     declare_consumer_queue,
@@ -62,7 +77,7 @@ from services.common import db, principals
 from services.common.amqp_transport import CoalescingConnection
 from services.common.bus import Bus, encode, wire_message
 from services.common.config import BusConfig
-from services.common.localstack import free_port
+from services.common.localstack import PostgreSQL, RabbitMQ, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTS = 10_000
@@ -177,7 +192,7 @@ async def fill(database_url: str, tasks: int, free: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def dispatchers(amqp_url: str, database_url: str, count: int) -> AsyncIterator[None]:
+async def dispatchers(amqp_url: str, database_url: str, count: int) -> AsyncIterator[list[int]]:
     """`count` real skyline-dispatcher processes, configured through the environment."""
     procs = []
     for _ in range(count):
@@ -192,7 +207,7 @@ async def dispatchers(amqp_url: str, database_url: str, count: int) -> AsyncIter
         argv = [sys.executable, "-m", "services.dispatcher"]
         procs.append(subprocess.Popen(argv, cwd=ROOT, env=env))  # noqa: ASYNC220 (started once)
     try:
-        yield
+        yield [proc.pid for proc in procs]
     finally:
         for proc in procs:
             proc.terminate()
@@ -201,37 +216,59 @@ async def dispatchers(amqp_url: str, database_url: str, count: int) -> AsyncIter
 
 
 class Leases:
-    """The monitor's queue of every task.leased, counted and timed as they arrive."""
+    """The monitor's queue, bound to every task.leased: each lease the dispatcher's relay
+    published (and the broker confirmed to it) is routed there.
 
-    def __init__(self) -> None:
+    `consume`: each is delivered to a consumer here and acked (as a builder acks its lease),
+    and counted as it arrives; with `by_nvr`, timed by its build's nvr too. A raw aiormq
+    consumer on the services' client (CoalescingConnection) that decodes nothing unless
+    timed. Else the queue is not consumed while counting: its depth, read with a passive
+    declare every POLL seconds, is the count (the leases stay in the queue, proving each was
+    published, until it is deleted with the connection). The bench stands in for the
+    registry and for 10,000 remote builders, whose CPU is not the dispatcher's machine's:
+    consuming 16,000 leases in Python here cost about a fifth of the run's CPU."""
+
+    POLL = 0.05  # s: at 1,000 leases/s a 16 s run, timed to within 0.3%
+
+    def __init__(self, *, consume: bool = True, by_nvr: bool = False) -> None:
+        self.consume = consume
+        self.by_nvr = by_nvr
         self.count = 0
         self.arrived: dict[str, float] = {}  # by nvr (latency: one request at a time)
         self.event = asyncio.Event()
         self.want = 0
 
     async def start(self, url: str) -> aio_pika.abc.AbstractConnection:
-        # The client of the raw round trip's consumer, which this one stands for here.
         connection = await aio_pika.connect(url, connection_class=CoalescingConnection)
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=1000)
-        name = f"{principals.MONITOR_USER}:bench-sched-{uuid.uuid4().hex[:8]}"
-        queue = await channel.declare_queue(name, exclusive=True)
+        self.name = f"{principals.MONITOR_USER}:bench-sched-{uuid.uuid4().hex[:8]}"
+        queue = await channel.declare_queue(self.name, exclusive=True)
         await queue.bind("amq.topic", routing_key=f"{TaskLeasedV1.topic}.#")
-        await queue.consume(self.on_message)
+        self.channel = await channel.get_underlay_channel()
+        if self.consume:
+            await self.channel.basic_consume(self.name, self.on_message)
         return connection
 
-    async def on_message(self, incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
         self.count += 1
-        self.arrived[json.loads(incoming.body)["nvr"]] = time.perf_counter()
-        await incoming.ack()
+        if self.by_nvr:
+            self.arrived[json.loads(message.body)["nvr"]] = time.perf_counter()
+        # Not waited for: the acks of one loop pass leave in one send (amqp_transport.py).
+        await self.channel.basic_ack(message.delivery_tag or 0, wait=False)
         if self.count >= self.want:
             self.event.set()
 
     async def wait_for(self, total: int, timeout: float = 600) -> None:
         self.want = total
-        if self.count < total:
-            self.event.clear()
-            await asyncio.wait_for(self.event.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            while not self.consume and self.count < total:
+                await asyncio.sleep(self.POLL)
+                declared = await self.channel.queue_declare(self.name, passive=True)
+                self.count = int(declared.message_count or 0)
+            if self.count < total:
+                self.event.clear()
+                await self.event.wait()
 
 
 async def until_consumed(registry: Bus, database_url: str) -> None:
@@ -378,30 +415,49 @@ async def raw_skip_locked(
 
 
 async def throughput(
-    made: Made, database_url: str, heartbeats: int, slots: int, count: int
-) -> tuple[float, int]:
-    """Leases/s the dispatcher gives hosts whose slots became free."""
+    made: Made,
+    database_url: str,
+    heartbeats: int,
+    slots: int,
+    count: int,
+    servers: Mapping[str, Callable[[], float]],
+    consume: bool,
+) -> tuple[float, int, dict[str, float]]:
+    """Leases/s the dispatcher gives hosts whose slots became free, and the CPU seconds each
+    process used meanwhile (the dispatchers, the `servers`' readers, this bench)."""
     await fill(database_url, TASKS, 0)
     registry = Bus(await made.service("registry"), name="bench-registry")
     await registry.connect()
-    leases = Leases()
+    leases = Leases(consume=consume)
     connection = await leases.start(await made.monitor())
     try:
-        async with dispatchers(await made.service("dispatcher"), database_url, count):
+        async with dispatchers(await made.service("dispatcher"), database_url, count) as pids:
             await until_consumed(registry, database_url)
-            # Hosts that build x86_64 (most of the queue): each heartbeat leases `slots`.
+            meter = proc_cpu.Meter(
+                {
+                    "dispatcher": lambda: sum(map(proc_cpu.seconds, pids)),
+                    **servers,
+                    "bench": lambda: proc_cpu.seconds(os.getpid()),
+                }
+            )
+            # Hosts that build x86_64 (most of the queue): each heartbeat leases `slots`. The
+            # registry's heartbeats, encoded (and validated) before the clock starts: the
+            # registry is not under test. Published as its relay would, BATCH at once.
             hosts = [i for i in range(HOSTS - 1) if "x86_64" in host_arches(i)][:heartbeats]
+            wires = [encode(heartbeat(i, slots)) for i in hosts]
+            meter.start()
             start = time.perf_counter()
-            for first in range(0, len(hosts), BATCH):
-                await asyncio.gather(
-                    *(registry.publish(heartbeat(i, slots)) for i in hosts[first : first + BATCH])
-                )
+            for first in range(0, len(wires), BATCH):
+                errors = await registry.publish_encoded(wires[first : first + BATCH])
+                if any(errors):
+                    raise next(e for e in errors if e is not None)
             await leases.wait_for(len(hosts) * slots)
             elapsed = time.perf_counter() - start
+            used = meter.stop()
     finally:
         await connection.close()
         await registry.close()
-    return leases.count / elapsed, leases.count
+    return leases.count / elapsed, leases.count, used
 
 
 async def latency(made: Made, database_url: str, requests: int, count: int) -> list[float]:
@@ -412,7 +468,7 @@ async def latency(made: Made, database_url: str, requests: int, count: int) -> l
     registry = Bus(await made.service("registry"), name="bench-registry")
     await packager.connect()
     await registry.connect()
-    leases = Leases()
+    leases = Leases(by_nvr=True)
     connection = await leases.start(await made.monitor())
     times = []
     try:
@@ -438,7 +494,14 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))] * 1000
 
 
-async def run(admin_url: str, api_url: str, database_url: str, args: argparse.Namespace) -> None:
+async def run(broker: RabbitMQ, postgres: PostgreSQL, args: argparse.Namespace) -> None:
+    admin_url, api_url, database_url = broker.url, broker.management_url, postgres.url
+    servers = {
+        "RabbitMQ": lambda: proc_cpu.seconds(proc_cpu.pid_file(broker.pidfile)),
+        "PostgreSQL": lambda: proc_cpu.tree_seconds(
+            proc_cpu.pid_file(postgres.data / "postmaster.pid")
+        ),
+    }
     async with principals_of(admin_url, api_url) as made:
         # The schema, as the dispatcher makes it (its migrations), before anything is filled.
         pool = await db.create_pool(database_url, "dispatcher")
@@ -456,8 +519,14 @@ async def run(admin_url: str, api_url: str, database_url: str, args: argparse.Na
         pg_single_rate, _ = await raw_skip_locked(
             database_url, min(leases_total, 2000), BUS.prefetch, args.slots
         )
-        rate, leased = await throughput(
-            made, database_url, args.heartbeats, args.slots, args.dispatchers
+        rate, leased, used = await throughput(
+            made,
+            database_url,
+            args.heartbeats,
+            args.slots,
+            args.dispatchers,
+            servers,
+            args.consume_leases,
         )
         times = await latency(made, database_url, args.requests, args.dispatchers)
     who = f"{args.dispatchers} dispatcher process(es)"
@@ -484,14 +553,17 @@ async def run(admin_url: str, api_url: str, database_url: str, args: argparse.Na
         f"  raw PostgreSQL SKIP LOCKED, {BUS.prefetch} conns x {args.slots} rows/transaction"
         f"    {pg_single_rate:8.0f} leases/s  (a transaction per status, for comparison)"
     )
+    counted = "received by a consumer" if args.consume_leases else "in the queue"
     print(
         f"  dispatcher: {args.heartbeats} heartbeats x {args.slots} free slots"
-        f"              {rate:8.0f} leases/s ({leased} leased)"
+        f"              {rate:8.0f} leases/s ({leased} leased, counted {counted})"
     )
     print(
         f"  ratio to the broker round trip {rate / broker_rate:.2f},"
         f" to PostgreSQL at the same batching {rate / pg_rate:.2f}"
     )
+    per_lease = ", ".join(f"{name} {cpu / leased * 1000:.2f}" for name, cpu in used.items())
+    print(f"  CPU ms per lease (user + system): {per_lease}")
     print("(2) request -> lease latency, idle farm")
     print(
         f"  raw broker round trip, 1 message      p50 {pct(broker_singles, 50):6.1f} ms"
@@ -514,9 +586,14 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=4)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--dispatchers", type=int, default=1)
+    parser.add_argument(
+        "--consume-leases",
+        action="store_true",
+        help="count the leases of (1) as a consumer receives them (default: queue depth)",
+    )
     args = parser.parse_args()
     with private_stack() as (broker, postgres):
-        asyncio.run(run(broker.url, broker.management_url, postgres.url, args))
+        asyncio.run(run(broker, postgres, args))
 
 
 if __name__ == "__main__":

@@ -82,8 +82,9 @@ def encode(msg: fm.Message, traceparent: str | None = None) -> Wire:
         msg.validate()
     except SchemaError as exc:
         raise ValidationError(exc) from exc
-    if len(msg._encoded_body) > MAX_MESSAGE_BYTES:
-        raise ValueError(f"{msg.topic}: body of {len(msg._encoded_body)} bytes is too large")
+    body = msg._encoded_body  # a property: the body is JSON-encoded on each read
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"{msg.topic}: body of {len(body)} bytes is too large")
     props = msg._properties
     headers = dict(props.headers or {})
     if traceparent is not None:
@@ -91,9 +92,7 @@ def encode(msg: fm.Message, traceparent: str | None = None) -> Wire:
         headers["traceparent"] = traceparent
     else:
         telemetry.inject(headers)
-    return Wire(
-        msg._encoded_routing_key, msg._encoded_body, headers, props.message_id, props.priority
-    )
+    return Wire(msg._encoded_routing_key, body, headers, props.message_id, props.priority)
 
 
 def wire_message(wire: Wire, user_id: str | None = None) -> aio_pika.Message:

@@ -296,22 +296,27 @@ def choose(
     faster core host: a core host's result needs no replica, and neither does that one's)."""
     slots = host.free_slots
     order, effective = group_order(pool, keys, scheduling.terms)
-    # A generator: a host that claims nothing (not core) does not walk the pool for it.
-    claimable = {id(t) for t in matching.core_claims(host, (t for g in order for t in pool[g]))}
+    # Whether the host claims any candidate: only a core host may (matching.claims), so no
+    # other walks the pool for it, and a core one stops at the first it claims.
+    claiming = host.trust == matching.Trust.CORE and any(
+        matching.claims(host, t) for g in order for t in pool[g]
+    )
     claims: list[matching.TaskView] = []
     groups: dict[tuple[int, str], list[matching.TaskView]] = {}
     for group in order:
+        if len(claims) >= slots:
+            break  # the core claims alone fill the host
         # The interleave takes at most `slots` tasks, each next one from the open group of
         # least usage (charged as it goes): a group is only taken from once every group
         # before it in this order was, so it never reaches past the first `slots` groups
         # with an eligible task. Past those, only core claims are looked for.
         full = len(groups) >= slots and group not in groups
-        if full and not claimable:
+        if full and not claiming:
             break
         for task in pool[group]:
             if len(claims) >= slots:
                 break  # the core claims alone fill the host
-            claim = id(task) in claimable
+            claim = claiming and matching.claims(host, task)
             if not claim and (full or len(groups.get(group, ())) >= slots):
                 continue  # the group has all the interleave could take of it
             if not matching.can_build(host, task):

@@ -667,14 +667,23 @@ async def refresh_queue_reasons(conn: asyncpg.Connection, reasons: dict[int, str
     return int(done)
 
 
+# What lease_many returns of a lease: the task.leased message's fields (handlers.
+# lease_message) and what its log line names. Not every task column: a batch returns hundreds.
+LEASED = (
+    "t.id, t.build_id, t.lease_id, t.host, t.arch, t.owner, t.release, t.scratch,"
+    " t.lease_expires, t.purpose, t.repos, b.nvr, b.srpm_url, b.srpm_sha256"
+)
+
+
 async def lease_many(
     conn: asyncpg.Connection,
     leases: Sequence[tuple[TaskView, HostView]],
     lease_seconds: int,
 ) -> list[asyncpg.Record]:
-    """Lease tasks to hosts in one statement, each recorded in leases; returns each task
-    joined with its build for the lease message. A build lease counts in attempts, a replica
-    or tie-break in replica_attempts (each bounded by handlers.MAX_ATTEMPTS)."""
+    """Lease tasks to hosts in one statement, each recorded in leases; returns, for each, the
+    columns of LEASED (its task's, and its build's that the lease message names). A build
+    lease counts in attempts, a replica or tie-break in replica_attempts (each bounded by
+    handlers.MAX_ATTEMPTS)."""
     if not leases:
         return []
     return await conn.fetch(
@@ -687,7 +696,7 @@ async def lease_many(
         " lease_expires = now() + make_interval(secs => $4), updated_at = now(),"
         " queue_reason = NULL, declined_at = NULL FROM a, builds b"
         " WHERE t.id = a.id AND b.id = t.build_id"
-        " RETURNING t.*, a.host_owner, b.nvr, b.srpm_url, b.srpm_sha256),"
+        f" RETURNING {LEASED}, a.host_owner),"
         # The host's speed factor now: its build's duration at the farm's pace (critical.py).
         " recorded AS (INSERT INTO leases (lease_id, task_id, host, owner, purpose, expires_at,"
         " speed) SELECT l.lease_id, l.id, l.host, l.host_owner, l.purpose, l.lease_expires,"

@@ -9,6 +9,7 @@ from services.dispatcher.matching import (
     TaskView,
     assign,
     can_build,
+    claims,
     core_claims,
     free_slots,
     pick_host,
@@ -287,3 +288,7 @@ def test_a_core_host_takes_official_builds_own_leases_first() -> None:
     assert core_claims(host("core-1", trust="core"), tasks) == [official]
     # A volunteer claims nothing first: its official result would need a replica anyway.
     assert core_claims(host("vol-1", trust="trusted"), tasks) == []
+    # One task at a time, as a pull asks (handlers.choose): the same answer.
+    for trust in ("core", "trusted"):
+        one = host("h", trust=trust)
+        assert [t for t in tasks if claims(one, t)] == core_claims(one, tasks)
