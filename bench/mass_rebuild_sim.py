@@ -684,14 +684,36 @@ class Simulation:
         assert w is not None
         if not candidates:
             return 0  # nothing to keep a slot from
+        # critical.Declining.keeping's first test: no slot is kept from a pressing task.
+        for t in candidates:
+            if matching.pressing(host, t, self.outlook(t)):
+                return 0
+        paths = [t.path for t in candidates if t.path is not None]
+        longest = max(paths, default=0.0)
         soon = self.now + w.keep
+        deadline = self._deadline(w)
+
+        def may_keep(link: matching.Coming) -> bool:
+            # critical.Declining.keeping's first tests, without the outlook's slots (only
+            # its times): most links fail them, and the outlook is built for the others.
+            if link.ready_at > soon or (link.task.path or 0.0) <= longest:
+                return False
+            at = matching.Outlook(
+                link.ready_at,
+                deadline,
+                w.fastest[link.task.arch],
+                pad=w.pad,
+                pro_rata=w.pro_rata,
+                work_pad=w.work_pad,
+                heavy_share=w.heavy_share,
+            )
+            return matching.pressing(host, link.task, at)
+
         coming = {a: self.coming(a) for a in host.arches if a in self.blocked}
-        # Only links queued within the window matter (critical.Declining.keeping skips the
-        # rest): the outlooks of the other arches are not built.
-        coming = {a: c for a, c in coming.items() if any(k.ready_at <= soon for k in c)}
+        coming = {a: c for a, c in coming.items() if any(may_keep(k) for k in c)}
         if not coming:
             return 0
-        outlooks = {}
+        outlooks = {t.arch: self.outlook(t) for t in candidates}
         for a in coming:
             outlooks[a] = self.outlook(coming[a][0].task)
         declining = critical.Declining(
@@ -702,8 +724,7 @@ class Simulation:
             coming=coming,
             keep_seconds=w.keep,
         )
-        paths = [t.path for t in candidates if t.path is not None]
-        return declining.keeping(host, max(paths, default=None))
+        return declining.keeping(host, candidates)
 
     def candidates(self, host: matching.HostView, limit: int) -> list[matching.TaskView]:
         """The store's pull_candidates: queued tasks of the host's arches, best key first."""

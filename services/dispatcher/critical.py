@@ -139,11 +139,21 @@ class Declining:
     keep_seconds: float = 0.0
     kept: set[int] = dataclasses.field(default_factory=set)  # coming links a slot waits for
 
-    def keeping(self, host: HostView, longest: float | None) -> int:
+    def keeping(self, host: HostView, candidates: Iterable[TaskView]) -> int:
         """How many of `host`'s free slots it leaves idle for coming links (matching.keeps)
-        whose path is longer than `longest`, the longest of the queued tasks it could take
-        instead; each link is kept once per pull, and a link kept by another host's slot
-        takes one of the slots this host counts on (`ahead`)."""
+        instead of the queued `candidates`: none if it could take one that is pressing here
+        (critical or heavy: matching.pressing; slower hosts leave such a task to a kept slot
+        as to any free one), else for links of a longer path than any of them. Each link is
+        kept once per pull, and a link kept by another host's slot takes one of the slots
+        this host counts on (`ahead`)."""
+        longest = 0.0
+        for task in candidates:
+            if task.path is None or task.work is None or not can_build(host, task):
+                continue
+            outlook = self.outlooks.get(task.arch)
+            if outlook is not None and pressing(host, task, outlook):
+                return 0
+            longest = max(longest, task.path)
         n = 0
         for arch in sorted(self.coming.keys() & host.arches):
             outlook = self.outlooks.get(arch)
@@ -152,7 +162,7 @@ class Declining:
             ahead = 0
             for link in self.coming[arch]:
                 task = link.task
-                if n >= host.free_slots or (task.path or 0.0) <= (longest or 0.0):
+                if n >= host.free_slots or (task.path or 0.0) <= longest:
                     break
                 if task.task_id in self.kept:
                     ahead += 1
@@ -196,14 +206,17 @@ def for_task(
 ) -> Outlook:
     """The outlook with only the hosts that may build `task` once a slot frees (a replica's
     trust and owner rules, the hosts that failed it; `core_only`: core hosts): waiting for
-    any other is waiting for nothing. `besides`: without that host's slots free now (those
-    it is filling). Without the hosts' names, the outlook as it is (none for `core_only`: no
-    host is known to be core)."""
+    any other is waiting for nothing. `besides`: only the slots at least as fast as that
+    host's, none of its own free now (those it is filling): what matching.keeps weighs.
+    Without the hosts' names, the outlook as it is (none for `core_only`: no host is known
+    to be core)."""
     if hosts is None:
         return dataclasses.replace(outlook, faster=()) if core_only else outlook
     may: dict[str, bool] = {}  # by host: an outlook lists each of its slots
     kept = []
     for entry, other in zip(outlook.faster, hosts, strict=True):
+        if besides is not None and entry[0] < besides.speed:
+            continue
         ok = may.get(other.host)
         if ok is None:
             ok = may[other.host] = may_build(other, task) and (

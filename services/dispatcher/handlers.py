@@ -309,16 +309,7 @@ def choose(
     free."""
     slots = host.free_slots
     if declining is not None and declining.coming:
-        longest = max(
-            (
-                t.path
-                for g in pool.values()
-                for t in g
-                if t.path is not None and matching.can_build(host, t)
-            ),
-            default=None,
-        )
-        slots -= declining.keeping(host, longest)
+        slots -= declining.keeping(host, (t for g in pool.values() for t in g))
     order, effective = group_order(pool, keys, scheduling.terms)
     # A generator: a host that claims nothing (not core) does not walk the pool for it.
     claimable = {id(t) for t in matching.core_claims(host, (t for g in order for t in pool[g]))}

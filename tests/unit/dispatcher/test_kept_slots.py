@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from services.dispatcher import critical
-from services.dispatcher.matching import Coming, HostView, Outlook, keeps
+from services.dispatcher.matching import Coming, HostView, Outlook, TaskView, keeps
 from tests.unit.dispatcher.test_critical_slack import host, task
 
 FAST, SLOW = host(2.0), host(1.0)
@@ -69,17 +69,27 @@ def declining(free_slots: int = 2) -> tuple[critical.Declining, HostView]:
 def test_a_fast_host_keeps_a_slot_for_a_longer_path_than_it_could_take() -> None:
     found, fast = declining()
     # Its own free slots do not count as another fast slot: it keeps one, once a pull.
-    assert found.keeping(fast, longest=1000.0) == 1
+    light = task(60.0, 1000.0)  # slack, and light
+    assert found.keeping(fast, [light]) == 1
     assert found.kept == {LINK.task.task_id}
-    assert found.keeping(fast, longest=1000.0) == 0
+    assert found.keeping(fast, [light]) == 0
 
 
-@pytest.mark.parametrize("longest", [6000.0, 7000.0])
-def test_nothing_is_kept_from_a_queued_task_of_as_long_a_path(longest: float) -> None:
+@pytest.mark.parametrize(
+    "queued",
+    [
+        task(60.0, 6000.0),  # as long a path
+        task(60.0, 7000.0),
+        task(5000.0, 5000.0),  # a shorter path, but critical here: it takes that one
+    ],
+)
+def test_nothing_is_kept_from_a_queued_task_of_as_long_a_path_or_a_pressing_one(
+    queued: TaskView,
+) -> None:
     found, fast = declining()
-    assert found.keeping(fast, longest) == 0
+    assert found.keeping(fast, [queued]) == 0
 
 
 def test_nothing_is_kept_without_the_window() -> None:
     found, fast = declining()
-    assert dataclasses.replace(found, keep_seconds=0.0).keeping(fast, None) == 0
+    assert dataclasses.replace(found, keep_seconds=0.0).keeping(fast, []) == 0
