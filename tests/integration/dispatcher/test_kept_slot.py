@@ -38,7 +38,7 @@ async def test_a_fast_host_keeps_a_slot_for_a_critical_link_about_to_be_queued(
     with_keep(runtime, keep_seconds)
     for package, seconds in (("skyline-base", 10.0), ("skyline-giant", 1000.0)):
         await history(runtime, package, seconds)
-    await history(runtime, "skyline-filler", 200.0)
+    await history(runtime, "skyline-filler", 40.0)
     # A host of speed 2 builds the chain's first link (5 s there); the giant waits for it.
     await SERVICE.handle(runtime, rated("mid", 0.5, 2.0, free_slots=1))
     msg = chain(link("skyline-base-1-1"), link("skyline-giant-1-1", 0))
@@ -46,8 +46,8 @@ async def test_a_fast_host_keeps_a_slot_for_a_critical_link_about_to_be_queued(
     assert (await task_of(runtime, "skyline-giant-1-1"))["state"] == "blocked"
     filler = build_of("skyline-filler-1-1")
     assert of_type(await new_messages(runtime, sent, filler), TaskLeasedV1) == []
-    # The fastest host comes with a slot free: the filler's path (200 s) is shorter than the
-    # giant's (1000 s, critical), queued in about 5 s, and no other slot as fast is free.
+    # The fastest host comes with a slot free: the filler (40 s, with slack) has a shorter
+    # path than the giant (1000 s, critical), queued in about 5 s; no other slot is as fast.
     leases = of_type(await new_messages(runtime, sent, rated("fast", 0.5, 4.0, 1)), TaskLeasedV1)
     if not keep_seconds:  # the window off: the fast host takes the filler, as before
         assert [(m.body["host"], m.build_id) for m in leases] == [
