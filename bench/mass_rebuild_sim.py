@@ -51,7 +51,12 @@ the real policy, is the default):
   candidates (one owner's, handlers.pull_many); a host with a free slot pulls at each
   heartbeat ([builder] heartbeat_seconds, all at once here), and a declined task waits for
   it (no push). Every builder is core and every build official, so each task is a core
-  claim: it is left only to a faster core host (handlers.choose). Otherwise as policy-sim:
+  claim: it is left only to a faster core host (handlers.choose). A fast host keeps a free
+  slot for a critical chain link about to be queued (matching.keeps through
+  critical.Declining.keeping, as handlers.choose: store.coming's 16 blocked tasks of the
+  longest paths per arch whose dependencies' tasks are all leased or built, queued by those
+  leases' estimated ends within [dispatcher] keep_seconds, 10 min, --keep; never from a
+  pressing candidate). Otherwise as policy-sim:
 - policy-sim: the policy as this simulation ran it before issue 9's review (true lease
   ends, up to 96 builders' slots, no decline bound, 32 extra candidates, no heartbeats, a
   declined task pushed to a free faster host at once). The tasks carry their critical-path

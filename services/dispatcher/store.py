@@ -429,6 +429,19 @@ async def batch_end(conn: asyncpg.Connection) -> tuple[float, float]:
     return now, batch_end_of(now, queued, running)
 
 
+def leases_free_at(now: float, r: Any) -> list[float]:
+    """matching.lease_frees_at of each lease a row lists (_OUTLOOK's, _COMING's arrays)."""
+    leases = zip(
+        r["leased_at"] or (),
+        r["lease_work"] or (),
+        r["lease_speed"] or (),
+        r["lease_expires"] or (),
+        r["lease_finished"] or (),
+        strict=True,
+    )
+    return [lease_frees_at(now, *lease) for lease in leases]
+
+
 async def outlooks(
     conn: asyncpg.Connection,
     arches: Sequence[str],
@@ -457,17 +470,7 @@ async def outlooks(
             HostSlots(
                 view.speed,
                 view.free_slots,
-                [
-                    lease_frees_at(now, *lease)
-                    for lease in zip(
-                        r["leased_at"] or (),
-                        r["lease_work"] or (),
-                        r["lease_speed"] or (),
-                        r["lease_expires"] or (),
-                        r["lease_finished"] or (),
-                        strict=True,
-                    )
-                ],
+                leases_free_at(now, r),
             )
             for view, r in zip(of_views, of_arch, strict=True)
         ]
@@ -559,15 +562,7 @@ async def coming(conn: asyncpg.Connection, arches: Sequence[str]) -> dict[str, l
     found: dict[str, list[Coming]] = {}
     for r in rows:
         now = float(r["coming_now"])
-        leases = zip(
-            r["leased_at"] or (),
-            r["lease_work"] or (),
-            r["lease_speed"] or (),
-            r["lease_expires"] or (),
-            r["lease_finished"] or (),
-            strict=True,
-        )
-        ready = max((lease_frees_at(now, *lease) for lease in leases), default=now)
+        ready = max(leases_free_at(now, r), default=now)
         found.setdefault(r["arch"], []).append(Coming(task_view(r), ready))
     for links in found.values():
         links.sort(key=lambda c: (-(c.task.path or 0.0), c.task.task_id))
