@@ -56,7 +56,7 @@ the real policy, is the default):
   critical.Declining.keeping, as handlers.choose: store.coming's 16 blocked tasks of the
   longest paths per arch whose dependencies' tasks are all leased or built, queued by those
   leases' estimated ends within [dispatcher] keep_seconds, 10 min, --keep; never from a
-  pressing candidate). Otherwise as policy-sim:
+  heavy candidate). Otherwise as policy-sim:
 - policy-sim: the policy as this simulation ran it before issue 9's review (true lease
   ends, up to 96 builders' slots, no decline bound, 32 extra candidates, no heartbeats, a
   declined task pushed to a free faster host at once). The tasks carry their critical-path
@@ -689,9 +689,9 @@ class Simulation:
         assert w is not None
         if not candidates:
             return 0  # nothing to keep a slot from
-        # critical.Declining.keeping's first test: no slot is kept from a pressing task.
+        # critical.Declining.keeping's first test: no slot is kept from a heavy task.
         for t in candidates:
-            if matching.pressing(host, t, self.outlook(t)):
+            if matching.heavy(host, t, self.outlook(t)):
                 return 0
         paths = [t.path for t in candidates if t.path is not None]
         longest = max(paths, default=0.0)

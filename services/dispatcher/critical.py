@@ -21,6 +21,7 @@ from .matching import (
     TaskView,
     can_build,
     declines,
+    heavy,
     keeps,
     may_build,
     pressing,
@@ -141,8 +142,8 @@ class Declining:
 
     def keeping(self, host: HostView, candidates: Iterable[TaskView]) -> int:
         """How many of `host`'s free slots it leaves idle for coming links (matching.keeps)
-        instead of the queued `candidates`: none if it could take one that is pressing here
-        (critical or heavy: matching.pressing; slower hosts leave such a task to a kept slot
+        instead of the queued `candidates`: none if it could take one that is heavy here
+        (matching.heavy: a giant; slower hosts leave such a task to a kept slot
         as to any free one), else for links of a longer path than any of them. Each link is
         kept once per pull, and a link kept by another host's slot takes one of the slots
         this host counts on (`ahead`)."""
@@ -151,7 +152,7 @@ class Declining:
             if task.path is None or task.work is None or not can_build(host, task):
                 continue
             outlook = self.outlooks.get(task.arch)
-            if outlook is not None and pressing(host, task, outlook):
+            if outlook is not None and heavy(host, task, outlook):
                 return 0
             longest = max(longest, task.path)
         n = 0

@@ -19,7 +19,9 @@ LINK = Coming(task(600.0, 6000.0), ready_at=100.0)
 
 
 def outlook(*faster: tuple[float, float], deadline: float = 3000.0) -> Outlook:
-    return Outlook(0.0, deadline, 2.0, faster, pad=1.15, pro_rata=True, work_pad=1.5)
+    return Outlook(
+        0.0, deadline, 2.0, faster, pad=1.15, pro_rata=True, work_pad=1.5, heavy_share=0.25
+    )
 
 
 @pytest.mark.parametrize(
@@ -80,10 +82,10 @@ def test_a_fast_host_keeps_a_slot_for_a_longer_path_than_it_could_take() -> None
     [
         task(60.0, 6000.0),  # as long a path
         task(60.0, 7000.0),
-        task(5000.0, 5000.0),  # a shorter path, but critical here: it takes that one
+        task(5000.0, 5000.0),  # a shorter path, but heavy here: it takes that one
     ],
 )
-def test_nothing_is_kept_from_a_queued_task_of_as_long_a_path_or_a_pressing_one(
+def test_nothing_is_kept_from_a_queued_task_of_as_long_a_path_or_a_heavy_one(
     queued: TaskView,
 ) -> None:
     found, fast = declining()
