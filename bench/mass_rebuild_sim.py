@@ -88,7 +88,10 @@ The lower bound is max(critical path with each package at its fastest possible h
 work / total capacity); the per-arch bound (an arch's work / the capacity of hosts building it)
 is a valid, tighter one, printed beside it.
 
-Full set, estimates off by the default 0.3 log-normal error, policy (the live dispatcher's
+Full set, estimates off by the default 0.3 log-normal error, policy with fast slots kept for
+coming links (keep_seconds 600): seed 1 1.152x, seed 2 1.103x, seed 3 1.000x (LB 8.06 h, its
+critical path); with --keep 0 (the policy before) 1.092x, 1.198x, 1.000x: within the noise
+such changes make (see README). Before keeping, policy (the live dispatcher's
 inputs, issue 9): seed 1 1.092x the bound (5.03 h, LB 4.61 h), seed 2 1.198x (6.56 h, LB 5.47
 h); policy-sim (the inputs this simulation used before: true lease ends, 96 builders' slots, no
 decline bound) 1.045x and 1.057x. What the live inputs cost, seed 2 (--explain): the chain that
