@@ -30,7 +30,9 @@ the slack along the path (Outlook.pad, pro_rata); a pull's declined tasks each c
 different faster slot (declines' `ahead`), so slow hosts do not all wait for one fast slot.
 The task's own work may count at an upper quantile of its estimate (Outlook.work_pad: a lease
 commits its error), and a heavy task may be left to a faster host even with slack
-(Outlook.heavy_share: the deadline is an estimate too).
+(Outlook.heavy_share: the deadline is an estimate too). A fast host may keep a free slot for
+a critical chain link about to be queued (keeps()): in a saturated arch, no fast slot would
+be free for it otherwise.
 """
 
 from __future__ import annotations
