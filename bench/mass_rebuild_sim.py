@@ -51,7 +51,12 @@ the real policy, is the default):
   candidates (one owner's, handlers.pull_many); a host with a free slot pulls at each
   heartbeat ([builder] heartbeat_seconds, all at once here), and a declined task waits for
   it (no push). Every builder is core and every build official, so each task is a core
-  claim: it is left only to a faster core host (handlers.choose). Otherwise as policy-sim:
+  claim: it is left only to a faster core host (handlers.choose). A fast host keeps a free
+  slot for a critical chain link about to be queued (matching.keeps through
+  critical.Declining.keeping, as handlers.choose: store.coming's 16 blocked tasks of the
+  longest paths per arch whose dependencies' tasks are all leased or built, queued by those
+  leases' estimated ends within [dispatcher] keep_seconds, 10 min, --keep; never from a
+  heavy candidate). Otherwise as policy-sim:
 - policy-sim: the policy as this simulation ran it before issue 9's review (true lease
   ends, up to 96 builders' slots, no decline bound, 32 extra candidates, no heartbeats, a
   declined task pushed to a free faster host at once). The tasks carry their critical-path
@@ -83,7 +88,10 @@ The lower bound is max(critical path with each package at its fastest possible h
 work / total capacity); the per-arch bound (an arch's work / the capacity of hosts building it)
 is a valid, tighter one, printed beside it.
 
-Full set, estimates off by the default 0.3 log-normal error, policy (the live dispatcher's
+Full set, estimates off by the default 0.3 log-normal error, policy with fast slots kept for
+coming links (keep_seconds 600): seed 1 1.152x, seed 2 1.103x, seed 3 1.000x (LB 8.06 h, its
+critical path); with --keep 0 (the policy before) 1.092x, 1.198x, 1.000x: within the noise
+such changes make (see README). Before keeping, policy (the live dispatcher's
 inputs, issue 9): seed 1 1.092x the bound (5.03 h, LB 4.61 h), seed 2 1.198x (6.56 h, LB 5.47
 h); policy-sim (the inputs this simulation used before: true lease ends, 96 builders' slots, no
 decline bound) 1.045x and 1.057x. What the live inputs cost, seed 2 (--explain): the chain that
@@ -131,7 +139,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from services.common.config import BuilderConfig, DispatcherConfig
-from services.dispatcher import arches, fairshare, handlers, matching
+from services.dispatcher import arches, critical, fairshare, handlers, matching, store
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/fedora-specs-2025-02.jsonl.gz"
 TAG_ARCHES = ("x86_64", "aarch64", "ppc64le", "s390x")
@@ -145,6 +153,9 @@ WORK_PAD = DispatcherConfig().work_pad
 HEAVY_SHARE = DispatcherConfig().heavy_share
 # After this long declined, any host takes a task ([dispatcher] decline_max_seconds), minutes.
 DECLINE_MAX = DispatcherConfig().decline_max_seconds / 60
+# A fast host keeps a slot for a critical chain link queued within this ([dispatcher]
+# keep_seconds: matching.keeps), minutes.
+KEEP = DispatcherConfig().keep_seconds / 60
 # A host with a free slot pulls at each heartbeat ([builder] heartbeat_seconds), minutes.
 HEARTBEAT = BuilderConfig().heartbeat_seconds / 60
 # A lease's expiry, minutes: builders heartbeat every HEARTBEAT minutes, so their statuses
@@ -513,6 +524,7 @@ class Weights:
     heartbeat: float = HEARTBEAT
     pull_extra: int = 4  # candidates beyond the free slots a pull reads (one owner's)
     late_pad: float = 1.0  # matching.lease_frees_at's
+    keep: float = 0.0  # matching.keeps' window, minutes (0: no slot kept for a coming link)
 
 
 @dataclasses.dataclass
@@ -591,6 +603,26 @@ class Simulation:
         self.open: dict[str, list[tuple[float, float, int]]] = {b.view.host: [] for b in builders}
         self.declined_at: dict[int, float] = {}
         self.rests: list[tuple[float, int]] = []
+        # Live, matching.keeps: the blocked tasks (a package's tasks before its last
+        # dependency is built) of each arch, longest path first (store.coming walks the
+        # same order), each lease's (leased at, estimated work, host), and per arch its
+        # coming links (store.COMING_LINKS of the longest paths whose every dependency is
+        # running or built) until a lease or an end among their dependencies changes them.
+        self.by_package: dict[int, list[int]] = {}
+        for tid, (i, _) in enumerate(self.tasks):
+            self.by_package.setdefault(i, []).append(tid)
+        self.released: set[int] = set()
+        self.blocked: dict[str, list[int]] = {a: [] for a in self.queues}
+        if weights is not None:
+            for tid, (i, arch) in enumerate(self.tasks):
+                if packages[i].deps:
+                    self.blocked[arch].append(tid)
+            for tids in self.blocked.values():
+                tids.sort(key=lambda t: (-weights.rank[self.tasks[t][0]], t))
+        self.lease_of: dict[int, tuple[float, float, str]] = {}
+        self._coming: dict[str, list[matching.Coming]] = {}
+        self._watched: dict[int, set[str]] = {}  # package -> arches whose coming links need it
+        self._outlook_hosts: dict[str, list[matching.HostView]] = {}
         for b in builders:
             self._mark_free(b)
 
@@ -605,6 +637,102 @@ class Simulation:
     def queue(self, tid: int) -> None:
         i, arch = self.tasks[tid]
         heapq.heappush(self.queues[arch], (self.keys[i], tid))
+
+    def changed(self, package: int) -> None:
+        """A task of `package` was leased, ended or released: the coming links that wait
+        for it (or are its own) are read again."""
+        for arch in self._watched.pop(package, ()):
+            self._coming.pop(arch, None)
+
+    def coming(self, arch: str) -> list[matching.Coming]:
+        """store.coming in memory: of the arch's blocked tasks of the longest paths, those
+        whose every dependency's tasks are leased or built, with when the last one is
+        expected to end (matching.lease_frees_at of its lease: the dispatcher's inputs)."""
+        found = self._coming.get(arch)
+        if found is not None:
+            return found
+        w = self.weights
+        assert w is not None
+        tids = self.blocked[arch]
+        if len(tids) > 64 and sum(1 for t in tids[:64] if self.tasks[t][0] in self.released) > 32:
+            tids[:] = [t for t in tids if self.tasks[t][0] not in self.released]
+        found, looked = [], 0
+        for tid in tids:
+            i, _ = self.tasks[tid]
+            if i in self.released:
+                continue
+            looked += 1
+            if looked > store.COMING_LINKS:
+                break
+            self._watched.setdefault(i, set()).add(arch)
+            ready: float | None = self.now
+            for d in self.packages[i].deps:
+                self._watched.setdefault(d, set()).add(arch)
+                for dep in self.by_package[d]:
+                    if dep in self.done:
+                        continue
+                    lease = self.lease_of.get(dep)
+                    if lease is None or ready is None:
+                        ready = None
+                        continue
+                    at, work, host = lease
+                    speed = self.builders[host].speed
+                    expiry = min(self.now + w.lease, at + LEASE_MAX)
+                    ends = matching.lease_frees_at(self.now, at, work, speed, expiry)
+                    ready = max(ready, ends)
+            if ready is not None:
+                found.append(matching.Coming(self.views[tid], ready))
+        self._coming[arch] = found
+        return found
+
+    def keeping(self, host: matching.HostView, candidates: list[matching.TaskView]) -> int:
+        """handlers.choose's kept slots: critical.Declining.keeping with this pull's outlooks
+        and coming links."""
+        w = self.weights
+        assert w is not None
+        if not candidates:
+            return 0  # nothing to keep a slot from
+        # critical.Declining.keeping's first test: no slot is kept from a heavy task.
+        for t in candidates:
+            if matching.heavy(host, t, self.outlook(t)):
+                return 0
+        paths = [t.path for t in candidates if t.path is not None]
+        longest = max(paths, default=0.0)
+        soon = self.now + w.keep
+        deadline = self._deadline(w)
+
+        def may_keep(link: matching.Coming) -> bool:
+            # critical.Declining.keeping's first tests, without the outlook's slots (only
+            # its times): most links fail them, and the outlook is built for the others.
+            if link.ready_at > soon or (link.task.path or 0.0) <= longest:
+                return False
+            at = matching.Outlook(
+                link.ready_at,
+                deadline,
+                w.fastest[link.task.arch],
+                pad=w.pad,
+                pro_rata=w.pro_rata,
+                work_pad=w.work_pad,
+                heavy_share=w.heavy_share,
+            )
+            return matching.pressing(host, link.task, at)
+
+        coming = {a: self.coming(a) for a in host.arches if a in self.blocked}
+        coming = {a: c for a, c in coming.items() if any(may_keep(k) for k in c)}
+        if not coming:
+            return 0
+        outlooks = {t.arch: self.outlook(t) for t in candidates}
+        for a in coming:
+            outlooks[a] = self.outlook(coming[a][0].task)
+        declining = critical.Declining(
+            outlooks,
+            {},
+            w.decline_max,
+            {a: self._outlook_hosts[a] for a in coming},
+            coming=coming,
+            keep_seconds=w.keep,
+        )
+        return declining.keeping(host, candidates)
 
     def candidates(self, host: matching.HostView, limit: int) -> list[matching.TaskView]:
         """The store's pull_candidates: queued tasks of the host's arches, best key first."""
@@ -655,12 +783,15 @@ class Simulation:
                 else:
                     kept.append(t)
             eligible = kept
-        first = matching.core_claims(host, eligible)[: host.free_slots]
+        slots = host.free_slots
+        if live and self.weights is not None and self.weights.keep > 0:
+            slots -= self.keeping(host, [t for t in pulled if matching.can_build(host, t)])
+        first = matching.core_claims(host, eligible)[:slots]
         groups: dict[tuple[int, str], list[matching.TaskView]] = {}
         for task in eligible:
             if task not in first:
                 groups.setdefault((task.klass, task.owner), []).append(task)
-        chosen = first + fairshare.interleave(groups, {}, host.free_slots - len(first))
+        chosen = first + fairshare.interleave(groups, {}, slots - len(first))
         picked = {t.task_id for t in chosen}
         for task in pulled:  # not leased: still queued
             if task.task_id not in picked:
@@ -674,6 +805,8 @@ class Simulation:
             for t in chosen:
                 i, arch = self.tasks[t.task_id]
                 self.open[name].append((self.now, w.estimates[i], t.task_id))
+                self.lease_of[t.task_id] = (self.now, w.estimates[i], name)
+                self.changed(i)
                 rest = (w.rank[i] - w.estimates[i]) / w.fastest[arch]
                 ends = self.now + w.estimates[i] / b.speed + rest
                 heapq.heappush(self.running, (-ends, t.task_id))
@@ -768,8 +901,10 @@ class Simulation:
                 heavy_share=w.heavy_share,
             )
             assert built is not None
-            found = built[0]
+            found, owners = built
             self._outlooks[task.arch] = found
+            fastest = self.by_speed[task.arch]
+            self._outlook_hosts[task.arch] = [fastest[k].view for k in owners]
         if found is None:
             found = matching.Outlook(
                 now=self.now,
@@ -878,6 +1013,8 @@ class Simulation:
 
         def release(i: int) -> list[int]:
             new = by_package[i]
+            self.released.add(i)
+            self.changed(i)
             for tid in new:
                 self.queue(tid)
             return new
@@ -902,6 +1039,7 @@ class Simulation:
                 self.open[host] = [o for o in self.open[host] if o[2] != tid]
             self.done.add(tid)
             i, _ = self.tasks[tid]
+            self.changed(i)
             new: list[int] = []
             tasks_left[i] -= 1
             if tasks_left[i] == 0:  # the build is stored: its dependents' links may start
@@ -938,6 +1076,7 @@ def orderings(
     decline_max: float = DECLINE_MAX,
     pull_extra: int = 4,
     late_pad: float = 1.0,
+    keep: float = KEEP,
 ) -> dict[str, Ordering]:
     """The orderings compared, from durations as the dispatcher would estimate them (a
     package's previous build times, off by a log-normal error). The first is the default."""
@@ -961,7 +1100,12 @@ def orderings(
         heavy_share=heavy_share or None,
     )
     live = dataclasses.replace(
-        weights, live=True, decline_max=decline_max, pull_extra=pull_extra, late_pad=late_pad
+        weights,
+        live=True,
+        decline_max=decline_max,
+        pull_extra=pull_extra,
+        late_pad=late_pad,
+        keep=keep,
     )
     before = Weights(estimates, path, fastest, horizon, pad=pad, pro_rata=True, slots=True)
     greedy = Weights(estimates, path, fastest, horizon)
@@ -1132,6 +1276,13 @@ def main() -> None:
         help="the policy's matching.lease_frees_at late_pad (a late lease frees by this times"
         " its estimate, else at its expiry)",
     )
+    parser.add_argument(
+        "--keep",
+        type=float,
+        default=KEEP,
+        help="the policy's matching.keeps window, minutes ([dispatcher] keep_seconds / 60;"
+        " 0: no slot kept for a coming chain link)",
+    )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument(
         "--explain",
@@ -1179,6 +1330,7 @@ def main() -> None:
         args.decline_max,
         args.pull_extra,
         args.late_pad,
+        args.keep,
     )
     print(
         f"{'ordering':12} {'makespan h':>10} {'/ LB':>6} {'/ arch LB':>9} {'util':>6}"

@@ -161,6 +161,11 @@ class DispatcherConfig:
     # by 30% and the live dispatcher's inputs (1.20-1.38x without, as the sim ran before).
     work_pad: float = 1.5
     heavy_share: float = 0.25
+    # A fast host leaves a free slot idle for a blocked chain link of a longer path than
+    # what it could take now, if the link will be queued within this many seconds (its
+    # predecessors' leases' estimated ends), will be critical then and would find no other
+    # slot as fast (matching.keeps; 0: never).
+    keep_seconds: float = 600.0
 
 
 @dataclasses.dataclass(frozen=True)

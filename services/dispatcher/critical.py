@@ -14,7 +14,18 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from services.registry.trust import Trust
 
-from .matching import HostView, Outlook, TaskView, can_build, declines
+from .matching import (
+    Coming,
+    HostView,
+    Outlook,
+    TaskView,
+    can_build,
+    declines,
+    heavy,
+    keeps,
+    may_build,
+    pressing,
+)
 
 # The weight of a new duration in a package's estimate once it has this many samples: the
 # first few average evenly, later ones move it by this share (a package's build time drifts
@@ -123,6 +134,51 @@ class Declining:
     # Per arch, the critical tasks this pull left already: each takes one of the faster
     # slots that free soonest (matching.declines' `ahead`), so the next one counts on the rest.
     ahead: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Per arch, blocked chain links about to be queued, longest path first (matching.keeps),
+    # and how far ahead a slot is kept for one ([dispatcher] keep_seconds; 0: never).
+    coming: Mapping[str, Sequence[Coming]] = dataclasses.field(default_factory=dict)
+    keep_seconds: float = 0.0
+    kept: set[int] = dataclasses.field(default_factory=set)  # coming links a slot waits for
+
+    def keeping(self, host: HostView, candidates: Iterable[TaskView]) -> int:
+        """How many of `host`'s free slots it leaves idle for coming links (matching.keeps)
+        instead of the queued `candidates`: none if it could take one that is heavy here
+        (matching.heavy: a giant; slower hosts leave such a task to a kept slot
+        as to any free one), else for links of a longer path than any of them. Each link is
+        kept once per pull, and a link kept by another host's slot takes one of the slots
+        this host counts on (`ahead`)."""
+        longest = 0.0
+        for task in candidates:
+            if task.path is None or task.work is None or not can_build(host, task):
+                continue
+            outlook = self.outlooks.get(task.arch)
+            if outlook is not None and heavy(host, task, outlook):
+                return 0
+            longest = max(longest, task.path)
+        n = 0
+        for arch in sorted(self.coming.keys() & host.arches):
+            outlook = self.outlooks.get(arch)
+            if outlook is None:
+                continue
+            ahead = 0
+            for link in self.coming[arch]:
+                task = link.task
+                if n >= host.free_slots or (task.path or 0.0) <= longest:
+                    break
+                if task.task_id in self.kept:
+                    ahead += 1
+                    continue
+                soon = outlook.now <= link.ready_at <= outlook.now + self.keep_seconds
+                # The cheap tests first: most links are neither soon nor pressing.
+                then = dataclasses.replace(outlook, now=link.ready_at)
+                if not soon or not can_build(host, task) or not pressing(host, task, then):
+                    continue
+                others = for_task(outlook, self.hosts.get(arch), task, besides=host)
+                until = link.ready_at + self.max_seconds
+                if keeps(host, link, others, ahead, self.keep_seconds, until):
+                    self.kept.add(task.task_id)
+                    n += 1
+        return n
 
     def leaves(self, host: HostView, task: TaskView, core_only: bool = False) -> bool:
         """Whether `host` leaves `task` to a faster host (and notes why it waits);
@@ -143,18 +199,32 @@ class Declining:
 
 
 def for_task(
-    outlook: Outlook, hosts: Sequence[HostView] | None, task: TaskView, core_only: bool = False
+    outlook: Outlook,
+    hosts: Sequence[HostView] | None,
+    task: TaskView,
+    core_only: bool = False,
+    besides: HostView | None = None,
 ) -> Outlook:
     """The outlook with only the hosts that may build `task` once a slot frees (a replica's
     trust and owner rules, the hosts that failed it; `core_only`: core hosts): waiting for
-    any other is waiting for nothing. Without the hosts' names, the outlook as it is (none
-    for `core_only`: no host is known to be core)."""
+    any other is waiting for nothing. `besides`: only the slots at least as fast as that
+    host's, none of its own free now (those it is filling): what matching.keeps weighs.
+    Without the hosts' names, the outlook as it is (none for `core_only`: no host is known
+    to be core)."""
     if hosts is None:
         return dataclasses.replace(outlook, faster=()) if core_only else outlook
-    kept = [
-        entry
-        for entry, other in zip(outlook.faster, hosts, strict=True)
-        if can_build(dataclasses.replace(other, free_slots=1), task)
-        and (not core_only or other.trust == Trust.CORE)
-    ]
+    may: dict[str, bool] = {}  # by host: an outlook lists each of its slots
+    kept = []
+    for entry, other in zip(outlook.faster, hosts, strict=True):
+        if besides is not None and entry[0] < besides.speed:
+            continue
+        ok = may.get(other.host)
+        if ok is None:
+            ok = may[other.host] = may_build(other, task) and (
+                not core_only or other.trust == Trust.CORE
+            )
+        if ok and not (
+            besides is not None and other.host == besides.host and entry[1] <= outlook.now
+        ):
+            kept.append(entry)
     return dataclasses.replace(outlook, faster=kept)

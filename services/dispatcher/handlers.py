@@ -223,7 +223,7 @@ async def pull_many(
         for task in candidates:
             if task.task_id not in taken:  # another kind's host has it (its lease unwritten)
                 pool.setdefault((task.klass, task.owner), []).append(task)
-        declining = await declining_for(ctx, candidates, scheduling)
+        declining = await declining_for(ctx, candidates, scheduling, kind[0].arches)
         for host in kind:
             for task in choose(host, pool, keys, scheduling, declining):
                 pool[(task.klass, task.owner)].remove(task)
@@ -244,22 +244,35 @@ async def pull_many(
 
 
 async def declining_for(
-    ctx: Context, candidates: Sequence[matching.TaskView], scheduling: Pass
+    ctx: Context,
+    candidates: Sequence[matching.TaskView],
+    scheduling: Pass,
+    builds: frozenset[str] = frozenset(),
 ) -> critical.Declining | None:
     """What a pull needs for matching.declines, if any candidate has a critical-path weight:
-    the outlook of their arches and how long each has been declined, in two statements."""
+    the outlook of their arches and how long each has been declined, in two statements; and
+    for matching.keeps ([dispatcher] keep_seconds), the chain links of the arches the hosts
+    `builds` about to be queued, and their arches' outlooks, in one more."""
     weighted = [t for t in candidates if t.path is not None and t.work is not None]
     if not weighted:
         return None
-    arches = sorted({t.arch for t in weighted})
     conf = ctx.config.dispatcher
+    coming = await store.coming(ctx.conn, sorted(builds)) if conf.keep_seconds > 0 else {}
+    arches = sorted({t.arch for t in weighted} | coming.keys())
     heavy = conf.heavy_share if conf.heavy_share > 0 else None
     deadline = await scheduling.batch_end()
     outlooks, hosts = await store.outlooks(
         ctx.conn, arches, OUTLOOK_HOSTS, deadline, conf.work_pad, heavy
     )
     ages = await store.declined_for(ctx.conn, [t.task_id for t in weighted])
-    return critical.Declining(outlooks, ages, ctx.config.dispatcher.decline_max_seconds, hosts)
+    return critical.Declining(
+        outlooks,
+        ages,
+        conf.decline_max_seconds,
+        hosts,
+        coming=coming,
+        keep_seconds=conf.keep_seconds,
+    )
 
 
 def group_order(
@@ -293,8 +306,12 @@ def choose(
     Candidates are looked at only while they could still be chosen: until the core claims
     fill the host, and of a group until it has as many eligible tasks as the host has slots.
     A task `declining` says to leave to a faster host is skipped (a core claim only for a
-    faster core host: a core host's result needs no replica, and neither does that one's)."""
+    faster core host: a core host's result needs no replica, and neither does that one's).
+    A slot `declining` keeps for a chain link about to be queued (matching.keeps) is left
+    free."""
     slots = host.free_slots
+    if declining is not None and declining.coming:
+        slots -= declining.keeping(host, (t for g in pool.values() for t in g))
     order, effective = group_order(pool, keys, scheduling.terms)
     # Whether the host claims any candidate: only a core host may (matching.claims), so no
     # other walks the pool for it, and a core one stops at the first it claims.

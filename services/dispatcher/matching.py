@@ -30,7 +30,9 @@ the slack along the path (Outlook.pad, pro_rata); a pull's declined tasks each c
 different faster slot (declines' `ahead`), so slow hosts do not all wait for one fast slot.
 The task's own work may count at an upper quantile of its estimate (Outlook.work_pad: a lease
 commits its error), and a heavy task may be left to a faster host even with slack
-(Outlook.heavy_share: the deadline is an estimate too).
+(Outlook.heavy_share: the deadline is an estimate too). A fast host may keep a free slot for
+a critical chain link about to be queued (keeps()): in a saturated arch, no fast slot would
+be free for it otherwise.
 """
 
 from __future__ import annotations
@@ -135,9 +137,13 @@ def trusted_enough(trust: str, minimum: str | None) -> bool:
 
 
 def can_build(host: HostView, task: TaskView, throttle: Throttle = OPEN) -> bool:
+    return host.free_slots > 0 and may_build(host, task, throttle)
+
+
+def may_build(host: HostView, task: TaskView, throttle: Throttle = OPEN) -> bool:
+    """can_build once the host has a slot free."""
     return (
-        host.free_slots > 0
-        and not throttle.blocks(host)
+        not throttle.blocks(host)
         and task.arch in host.arches
         and (task.release is None or task.release in host.releases)
         and trusted_enough(host.trust, task.min_trust)
@@ -331,6 +337,14 @@ def heavy(host: HostView, task: TaskView, outlook: Outlook) -> bool:
     return padded_work(task, outlook) / host.speed >= outlook.heavy_share * left
 
 
+def pressing(host: HostView, task: TaskView, outlook: Outlook) -> bool:
+    """Whether `task` on `host` is critical (its path would end after the deadline:
+    critical_path_ends) or heavy there (heavy()): what declines() and keeps() act on."""
+    assert task.path is not None and task.work is not None
+    critical = critical_path_ends(host, task, outlook) > outlook.deadline
+    return critical or heavy(host, task, outlook)
+
+
 def declines(
     host: HostView, task: TaskView, outlook: Outlook, ahead: int = 0, until: float | None = None
 ) -> bool:
@@ -349,10 +363,9 @@ def declines(
     then, however slow, having waited in vain."""
     if task.path is None or task.work is None or host.speed <= 0:
         return False
-    here = outlook.now + task.work / host.speed
-    critical = critical_path_ends(host, task, outlook) > outlook.deadline
-    if not critical and not heavy(host, task, outlook):
+    if not pressing(host, task, outlook):
         return False
+    here = outlook.now + task.work / host.speed
     slots = sorted(
         (max(free_at, outlook.now), speed)
         for speed, free_at in outlook.faster
@@ -368,6 +381,48 @@ def claims(host: HostView, task: TaskView) -> bool:
     freed core slot takes saves a replica (bench/trust_simulation.py: extra builds 8% with
     this order, over 10% first come, first served)."""
     return host.trust == Trust.CORE and task.prefers_core
+
+
+@dataclasses.dataclass(frozen=True)
+class Coming:
+    """A blocked chain link's task whose every predecessor is running or done: when the last
+    of them is expected to end (lease_frees_at), it is queued."""
+
+    task: TaskView
+    ready_at: float
+
+
+def keeps(
+    host: HostView,
+    coming: Coming,
+    outlook: Outlook,
+    ahead: int = 0,
+    window: float = 0.0,
+    until: float | None = None,
+) -> bool:
+    """Whether `host` leaves one of its free slots idle for `coming` rather than fill it now.
+
+    When a critical link is queued, the fastest slots of a saturated arch are all busy with
+    whatever was queued before it, and none frees within the decline bound: the link goes
+    to a slower host, and its path (the batch's end) with it. So a host keeps a slot for a
+    link that (1) is ready within `window` seconds, (2) will be critical or heavy here then
+    (critical_path_ends, heavy), (3) this host would take then (it would not leave it to a
+    faster slot: declines, `until` its decline bound), and (4) finds no other slot as fast as
+    this one free by then: `outlook.faster` lists the slots that are not this host's free
+    ones, and `ahead` coming links before this one take the soonest of them. The slot idles
+    at most `window`; a host slower than one that is free by then keeps nothing."""
+    task = coming.task
+    if task.path is None or task.work is None or host.speed <= 0:
+        return False
+    if not outlook.now <= coming.ready_at <= outlook.now + window:
+        return False
+    then = dataclasses.replace(outlook, now=coming.ready_at)
+    if not pressing(host, task, then):
+        return False
+    others = sum(
+        1 for speed, free_at in outlook.faster if speed >= host.speed and free_at <= coming.ready_at
+    )
+    return others <= ahead and not declines(host, task, then, ahead, until)
 
 
 def core_claims(host: HostView, tasks: Iterable[TaskView]) -> list[TaskView]:

@@ -16,6 +16,7 @@ from .matching import (
     ESTIMATE_PAD,
     NEUTRAL_QOS,
     NEUTRAL_SPEED,
+    Coming,
     HostSlots,
     HostView,
     Outlook,
@@ -436,6 +437,19 @@ async def batch_end(conn: asyncpg.Connection) -> tuple[float, float]:
     return now, batch_end_of(now, queued, running)
 
 
+def leases_free_at(now: float, r: Any) -> list[float]:
+    """matching.lease_frees_at of each lease a row lists (_OUTLOOK's, _COMING's arrays)."""
+    leases = zip(
+        r["leased_at"] or (),
+        r["lease_work"] or (),
+        r["lease_speed"] or (),
+        r["lease_expires"] or (),
+        r["lease_finished"] or (),
+        strict=True,
+    )
+    return [lease_frees_at(now, *lease) for lease in leases]
+
+
 async def outlooks(
     conn: asyncpg.Connection,
     arches: Sequence[str],
@@ -464,17 +478,7 @@ async def outlooks(
             HostSlots(
                 view.speed,
                 view.free_slots,
-                [
-                    lease_frees_at(now, *lease)
-                    for lease in zip(
-                        r["leased_at"] or (),
-                        r["lease_work"] or (),
-                        r["lease_speed"] or (),
-                        r["lease_expires"] or (),
-                        r["lease_finished"] or (),
-                        strict=True,
-                    )
-                ],
+                leases_free_at(now, r),
             )
             for view, r in zip(of_views, of_arch, strict=True)
         ]
@@ -531,6 +535,46 @@ TASK_COLUMNS = (
     "t.id, t.arch, t.owner, t.class, t.priority, t.failures, t.refused_hosts, t.purpose,"
     " t.min_trust, t.exclude_hosts, t.exclude_owners, t.release, t.scratch, t.work, t.path"
 )
+
+
+# Per arch, its blocked chain links of the longest paths (at most $2, tasks_blocked_path),
+# each with the leases of its predecessors' tasks still running (as _OUTLOOK reads them),
+# kept only if every such task is running or done: its ready time is then known.
+_COMING = f"""
+SELECT {TASK_COLUMNS}, extract(epoch FROM now())::float8 AS coming_now, d.*
+FROM unnest($1::text[]) AS a(arch)
+CROSS JOIN LATERAL (SELECT * FROM tasks WHERE state = 'blocked' AND arch = a.arch
+    AND path IS NOT NULL ORDER BY path DESC LIMIT $2) t
+CROSS JOIN LATERAL (SELECT
+        bool_and(p.state IN ('leased', 'verified', 'stored')) AS known,
+        array_agg(extract(epoch FROM l.created_at)::float8) FILTER (WHERE r) AS leased_at,
+        array_agg(p.work) FILTER (WHERE r) AS lease_work,
+        array_agg(coalesce(l.speed, $3)) FILTER (WHERE r) AS lease_speed,
+        array_agg(extract(epoch FROM l.expires_at)::float8) FILTER (WHERE r) AS lease_expires,
+        array_agg(l.finished_at IS NOT NULL) FILTER (WHERE r) AS lease_finished
+    FROM build_deps b JOIN tasks p ON p.build_id = b.after_build
+    LEFT JOIN leases l ON l.lease_id = p.lease_id
+    CROSS JOIN LATERAL (SELECT p.state = 'leased' AND l.lease_id IS NOT NULL AS r) s
+    WHERE b.build_id = t.build_id) d
+WHERE d.known
+"""
+COMING_LINKS = 16  # of an arch's blocked chain links, the longest paths matching.keeps weighs
+
+
+async def coming(conn: asyncpg.Connection, arches: Sequence[str]) -> dict[str, list[Coming]]:
+    """Per arch, the blocked chain links (of the COMING_LINKS longest paths) whose every
+    predecessor's task is leased or done, longest path first, with when the last of those
+    leases is expected to end (matching.lease_frees_at; an overdue one at its expiry): what
+    matching.keeps keeps a fast slot for. One statement (tasks_blocked_path)."""
+    rows = await conn.fetch(_COMING, list(arches), COMING_LINKS, NEUTRAL_SPEED)
+    found: dict[str, list[Coming]] = {}
+    for r in rows:
+        now = float(r["coming_now"])
+        ready = max(leases_free_at(now, r), default=now)
+        found.setdefault(r["arch"], []).append(Coming(task_view(r), ready))
+    for links in found.values():
+        links.sort(key=lambda c: (-(c.task.path or 0.0), c.task.task_id))
+    return found
 
 
 # An owner's usage key with the charges `p.term` this transaction has yet to write
