@@ -160,10 +160,20 @@ KEEP = DispatcherConfig().keep_seconds / 60
 HEARTBEAT = BuilderConfig().heartbeat_seconds / 60
 # A lease's expiry, minutes: builders heartbeat every HEARTBEAT minutes, so their statuses
 # renew each open lease to now + [dispatcher] lease_seconds (1 h), up to lease_max_seconds
-# (24 h) after it was given (store.renew_leases); the outlook counts an overdue lease's slot
-# until then.
+# (24 h) and lease_overrun times its estimate on the host after it was given
+# (store.renew_leases); the outlook counts an overdue lease's slot until then.
 LEASE = DispatcherConfig.lease_seconds / 60.0
 LEASE_MAX = DispatcherConfig.lease_max_seconds / 60.0
+OVERRUN = DispatcherConfig.lease_overrun
+
+
+def lease_expiry(now: float, at: float, work: float, speed: float, lease: float) -> float:
+    """When a lease given at `at` (estimated `work` on a host of `speed`) expires, its host's
+    statuses renewing it as store.renew_leases does."""
+    cap = min(LEASE_MAX, max(lease, OVERRUN * work / speed)) if speed > 0 else LEASE_MAX
+    return min(now + lease, at + cap)
+
+
 # Fedora's arch macros (redhat-rpm-config, early 2025), restricted to what matters here.
 ARCH_MACROS = {
     "%{ix86}": ("i686",),
@@ -677,7 +687,7 @@ class Simulation:
                         continue
                     at, work, host = lease
                     speed = self.builders[host].speed
-                    expiry = min(self.now + w.lease, at + LEASE_MAX)
+                    expiry = lease_expiry(self.now, at, work, speed, w.lease)
                     ends = matching.lease_frees_at(self.now, at, work, speed, expiry)
                     ready = max(ready, ends)
             if ready is not None:
@@ -886,7 +896,7 @@ class Simulation:
                                 at,
                                 work,
                                 b.speed,
-                                min(self.now + w.lease, at + LEASE_MAX),
+                                lease_expiry(self.now, at, work, b.speed, w.lease),
                                 late_pad=w.late_pad,
                             )
                             for at, work, _ in self.open[b.view.host]
