@@ -147,6 +147,18 @@ class Signed(SkylineMessage):
         return str(self.body["signature"])
 
 
+class SourceRpm(SkylineMessage):
+    """A message that names a source RPM by URL and digest (a request, a lease)."""
+
+    @property
+    def srpm_url(self) -> str:
+        return str(self.body["srpm_url"])
+
+    @property
+    def srpm_sha256(self) -> str:
+        return str(self.body["srpm_sha256"])
+
+
 class PartyTopic(message.Message):
     """Published on `<topic>.<party>`: the routing key names the host or owner the message is
     from (or, for leases, for), so the broker's topic permissions can hold each party to its

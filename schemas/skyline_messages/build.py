@@ -17,6 +17,7 @@ from .base import (
     USER,
     PartyTopic,
     SkylineMessage,
+    SourceRpm,
     body_schema,
     package_of,
 )
@@ -91,7 +92,7 @@ class _Request(PartyTopic, _OwnedMessage):
         return int(self.body.get("priority", DEFAULT_PRIORITY))
 
 
-class BuildRequestV1(_Request):
+class BuildRequestV1(_Request, SourceRpm):
     """A packager asks Skyline to build a source RPM for some architectures.
 
     Published on `skyline.build.request.<principal>`: the broker lets each packager's user
@@ -116,14 +117,6 @@ class BuildRequestV1(_Request):
             "priority": PRIORITY,
         },
     )
-
-    @property
-    def srpm_url(self) -> str:
-        return str(self.body["srpm_url"])
-
-    @property
-    def srpm_sha256(self) -> str:
-        return str(self.body["srpm_sha256"])
 
     @property
     def arches(self) -> list[str]:

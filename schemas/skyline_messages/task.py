@@ -21,6 +21,7 @@ from .base import (
     PartyTopic,
     Signed,
     SkylineMessage,
+    SourceRpm,
     body_schema,
     package_of,
 )
@@ -144,7 +145,7 @@ class _Result(_TaskFields):
         }
 
 
-class TaskLeasedV1(_HostTopic):
+class TaskLeasedV1(_HostTopic, SourceRpm):
     """The dispatcher leases a task to one host; published on `skyline.task.leased.<host>`."""
 
     topic = "skyline.task.leased"
@@ -190,14 +191,6 @@ class TaskLeasedV1(_HostTopic):
     @property
     def owner(self) -> str:
         return str(self.body["owner"])
-
-    @property
-    def srpm_url(self) -> str:
-        return str(self.body["srpm_url"])
-
-    @property
-    def srpm_sha256(self) -> str:
-        return str(self.body["srpm_sha256"])
 
     @property
     def lease_expires(self) -> str:
