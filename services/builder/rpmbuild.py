@@ -7,6 +7,7 @@ on every host (build-and-limits.md §1), so that independent hosts can be cross-
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import os
@@ -96,11 +97,26 @@ def _is_within(path: Path, parent: Path) -> bool:
     return path.resolve().is_relative_to(parent.resolve())
 
 
+# A killed sandbox's processes die just after bwrap, as their PID namespace goes with its init:
+# until then one may still create a file in the tree being removed.
+WIPE_SECONDS = 10.0
+WIPE_RETRY_ERRORS = (errno.ENOTEMPTY, errno.ENOENT)
+
+
 def _wipe(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
+    """Remove `path`, trying again (for up to WIPE_SECONDS) while it changes underneath."""
+    deadline = time.monotonic() + WIPE_SECONDS
+    while True:
+        try:
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+            elif path.exists():
+                shutil.rmtree(path)
+            return
+        except OSError as exc:
+            if exc.errno not in WIPE_RETRY_ERRORS or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def build_path_problem(build_path: Path) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import shutil
 import threading
@@ -240,3 +241,38 @@ def test_buildroot_packages_need_the_bwrap_sandbox(tmp_path: Path) -> None:
             backend="rpmbuild",
             buildroot_rpms=[tmp_path / "a.rpm"],
         )
+
+
+def test_wipe_tries_again_while_a_dying_sandbox_still_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed sandbox's last process may create a file while the tree is removed: rmtree
+    then fails with ENOTEMPTY, and the wipe tries again instead of failing the build."""
+    tree = tmp_path / "BUILD"
+    (tree / "sub").mkdir(parents=True)
+    real_rmtree, calls = shutil.rmtree, []
+
+    def racing_rmtree(path: Path) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            (tree / "sub" / "late-file").write_bytes(b"x")  # as the dying process would
+            raise OSError(errno.ENOTEMPTY, "Directory not empty", str(tree / "sub"))
+        real_rmtree(path)
+
+    monkeypatch.setattr(rb.shutil, "rmtree", racing_rmtree)
+    rb._wipe(tree)
+    assert not tree.exists() and len(calls) == 2
+
+
+def test_wipe_raises_what_trying_again_cannot_mend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = tmp_path / "BUILD"
+    tree.mkdir()
+
+    def refused(path: Path) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(rb.shutil, "rmtree", refused)
+    with pytest.raises(PermissionError):
+        rb._wipe(tree)
