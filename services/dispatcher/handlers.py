@@ -136,6 +136,7 @@ class Pass:
         self.declined: dict[int, str] = {}
         self._throttle: matching.Throttle | None = None
         self._batch_end: float | None = None
+        self._coming: dict[str, list[matching.Coming]] = {}
 
     async def throttle(self) -> matching.Throttle:
         """The throttle as this transaction first read it: once per pass, however many hosts
@@ -151,6 +152,14 @@ class Pass:
         if self._batch_end is None:
             _, self._batch_end = await store.batch_end(self.ctx.conn)
         return self._batch_end
+
+    async def coming(self, arches: Sequence[str]) -> dict[str, list[matching.Coming]]:
+        """store.coming of these arches, each read once per pass (as batch_end: one statement
+        over the longest blocked paths, the same for every kind of pulling hosts)."""
+        if missing := sorted(set(arches) - self._coming.keys()):
+            found = await store.coming(self.ctx.conn, missing)
+            self._coming.update({arch: found.get(arch, []) for arch in missing})
+        return {arch: self._coming[arch] for arch in arches if self._coming[arch]}
 
     def charge(self, owner: str, units: int) -> None:
         term = fairshare.charge_term(self.now, units, self.half_life)
@@ -257,7 +266,7 @@ async def declining_for(
     if not weighted:
         return None
     conf = ctx.config.dispatcher
-    coming = await store.coming(ctx.conn, sorted(builds)) if conf.keep_seconds > 0 else {}
+    coming = await scheduling.coming(sorted(builds)) if conf.keep_seconds > 0 else {}
     arches = sorted({t.arch for t in weighted} | coming.keys())
     heavy = conf.heavy_share if conf.heavy_share > 0 else None
     deadline = await scheduling.batch_end()
