@@ -323,11 +323,6 @@ def record_sent_many(sent: Iterable[tuple[str, bytes]]) -> None:
         METRICS.leases_issued.add(leases)
 
 
-def record_sent(routing_key: str, body: bytes) -> None:
-    """record_sent_many for one confirmed message."""
-    record_sent_many([(routing_key, body)])
-
-
 # -- database ---------------------------------------------------------------------------------
 
 

@@ -149,12 +149,16 @@ def test_confirmed_messages_count_leases_verdicts_and_the_throttle(monkeypatch) 
     reader = InMemoryMetricReader()
     meter = MeterProvider(metric_readers=[reader]).get_meter("test")
     monkeypatch.setattr(telemetry, "METRICS", telemetry.Metrics(meter))
-    telemetry.record_sent("skyline.task.leased.h1", b"{}")
-    telemetry.record_sent("skyline.task.leased.h2", b"{}")
-    telemetry.record_sent("skyline.task.verified", b'{"status": "succeeded"}')
-    telemetry.record_sent("skyline.task.mismatch", b"{}")
-    telemetry.record_sent("skyline.throttle.engaged", b"{}")
-    telemetry.record_sent("skyline.build.queued", b"{}")  # counts nothing
+    telemetry.record_sent_many(
+        [
+            ("skyline.task.leased.h1", b"{}"),
+            ("skyline.task.leased.h2", b"{}"),
+            ("skyline.task.verified", b'{"status": "succeeded"}'),
+            ("skyline.task.mismatch", b"{}"),
+            ("skyline.throttle.engaged", b"{}"),
+            ("skyline.build.queued", b"{}"),  # counts nothing
+        ]
+    )
     telemetry.METRICS.queue_depth.set(3, {"queue": "skyline.dispatcher"})
 
     points: dict[str, list[tuple[dict, float]]] = {}
@@ -171,7 +175,7 @@ def test_confirmed_messages_count_leases_verdicts_and_the_throttle(monkeypatch) 
     )
     assert points["skyline.throttle.engaged"] == [({}, 1)]
     assert points["skyline.queue.depth"] == [({"queue": "skyline.dispatcher"}, 3)]
-    telemetry.record_sent("skyline.throttle.released", b"{}")
+    telemetry.record_sent_many([("skyline.throttle.released", b"{}")])
     data = reader.get_metrics_data()
     values = [
         p.value
